@@ -1,0 +1,42 @@
+/* lua/lmoco.h: entry points of the Lua binding (the only code that sees both libmoco and Lua). */
+#ifndef MOCO_LMOCO_H
+#define MOCO_LMOCO_H
+
+#include <lua.h>
+
+#define MOCO_LUA_VERSION "0.1.0"
+
+/* Opens the C part of the `moco` module (preloaded as "moco.core"); the Lua file
+ * lua/moco/init.lua builds the public `moco` table on top of it. */
+int luaopen_moco_core(lua_State *L);
+
+#endif
+
+/* ---- shared helpers for the binding files ---- */
+#include "tensor.h"
+
+#define MOCO_TENSOR_MT "moco.Tensor"
+#define MOCO_GENERATOR_MT "moco.Generator"
+
+/* The userdata behind a moco.Tensor: a box created empty before anything can fail, so an
+ * error while building the tensor never leaks it.  `t` is NULL once closed. */
+typedef struct LTensor {
+    Tensor *t;
+} LTensor;
+
+/* Argument idx as a live tensor (errors name the argument: "moco.Tensor expected, got nil"). */
+Tensor *lmoco_checktensor(lua_State *L, int idx);
+Tensor *lmoco_totensor(lua_State *L, int idx); /* NULL when not a tensor */
+/* Pushes an empty box; fill it with lmoco_settensor. */
+LTensor *lmoco_newbox(lua_State *L);
+/* box->t = t, or raises moco_last_error() when t is NULL.  Reports new storage to the GC. */
+void lmoco_settensor(lua_State *L, LTensor *box, Tensor *t);
+/* Raises the current libmoco error as a Lua error. */
+int lmoco_error(lua_State *L);
+/* Generator at idx, or the default generator when idx is none/nil. */
+Rng *lmoco_optgenerator(lua_State *L, int idx);
+/* Reads a shape given as a table {2,3} or as integers from idx on. Returns ndim. */
+int lmoco_checkshape(lua_State *L, int idx, int64_t *shape);
+
+void lmoco_open_tensor(lua_State *L);    /* adds functions to the table on top */
+void lmoco_open_generator(lua_State *L); /* idem */

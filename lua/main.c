@@ -1,0 +1,909 @@
+/* lua/main.c: the moco-lua executable.
+ *
+ * Owns the command line, running scripts and -e chunks, and the REPL (automatic
+ * printing of results, multi-line input, libedit line editing with history and
+ * tab completion, per-line timing).  Everything that touches Lua runs under
+ * lua_pcall with a traceback message handler, so no Lua error ends the process;
+ * it ends at the end of input, through os.exit, on a second Ctrl-C while the
+ * first is still pending (see on_sigint), or when a script or -e chunk fails
+ * (exit status 1). */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <locale.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <wchar.h>
+
+#include <editline/readline.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "error.h"
+#include "lmoco.h"
+
+#define PROGNAME "moco-lua"
+#define HISTORY_FILE ".moco_history"
+#define HISTORY_MAX 1000
+#define SLOW_LINE_SECONDS 1.0
+/* Chunk name of REPL input, so errors read "stdin:1: ...". */
+#define REPL_CHUNKNAME "=stdin"
+/* The tail luaL_loadbuffer's message has when the chunk merely ended too early. */
+#define INCOMPLETE_MARK "<eof>"
+
+/* The interpreter state, for the SIGINT handler and the completion callback,
+ * neither of which gets it as an argument. */
+static lua_State *global_L;
+
+/* --- Ctrl-C -------------------------------------------------------------------
+ *
+ * Lua cannot be stopped from a signal handler directly, so the handler only
+ * installs a hook that raises "interrupted!" at the next instruction, call or
+ * return (the interpreter's safe points), and sets moco_interrupt_requested so
+ * that long C loops in libmoco can stop early too.  docall() removes the hook and
+ * clears both flags when the call returns.
+ *
+ * If a second Ctrl-C arrives while the first is still pending (the hook has not
+ * fired: the program is stuck in C code that does not poll the flag), the default
+ * action is restored and re-raised, so the process is killed as a plain C program
+ * would be.  This is lua.c's escape hatch, moved one press later.
+ *
+ * At the prompt no Lua code runs; there Ctrl-C only marks the line as cancelled
+ * (prompt_interrupted) and the reader throws the partial input away. */
+static volatile sig_atomic_t lua_is_running = 0;
+static volatile sig_atomic_t interrupt_pending = 0;
+static volatile sig_atomic_t prompt_interrupted = 0;
+/* Whether Ctrl-C was pressed during the last docall (the REPL then starts its
+ * message on a fresh line, after the terminal's "^C"). */
+static int last_call_interrupted = 0;
+/* The thread that runs Lua.  Worker threads (libmoco's pool, OpenBLAS) inherit
+ * the signal disposition, and the kernel may deliver SIGINT to any of them; the
+ * handler passes it on to this thread, which owns the Lua state. */
+static pthread_t lua_thread;
+/* In the REPL the handler stays installed between lines; a script run gets the
+ * default action back after each call. */
+static int keep_sigint_handler = 0;
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    interrupt_pending = 0;
+    luaL_error(L, "interrupted!");
+}
+
+static void on_sigint(int sig) {
+    if (!pthread_equal(pthread_self(), lua_thread)) {
+        pthread_kill(lua_thread, sig); /* async-signal-safe */
+        return;
+    }
+    if (!lua_is_running) {
+        prompt_interrupted = 1;
+        return;
+    }
+    if (interrupt_pending) {
+        signal(sig, SIG_DFL);
+        raise(sig); /* delivered, and fatal, once this handler returns */
+        return;
+    }
+    interrupt_pending = 1;
+    moco_interrupt_requested = 1;
+    lua_sethook(global_L, interrupt_hook,
+                LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+/* restart: whether interrupted system calls resume.  While Lua runs they do (C
+ * code in libmoco need not handle EINTR); at the prompt they must not, so that the
+ * blocked read returns and the line can be cancelled. */
+static void install_sigint(int restart) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = restart ? SA_RESTART : 0;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* --- running Lua code ------------------------------------------------------- */
+
+/* Message handler: turns any error value into a string with a traceback. */
+static int traceback_handler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Calls the function lying below its nargs arguments, protected, with Ctrl-C
+ * armed.  Same results and status as lua_pcall. */
+static int docall(lua_State *L, int nargs, int nresults) {
+    int base = lua_gettop(L) - nargs; /* the function's slot */
+    lua_pushcfunction(L, traceback_handler);
+    lua_insert(L, base);
+    moco_interrupt_requested = 0;
+    interrupt_pending = 0;
+    install_sigint(1);
+    lua_is_running = 1;
+    int status = lua_pcall(L, nargs, nresults, base);
+    lua_is_running = 0;
+    last_call_interrupted = moco_interrupt_requested;
+    /* A Ctrl-C that came too late for the hook to fire must not leak into the
+     * next call. */
+    lua_sethook(L, NULL, 0, 0);
+    interrupt_pending = 0;
+    moco_interrupt_requested = 0;
+    if (!keep_sigint_handler) signal(SIGINT, SIG_DFL);
+    lua_remove(L, base);
+    return status;
+}
+
+/* Prints and pops the error message on top of the stack if status is an error. */
+static int report(lua_State *L, int status) {
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        fflush(stdout); /* keep stdout and stderr in order when both are one pipe */
+        fprintf(stderr, "%s: %s\n", PROGNAME, msg ? msg : "(error object is not a string)");
+        fflush(stderr);
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+static int run_string(lua_State *L, const char *code, const char *chunkname) {
+    int status = luaL_loadbuffer(L, code, strlen(code), chunkname);
+    if (status == LUA_OK) status = docall(L, 0, 0);
+    return report(L, status);
+}
+
+/* -l name: global name = require(name). */
+static int run_require(lua_State *L, const char *name) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, name);
+    int status = docall(L, 1, 1);
+    if (status == LUA_OK) lua_setglobal(L, name);
+    return report(L, status);
+}
+
+/* --- setup ------------------------------------------------------------------ */
+
+static void print_version(void) {
+    printf("%s %s (%s)\n", PROGNAME, MOCO_LUA_VERSION, LUA_RELEASE);
+    fflush(stdout);
+}
+
+static void print_usage(FILE *out) {
+    fprintf(out,
+        "usage: %s [options] [script [args]]\n"
+        "Runs a Lua script with the moco module loaded as the global 'moco',\n"
+        "or starts the interactive REPL.\n"
+        "\n"
+        "Options:\n"
+        "  -e code     run the Lua code (may be repeated; runs before the script)\n"
+        "  -l name     require library 'name' into the global 'name'\n"
+        "  -i          enter the REPL after running the script\n"
+        "  -v          print version information\n"
+        "  -h, --help  print this help and exit\n"
+        "  --          stop handling options\n"
+        "  -           run the script read from standard input\n"
+        "\n"
+        "Arguments after the script go to it, in the table 'arg' and as '...', e.g.\n"
+        "  %s recipe.lua --option value\n"
+        "\n"
+        "With no script and no -e, %s starts the REPL: expressions print their\n"
+        "values ('1+2', or '=expr'), unfinished statements continue on the next line,\n"
+        "TAB completes names ('moco.tr' TAB), Ctrl-C interrupts the running line,\n"
+        "Ctrl-D exits; lines taking over a second print their time.  History is kept\n"
+        "in ~/%s.\n"
+        "\n"
+        "Environment: MOCO_LUA_PATH is put in front of package.path.\n",
+        PROGNAME, PROGNAME, PROGNAME, HISTORY_FILE);
+}
+
+/* Directory of the running executable (not of argv[0], which may be a symlink or
+ * a bare name found through PATH).  0 on success. */
+static int executable_dir(char *buf, size_t size) {
+    ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+    if (n <= 0 || (size_t)n >= size - 1) return -1;
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    if (slash == NULL) return -1;
+    *slash = '\0'; /* "/moco-lua" gives "", which the "%s/lua" patterns handle */
+    return 0;
+}
+
+/* package.path = $MOCO_LUA_PATH ; <the moco Lua modules> ; <default path>.
+ * The modules are found next to the executable: <exedir>/lua in a build tree,
+ * <exedir>/../share/moco-lua/lua when installed (see `make install`). */
+static void set_module_path(lua_State *L) {
+    char dir[PATH_MAX], probe[PATH_MAX + 32];
+    int pieces = 0;
+    lua_getglobal(L, "package");
+    const char *env = getenv("MOCO_LUA_PATH");
+    if (env != NULL && env[0] != '\0') {
+        size_t len = strlen(env);
+        while (len > 0 && env[len - 1] == ';') len--;
+        lua_pushlstring(L, env, len);
+        lua_pushliteral(L, ";");
+        pieces += 2;
+    }
+    if (executable_dir(dir, sizeof dir) == 0) {
+        snprintf(probe, sizeof probe, "%s/lua/moco/init.lua", dir);
+        if (access(probe, R_OK) == 0)
+            lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;", dir, dir);
+        else
+            lua_pushfstring(L, "%s/../share/moco-lua/lua/?.lua;"
+                               "%s/../share/moco-lua/lua/?/init.lua;", dir, dir);
+        pieces++;
+    }
+    lua_getfield(L, -1 - pieces, "path");
+    lua_concat(L, pieces + 1);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+}
+
+/* Makes arg[0] the script, arg[1..] its arguments and negative indices the
+ * interpreter and its options; with no script, arg[0] is the interpreter. */
+static void create_arg_table(lua_State *L, char **argv, int argc, int script) {
+    if (script >= argc) script = 0;
+    lua_createtable(L, argc - script - 1 > 0 ? argc - script - 1 : 0, script + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int load_moco(lua_State *L) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_moco_core);
+    lua_setfield(L, -2, "moco.core");
+    lua_pop(L, 1);
+    set_module_path(L);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "moco");
+    int status = docall(L, 1, 1);
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        lua_pushfstring(L, "cannot load the moco module: %s", msg ? msg : "?");
+        lua_remove(L, -2);
+        return report(L, status);
+    }
+    lua_setglobal(L, "moco");
+    return LUA_OK;
+}
+
+/* --- command line ------------------------------------------------------------ */
+
+enum { OPT_E = 1, OPT_L = 2, OPT_I = 4, OPT_V = 8, OPT_HELP = 16 };
+
+/* Scans the interpreter's options (no Lua involved, so --help and usage errors
+ * work even when the moco module is broken).  Returns the index of the script
+ * (argc when there is none) and sets *flags; on a bad option returns -1 with
+ * *bad its index. */
+static int scan_options(int argc, char **argv, int *flags, int *bad) {
+    int i;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || strcmp(a, "-") == 0) return i; /* the script ("-" is stdin) */
+        if (strcmp(a, "--") == 0) return i + 1;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            *flags |= OPT_HELP;
+        } else if (strcmp(a, "-i") == 0) {
+            *flags |= OPT_I;
+        } else if (strcmp(a, "-v") == 0) {
+            *flags |= OPT_V;
+        } else if (a[1] == 'e' || a[1] == 'l') {
+            *flags |= a[1] == 'e' ? OPT_E : OPT_L;
+            if (a[2] == '\0' && ++i >= argc) { /* "-e code" or "-ecode" */
+                *bad = i - 1;
+                return -1;
+            }
+        } else {
+            *bad = i;
+            return -1;
+        }
+    }
+    return i;
+}
+
+/* Runs the -e and -l options in command-line order; 0 if one failed. */
+static int run_inline_options(lua_State *L, char **argv, int script) {
+    for (int i = 1; i < script; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || (a[1] != 'e' && a[1] != 'l')) continue;
+        const char *value = a[2] != '\0' ? a + 2 : argv[++i];
+        int status = a[1] == 'e' ? run_string(L, value, "=(command line)")
+                                 : run_require(L, value);
+        if (status != LUA_OK) return 0;
+    }
+    return 1;
+}
+
+static int run_script(lua_State *L, char **argv, int argc, int script) {
+    const char *name = argv[script];
+    /* "-" is standard input, unless it came after "--" (then it is a file name) */
+    if (strcmp(name, "-") == 0 && strcmp(argv[script - 1], "--") != 0) name = NULL;
+    int status = luaL_loadfile(L, name);
+    if (status == LUA_OK) {
+        int nargs = argc - script - 1;
+        luaL_checkstack(L, nargs, "too many arguments to script");
+        for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+        status = docall(L, nargs, 0);
+    }
+    return report(L, status);
+}
+
+/* --- REPL: reading input -----------------------------------------------------
+ *
+ * With a terminal on stdin, lines come from libedit (prompts, editing, history,
+ * completion).  Otherwise (a pipe or a file, as when a test or another program
+ * drives moco-lua) lines are read with getline and no prompt is printed, so the
+ * output holds only results and errors; everything else (auto-print, multi-line
+ * chunks, surviving errors) is the same.  Such a session ends with status 1 if
+ * any chunk failed, so `moco-lua < session.lua` still tells its caller. */
+static int repl_on_tty = 0;
+static char history_path[PATH_MAX];
+
+static void history_save(void) {
+    if (history_path[0] != '\0') write_history(history_path); /* unwritable: skip */
+}
+
+static void history_open(void) {
+    const char *home = getenv("HOME");
+    using_history();
+    stifle_history(HISTORY_MAX);
+    if (home == NULL || home[0] == '\0') return;
+    int n = snprintf(history_path, sizeof history_path, "%s/%s", home, HISTORY_FILE);
+    if (n < 0 || (size_t)n >= sizeof history_path) {
+        history_path[0] = '\0';
+        return;
+    }
+    read_history(history_path); /* a missing file is a fresh history */
+    atexit(history_save);       /* also runs on os.exit */
+}
+
+/* libedit's own reader retries a read that a signal interrupted, so Ctrl-C would
+ * only take effect after the next key.  This one reports end of input instead,
+ * readline returns, and read_line sees prompt_interrupted.  It hands libedit
+ * whole characters (wide), decoding multibyte input in the locale's encoding as
+ * libedit's reader would; a byte that does not decode is passed on as is. */
+static int tty_getc(FILE *in) {
+    (void)in;
+    char bytes[MB_LEN_MAX];
+    size_t count = 0;
+    for (;;) {
+        ssize_t n = read(STDIN_FILENO, &bytes[count], 1);
+        if (n < 0 && errno == EINTR && !prompt_interrupted) continue;
+        if (n != 1) return -1;
+        count++;
+        mbstate_t state;
+        memset(&state, 0, sizeof state);
+        wchar_t wc;
+        size_t used = mbrtowc(&wc, bytes, count, &state);
+        if (used == (size_t)-2 && count < sizeof bytes) continue; /* more bytes to come */
+        if (used == (size_t)-1 || used == (size_t)-2) return (unsigned char)bytes[count - 1];
+        return (int)wc;
+    }
+}
+
+/* The line last returned by read_line, freed on the next call: pushing it can
+ * raise a memory error, and that must not leak it. */
+static char *last_line = NULL;
+
+/* Reads a line without its newline into last_line.  Returns 1 on a line, 0 at
+ * the end of input, -1 when Ctrl-C cancelled the input. */
+static int read_line(int first) {
+    free(last_line);
+    last_line = NULL;
+    fflush(stdout);
+    prompt_interrupted = 0;
+    install_sigint(0);
+    if (repl_on_tty) {
+        last_line = readline(first ? "> " : ">> ");
+    } else {
+        size_t cap = 0;
+        if (getline(&last_line, &cap, stdin) < 0) {
+            free(last_line);
+            last_line = NULL;
+            clearerr(stdin);
+        }
+    }
+    if (prompt_interrupted) {
+        if (repl_on_tty) fputs("\n", stdout);
+        return -1;
+    }
+    if (last_line == NULL) return 0;
+    size_t len = strlen(last_line);
+    while (len > 0 && (last_line[len - 1] == '\n' || last_line[len - 1] == '\r'))
+        last_line[--len] = '\0';
+    if (repl_on_tty && strspn(last_line, " \t") < len) add_history(last_line);
+    return 1;
+}
+
+static int is_incomplete(lua_State *L, int status) {
+    if (status != LUA_ERRSYNTAX) return 0;
+    size_t len, mark = sizeof(INCOMPLETE_MARK) - 1;
+    const char *msg = lua_tolstring(L, -1, &len);
+    return msg != NULL && len >= mark && strcmp(msg + len - mark, INCOMPLETE_MARK) == 0;
+}
+
+enum { INPUT_END = -1, INPUT_CANCELLED = -2 };
+
+/* Reads one statement and compiles it, pushing the function or an error message.
+ * A line that compiles as `return <line>` is an expression whose values will be
+ * printed; otherwise lines are joined while the chunk is merely unfinished.
+ * Returns the load status, INPUT_END or INPUT_CANCELLED (nothing pushed). */
+static int read_statement(lua_State *L) {
+    int r = read_line(1);
+    if (r <= 0) return r == 0 ? INPUT_END : INPUT_CANCELLED;
+    if (last_line[0] == '=') /* "=expr" is "return expr", as in Lua 5.1 */
+        lua_pushfstring(L, "return %s", last_line + 1);
+    else
+        lua_pushstring(L, last_line);
+    const char *as_return = lua_pushfstring(L, "return %s;", lua_tostring(L, -1));
+    if (luaL_loadbuffer(L, as_return, strlen(as_return), REPL_CHUNKNAME) == LUA_OK) {
+        lua_remove(L, -2); /* the "return" text */
+        lua_remove(L, -2); /* the line */
+        return LUA_OK;
+    }
+    lua_pop(L, 2); /* error message, "return" text; the chunk is on top */
+    for (;;) {
+        size_t len;
+        const char *chunk = lua_tolstring(L, -1, &len);
+        int status = luaL_loadbuffer(L, chunk, len, REPL_CHUNKNAME);
+        if (!is_incomplete(L, status)) {
+            lua_remove(L, -2);
+            return status;
+        }
+        r = read_line(0);
+        if (r == 0) { /* input ended inside a statement: report it as it stands */
+            lua_remove(L, -2);
+            return status;
+        }
+        if (r < 0) {
+            lua_pop(L, 2);
+            return INPUT_CANCELLED;
+        }
+        lua_pop(L, 1); /* the "<eof>" message */
+        lua_pushliteral(L, "\n");
+        lua_pushstring(L, last_line);
+        lua_concat(L, 3);
+    }
+}
+
+/* --- REPL: tab completion ----------------------------------------------------
+ *
+ * The word before the cursor ('.' and ':' are not word breaks) is split into a
+ * path, e.g. "moco.transforms.Ra" or "t:sh"; each part but the last is looked up
+ * from _G, and the last is completed from the keys of the value found: its own
+ * keys when it is a table, then those of its metatable's __index table, and so
+ * on up the chain (that is where userdata such as tensors keep their methods).
+ * A module whose submodules load lazily on first access (moco's __index function)
+ * has them only as files, so for a value that is in package.loaded the Lua files
+ * of its submodules on package.path are offered too: "moco.tr" finds
+ * moco/transforms.lua before moco.transforms was ever touched.
+ * Only raw lookups are made, so no metamethod runs and nothing the user defined
+ * can loop or fail; the whole walk also runs under lua_pcall, so even a memory
+ * error stays inside the completion. */
+
+static const char *const lua_keywords[] = {
+    "and", "break", "do", "else", "elseif", "end", "false", "for", "function",
+    "goto", "if", "in", "local", "nil", "not", "or", "repeat", "return", "then",
+    "true", "until", "while", NULL};
+
+static int is_identifier(const char *s, size_t len) {
+    if (len == 0) return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        if (!alpha && (i == 0 || c < '0' || c > '9')) return 0;
+    }
+    return 1;
+}
+
+/* Replaces the value on top by the __index table of its metatable and returns 1;
+ * returns 0 and leaves the stack as it was when there is none. */
+static int step_to_index_table(lua_State *L) {
+    if (!lua_getmetatable(L, -1)) return 0;
+    lua_pushliteral(L, "__index");
+    if (lua_rawget(L, -2) != LUA_TTABLE) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_remove(L, -2); /* the metatable */
+    lua_remove(L, -2); /* the previous holder */
+    return 1;
+}
+
+/* The chain of __index tables is bounded so that a cycle cannot hang the REPL. */
+#define MAX_INDEX_DEPTH 16
+
+/* Replaces the value on top by its field key, found as described above, or nil. */
+static void raw_field(lua_State *L, const char *key, size_t len) {
+    for (int depth = 0; depth < MAX_INDEX_DEPTH; depth++) {
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_pushlstring(L, key, len);
+            if (lua_rawget(L, -2) != LUA_TNIL) {
+                lua_remove(L, -2);
+                return;
+            }
+            lua_pop(L, 1);
+        }
+        if (!step_to_index_table(L)) break;
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+}
+
+/* Appends text[0..prefix_len) .. name to the results at index 2 unless index 3
+ * (the set of names offered so far) already has it; name is on top, kept. */
+static void offer(lua_State *L, const char *text, size_t prefix_len) {
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, 3) != LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, 3);
+    lua_pushlstring(L, text, prefix_len);
+    lua_pushvalue(L, -2);
+    lua_concat(L, 2);
+    lua_rawseti(L, 2, (lua_Integer)lua_rawlen(L, 2) + 1);
+}
+
+/* Pushes the key under which the value at idx is in package.loaded and returns 1;
+ * returns 0 (nothing pushed) when it is not a loaded module. */
+static int loaded_module_name(lua_State *L, int idx) {
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, idx)) {
+            lua_pop(L, 1);
+            lua_remove(L, -2);
+            return 1;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+#define MAX_SUBMODULES 128
+#define MAX_SUBMODULE_NAME 64
+
+/* Offers the submodules of module modname (on top of the stack, kept) whose
+ * files lie where package.path's templates put them: for "D/?.lua" the files
+ * D/<modname as a path>/<name>.lua, for "D/?/init.lua" the directories
+ * D/<modname as a path>/<name>/ holding init.lua.  Names are gathered in a fixed
+ * buffer so that no directory is open while Lua may raise. */
+static void offer_submodules(lua_State *L, const char *text, size_t prefix_len,
+                             const char *part, size_t part_len) {
+    static char names[MAX_SUBMODULES][MAX_SUBMODULE_NAME];
+    char modpath[PATH_MAX], dir[PATH_MAX], file[2 * PATH_MAX];
+    int count = 0;
+    snprintf(modpath, sizeof modpath, "%s", lua_tostring(L, -1));
+    for (char *c = modpath; *c; c++)
+        if (*c == '.') *c = '/';
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushliteral(L, "package");
+    if (lua_rawget(L, -2) != LUA_TTABLE) {
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pushliteral(L, "path");
+    if (lua_rawget(L, -2) != LUA_TSTRING) {
+        lua_pop(L, 3);
+        return;
+    }
+    const char *path = lua_tostring(L, -1);
+    while (*path != '\0' && count < MAX_SUBMODULES) {
+        size_t template_len = strcspn(path, ";");
+        const char *mark = memchr(path, '?', template_len);
+        const char *suffix = mark ? mark + 1 : NULL;
+        size_t suffix_len = mark ? template_len - (size_t)(suffix - path) : 0;
+        int n = mark ? snprintf(dir, sizeof dir, "%.*s%s/", (int)(mark - path), path, modpath) : -1;
+        DIR *d = (n > 0 && (size_t)n < sizeof dir && !memchr(suffix, '?', suffix_len))
+                     ? opendir(dir) : NULL;
+        struct dirent *entry;
+        while (d != NULL && count < MAX_SUBMODULES && (entry = readdir(d)) != NULL) {
+            const char *name = entry->d_name;
+            size_t name_len = strlen(name);
+            if (suffix[0] == '/') { /* D/?/init.lua: the entry must be a directory holding it */
+                snprintf(file, sizeof file, "%s%s%.*s", dir, name, (int)suffix_len, suffix);
+                if (access(file, R_OK) != 0) continue;
+            } else { /* D/?.lua: the entry is the file, named <name><suffix> */
+                if (name_len <= suffix_len ||
+                    memcmp(name + name_len - suffix_len, suffix, suffix_len) != 0)
+                    continue;
+                name_len -= suffix_len;
+            }
+            if (name_len == 4 && memcmp(name, "init", 4) == 0) continue; /* the package itself */
+            if (name_len >= MAX_SUBMODULE_NAME || name_len < part_len ||
+                memcmp(name, part, part_len) != 0 || !is_identifier(name, name_len))
+                continue;
+            memcpy(names[count], name, name_len);
+            names[count++][name_len] = '\0';
+        }
+        if (d != NULL) closedir(d);
+        path += template_len;
+        if (*path == ';') path++;
+    }
+    lua_pop(L, 3);
+    for (int i = 0; i < count; i++) {
+        lua_pushstring(L, names[i]);
+        offer(L, text, prefix_len);
+        lua_pop(L, 1);
+    }
+}
+
+/* lua_pcall'ed with the word (a light userdata C string); returns an array of
+ * the full completions. */
+static int collect_completions(lua_State *L) {
+    const char *text = lua_touserdata(L, 1);
+    lua_newtable(L);         /* 2: results */
+    lua_newtable(L);         /* 3: names offered */
+    lua_pushglobaltable(L);  /* 4: the value whose keys complete the last part */
+    const char *dot = strrchr(text, '.'), *colon = strrchr(text, ':');
+    const char *sep = dot; /* the last separator; NULL when there is none */
+    if (colon != NULL && (dot == NULL || colon > dot)) sep = colon;
+    const char *part = text;
+    while (sep != NULL && part <= sep) {
+        size_t len = strcspn(part, ".:");
+        if (!is_identifier(part, len)) return 1;
+        if (part[len] == ':' && part + len != sep) return 1; /* a:b.c is no Lua */
+        lua_pushvalue(L, 4);
+        raw_field(L, part, len);
+        lua_replace(L, 4);
+        if (lua_isnil(L, 4)) return 1;
+        part += len + 1;
+    }
+    size_t part_len = strlen(part);
+    size_t prefix_len = (size_t)(part - text);
+    int methods_only = sep != NULL && *sep == ':';
+
+    lua_pushvalue(L, 4);
+    for (int depth = 0; depth < MAX_INDEX_DEPTH; depth++) {
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_pushnil(L);
+            while (lua_next(L, -2)) { /* key at -2, value at -1 */
+                size_t len;
+                if (lua_type(L, -2) == LUA_TSTRING &&
+                    (!methods_only || lua_type(L, -1) == LUA_TFUNCTION)) {
+                    const char *key = lua_tolstring(L, -2, &len);
+                    if (len >= part_len && memcmp(key, part, part_len) == 0 &&
+                        is_identifier(key, len)) {
+                        lua_pushvalue(L, -2);
+                        offer(L, text, prefix_len);
+                        lua_pop(L, 1);
+                    }
+                }
+                lua_pop(L, 1);
+            }
+        }
+        if (!step_to_index_table(L)) break;
+    }
+    lua_pop(L, 1);
+    if (sep != NULL && !methods_only && loaded_module_name(L, 4)) {
+        offer_submodules(L, text, prefix_len, part, part_len);
+        lua_pop(L, 1);
+    }
+    if (sep == NULL) {
+        for (int i = 0; lua_keywords[i] != NULL; i++) {
+            if (strncmp(lua_keywords[i], part, part_len) != 0) continue;
+            lua_pushstring(L, lua_keywords[i]);
+            offer(L, text, 0);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, 2);
+    return 1;
+}
+
+/* The completions of the current TAB press, handed one by one to libedit, which
+ * takes ownership of each string it receives. */
+static char **completion_list = NULL;
+static size_t completion_count = 0, completion_next = 0;
+
+static char *next_completion(const char *text, int state) {
+    (void)text;
+    (void)state;
+    if (completion_next >= completion_count) return NULL;
+    char *s = completion_list[completion_next];
+    completion_list[completion_next++] = NULL;
+    return s;
+}
+
+static int compare_strings(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char **complete_lua(const char *text, int start, int end) {
+    (void)start;
+    (void)end;
+    char **matches = NULL;
+    lua_State *L = global_L;
+    int top = lua_gettop(L);
+    rl_attempted_completion_over = 1; /* never fall back to file names */
+    if (!lua_checkstack(L, 4)) return NULL;
+    lua_pushcfunction(L, collect_completions);
+    lua_pushlightuserdata(L, (void *)text);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE) {
+        size_t n = (size_t)lua_rawlen(L, -1);
+        completion_list = calloc(n + 1, sizeof *completion_list);
+        completion_count = completion_next = 0;
+        for (size_t i = 1; completion_list != NULL && i <= n; i++) {
+            lua_rawgeti(L, -1, (lua_Integer)i);
+            const char *s = lua_tostring(L, -1);
+            char *copy = s ? strdup(s) : NULL;
+            if (copy != NULL) completion_list[completion_count++] = copy;
+            lua_pop(L, 1);
+        }
+        if (completion_count > 0) {
+            qsort(completion_list, completion_count, sizeof *completion_list, compare_strings);
+            matches = rl_completion_matches(text, next_completion);
+        }
+        for (size_t i = completion_next; i < completion_count; i++) free(completion_list[i]);
+        free(completion_list);
+        completion_list = NULL;
+        completion_count = completion_next = 0;
+    }
+    lua_settop(L, top);
+    return matches;
+}
+
+/* Word breaks for completion: Lua's operators and brackets, but not '.' or ':',
+ * so that "moco.transforms.Ra" is one word. */
+static char completion_word_breaks[] = " \t\n\"'`@$><=;|&{}()[],+-*/%^~#";
+
+static void setup_line_editing(void) {
+    /* libedit edits characters, not bytes: without a multibyte locale, typing 'é'
+     * would give two meta keys.  Only the character type is set (number formatting
+     * stays "C"); a single-byte locale falls back to UTF-8, what terminals send. */
+    setlocale(LC_CTYPE, "");
+    if (MB_CUR_MAX == 1) setlocale(LC_CTYPE, "C.UTF-8");
+    rl_readline_name = PROGNAME;
+    rl_getc_function = tty_getc;
+    rl_attempted_completion_function = complete_lua;
+    rl_basic_word_break_characters = completion_word_breaks;
+    rl_completer_word_break_characters = completion_word_breaks;
+    rl_completion_append_character = '\0';
+    history_open();
+}
+
+/* --- REPL: the loop --------------------------------------------------------- */
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Prints the n values on top of the stack with the global print, and pops them. */
+static int print_values(lua_State *L, int n) {
+    if (n <= 0) return LUA_OK;
+    luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+    lua_getglobal(L, "print");
+    lua_insert(L, -n - 1);
+    int status = docall(L, n, 0);
+    if (status != LUA_OK) {
+        lua_pushfstring(L, "error calling 'print' (%s)", lua_tostring(L, -1));
+        lua_remove(L, -2);
+    }
+    return status;
+}
+
+/* Returns 1 when the session ended normally (end of input), 0 when it was not
+ * a terminal session and some chunk failed. */
+static int repl(lua_State *L, int banner) {
+    int failures = 0;
+    repl_on_tty = isatty(STDIN_FILENO);
+    keep_sigint_handler = 1;
+    if (repl_on_tty) {
+        if (banner) print_version();
+        printf("Expressions print their value; TAB completes, Ctrl-C interrupts, "
+               "Ctrl-D exits.\n");
+        setup_line_editing();
+    }
+    for (;;) {
+        int top = lua_gettop(L);
+        int status = read_statement(L);
+        if (status == INPUT_END) break;
+        if (status == INPUT_CANCELLED) continue;
+        double start = seconds_now();
+        if (status == LUA_OK) {
+            status = docall(L, 0, LUA_MULTRET);
+            if (status == LUA_OK) status = print_values(L, lua_gettop(L) - top);
+        }
+        fflush(stdout);
+        if (status != LUA_OK) {
+            if (repl_on_tty && last_call_interrupted) fputs("\n", stderr);
+            report(L, status);
+            failures++;
+        }
+        double elapsed = seconds_now() - start;
+        if (elapsed > SLOW_LINE_SECONDS) {
+            fprintf(stderr, "(%.2f s)\n", elapsed);
+            fflush(stderr);
+        }
+        lua_settop(L, top);
+    }
+    if (repl_on_tty) fputs("\n", stdout);
+    fflush(stdout);
+    free(last_line);
+    last_line = NULL;
+    return repl_on_tty || failures == 0;
+}
+
+/* --- main ---------------------------------------------------------------------- */
+
+/* Everything that can raise runs in here, protected by main's lua_pcall.
+ * Arguments: argc, argv, the script's index, the option flags.  Returns a
+ * boolean: whether everything succeeded. */
+static int protected_main(lua_State *L) {
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = lua_touserdata(L, 2);
+    int script = (int)lua_tointeger(L, 3);
+    int flags = (int)lua_tointeger(L, 4);
+    lua_settop(L, 0);
+    luaL_checkversion(L);
+    if (flags & OPT_V) print_version();
+    luaL_openlibs(L);
+    create_arg_table(L, argv, argc, script);
+    int ok = load_moco(L) == LUA_OK && run_inline_options(L, argv, script) &&
+             (script >= argc || run_script(L, argv, argc, script) == LUA_OK);
+    if (ok) {
+        if (flags & OPT_I)
+            ok = repl(L, !(flags & OPT_V));
+        else if (script >= argc && !(flags & (OPT_E | OPT_V)))
+            ok = repl(L, 1);
+    }
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    int flags = 0, bad = 0;
+    int script = scan_options(argc, argv, &flags, &bad);
+    if (script < 0) {
+        const char *a = argv[bad];
+        if (a[1] == 'e' || a[1] == 'l')
+            fprintf(stderr, "%s: '%s' needs an argument\n", PROGNAME, a);
+        else
+            fprintf(stderr, "%s: unrecognized option '%s'\n", PROGNAME, a);
+        print_usage(stderr);
+        return 1;
+    }
+    if (flags & OPT_HELP) {
+        print_usage(stdout);
+        return 0;
+    }
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        fprintf(stderr, "%s: cannot create the Lua state: not enough memory\n", PROGNAME);
+        return 1;
+    }
+    global_L = L;
+    lua_thread = pthread_self();
+    lua_pushcfunction(L, protected_main);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    lua_pushinteger(L, script);
+    lua_pushinteger(L, flags);
+    int status = lua_pcall(L, 4, 1, 0);
+    int ok = status == LUA_OK && lua_toboolean(L, -1);
+    report(L, status);
+    lua_close(L);
+    return ok ? 0 : 1;
+}
