@@ -214,6 +214,8 @@ int luaopen_moco_core(lua_State *L) {
     luaL_newlib(L, core_functions);
     lmoco_open_tensor(L);
     lmoco_open_generator(L);
+    lmoco_open_optim(L);
+    lmoco_open_nn(L);
     lua_pushliteral(L, MOCO_LUA_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

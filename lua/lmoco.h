@@ -40,3 +40,5 @@ int lmoco_checkshape(lua_State *L, int idx, int64_t *shape);
 
 void lmoco_open_tensor(lua_State *L);    /* adds functions to the table on top */
 void lmoco_open_generator(lua_State *L); /* idem */
+void lmoco_open_optim(lua_State *L);     /* sets field _optim */
+void lmoco_open_nn(lua_State *L);        /* sets field _nn (lua/l_nn.c) */

@@ -1,0 +1,349 @@
+/* core/nn/batchnorm.c: BatchNorm2d / BatchNorm1d with PyTorch's semantics, and the split
+ * ("virtual devices") batch norm of the official MoCo CIFAR-10 demo.
+ *
+ * A group is one (split s, channel c): the samples n = s, s+S, s+2S, ... of channel c, each
+ * contributing HW contiguous values.  Why strided: the demo's SplitBatchNorm calls
+ * F.batch_norm(input.view(-1, C*S, H, W), ...), and in that view sample n = S*m + s becomes
+ * row m, channel s*C + c; so the statistics of "channel" s*C + c are over the samples with
+ * n mod S == s.  Its running statistics are then averaged over the S copies, which equals
+ * one update with the mean over splits of the batch statistics:
+ *     running = (1 - m) * running + m * mean_s(batch_stat_s).
+ *
+ * Numerics: two passes (mean, then squared deviations, so no cancellation), accumulated in
+ * double across rows.  Speed: a group's rows are normalised right after its statistics,
+ * while they are still in cache.  Two loop shapes:
+ *  - planes (HW >= PLANE_MIN): one channel at a time, sums along its HW values with LANES
+ *    independent float accumulators; a single running float sum would be a serial chain the
+ *    compiler may not reorder (no -ffast-math), several times slower;
+ *  - rows (small HW, BatchNorm1d's HW = 1): a block of channels at a time, walking the
+ *    samples with elementwise accumulators over the block's contiguous cb*HW values. */
+#include <math.h>
+
+#include "error.h"
+#include "nn/nn.h"
+
+#define LANES 32          /* float accumulators per plane sum (two AVX-512 or four AVX registers) */
+#define PLANE_MIN 64      /* HW from which the planes shape is used */
+#define PLANE_CHANNELS 64 /* channels per block on the planes shape */
+#define ROW_ELEMS 256     /* values (channels * HW) per block on the rows shape */
+#define MAX_BLOCK 256     /* channels per block, either shape */
+
+int batchnorm_size_init(BatchNormSize *s, int N, int C, int HW, int splits) {
+    if (N < 1 || C < 1 || HW < 1)
+        return moco_error("batchnorm: sizes must be positive (N %d, C %d, H*W %d)", N, C, HW);
+    if (splits < 1) return moco_error("batchnorm: splits must be >= 1, got %d", splits);
+    if (N % splits)
+        return moco_error("batchnorm: batch size %d is not divisible by splits %d (each split is a "
+                          "virtual device with N/splits samples)", N, splits);
+    s->N = N, s->C = C, s->HW = HW, s->splits = splits;
+    return 0;
+}
+
+/* Channels in the block starting at c0. */
+static int block_channels(const BatchNormSize *s, int c0) {
+    int cb = s->HW >= PLANE_MIN ? PLANE_CHANNELS : ROW_ELEMS / s->HW;
+    if (cb < 1) cb = 1;
+    return s->C - c0 < cb ? s->C - c0 : cb;
+}
+
+/* Offset of the HW values of sample n, channel c. */
+static inline size_t at(const BatchNormSize *s, int n, int c) { return ((size_t)n * s->C + c) * s->HW; }
+
+/* ------------------------------------------------------------ plane kernels */
+
+static float plane_sum(const float *x, int n) {
+    float acc[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += x[i + j];
+    float s = 0;
+    for (; i < n; i++) s += x[i];
+    for (int j = 0; j < LANES; j++) s += acc[j];
+    return s;
+}
+
+/* sum of (x - mean)^2 */
+static float plane_ssd(const float *x, int n, float mean) {
+    float acc[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float d = x[i + j] - mean;
+            acc[j] += d * d;
+        }
+    float s = 0;
+    for (; i < n; i++) s += (x[i] - mean) * (x[i] - mean);
+    for (int j = 0; j < LANES; j++) s += acc[j];
+    return s;
+}
+
+/* sum of dy, and of dy * (x - mean) */
+static void plane_dy_sums(const float *dy, const float *x, int n, float mean, float *sum_dy, float *sum_dy_xmu) {
+    float a[LANES] = {0}, b[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            a[j] += dy[i + j];
+            b[j] += dy[i + j] * (x[i + j] - mean);
+        }
+    float sa = 0, sb = 0;
+    for (; i < n; i++) {
+        sa += dy[i];
+        sb += dy[i] * (x[i] - mean);
+    }
+    for (int j = 0; j < LANES; j++) sa += a[j], sb += b[j];
+    *sum_dy = sa;
+    *sum_dy_xmu = sb;
+}
+
+/* ------------------------------------------------------------ statistics of one split
+ * For split sp and channels c0 .. c0+cb-1: the groups' mean and sum of squared deviations
+ * (double), with the means also rounded into m[j] (float, what normalisation uses). */
+static void split_stats(double *mean, double *ssd, float *m, const float *inp, const BatchNormSize *s, int sp,
+                        int c0, int cb) {
+    const int S = s->splits, HW = s->HW;
+    const double count = (double)(s->N / S) * HW;
+    if (HW >= PLANE_MIN) {
+        for (int j = 0; j < cb; j++) {
+            double sum = 0, sq = 0;
+            for (int n = sp; n < s->N; n += S) sum += plane_sum(inp + at(s, n, c0 + j), HW);
+            m[j] = (float)(sum / count);
+            for (int n = sp; n < s->N; n += S) sq += plane_ssd(inp + at(s, n, c0 + j), HW, m[j]);
+            mean[j] = sum / count;
+            ssd[j] = sq;
+        }
+        return;
+    }
+    const int width = cb * HW;
+    double acc[ROW_ELEMS] = {0};
+    float me[ROW_ELEMS]; /* each value's channel mean */
+    for (int n = sp; n < s->N; n += S) {
+        const float *x = inp + at(s, n, c0);
+        for (int e = 0; e < width; e++) acc[e] += x[e];
+    }
+    for (int j = 0; j < cb; j++) {
+        double sum = 0;
+        for (int i = 0; i < HW; i++) sum += acc[j * HW + i], acc[j * HW + i] = 0;
+        mean[j] = sum / count;
+        m[j] = (float)mean[j];
+        for (int i = 0; i < HW; i++) me[j * HW + i] = m[j];
+    }
+    for (int n = sp; n < s->N; n += S) {
+        const float *x = inp + at(s, n, c0);
+        for (int e = 0; e < width; e++) {
+            float d = x[e] - me[e];
+            acc[e] += d * d;
+        }
+    }
+    for (int j = 0; j < cb; j++) {
+        double sq = 0;
+        for (int i = 0; i < HW; i++) sq += acc[j * HW + i];
+        ssd[j] = sq;
+    }
+}
+
+/* y = x * scale + shift for split sp (every S-th sample from sp; S = 1 and sp = 0 for all)
+ * and channels c0 .. c0+cb-1. */
+static void split_affine(float *out, const float *inp, const float *scale, const float *shift,
+                         const BatchNormSize *s, int S, int sp, int c0, int cb) {
+    const int HW = s->HW;
+    if (HW >= PLANE_MIN) {
+        for (int n = sp; n < s->N; n += S)
+            for (int j = 0; j < cb; j++) {
+                const float *x = inp + at(s, n, c0 + j);
+                float *y = out + at(s, n, c0 + j);
+                float a = scale[j], b = shift[j];
+                for (int i = 0; i < HW; i++) y[i] = x[i] * a + b;
+            }
+        return;
+    }
+    const int width = cb * HW;
+    float ae[ROW_ELEMS], be[ROW_ELEMS];
+    for (int j = 0; j < cb; j++)
+        for (int i = 0; i < HW; i++) ae[j * HW + i] = scale[j], be[j * HW + i] = shift[j];
+    for (int n = sp; n < s->N; n += S) {
+        const float *x = inp + at(s, n, c0);
+        float *y = out + at(s, n, c0);
+        for (int e = 0; e < width; e++) y[e] = x[e] * ae[e] + be[e];
+    }
+}
+
+int batchnorm_forward_train(float *out, float *save_mean, float *save_invstd, float *running_mean,
+                            float *running_var, const float *inp, const float *weight,
+                            const float *bias, const BatchNormSize *s, float momentum, float eps) {
+    const int S = s->splits, C = s->C;
+    const double count = (double)(s->N / S) * s->HW;
+    if (count < 2)
+        return moco_error("batchnorm: expected more than 1 value per channel when training, got %d "
+                          "(batch %d, splits %d, H*W %d)", (int)count, s->N, S, s->HW);
+    for (int c0 = 0, cb; c0 < C; c0 += cb) {
+        cb = block_channels(s, c0); /* at most MAX_BLOCK */
+        double mean[MAX_BLOCK], ssd[MAX_BLOCK], mean_over_splits[MAX_BLOCK] = {0}, var_over_splits[MAX_BLOCK] = {0};
+        float m[MAX_BLOCK], scale[MAX_BLOCK], shift[MAX_BLOCK];
+        for (int sp = 0; sp < S; sp++) {
+            split_stats(mean, ssd, m, inp, s, sp, c0, cb);
+            for (int j = 0; j < cb; j++) {
+                int c = c0 + j;
+                float invstd = (float)(1.0 / sqrt(ssd[j] / count + eps));
+                save_mean[sp * C + c] = m[j];
+                save_invstd[sp * C + c] = invstd;
+                scale[j] = (weight ? weight[c] : 1.0f) * invstd;
+                shift[j] = (bias ? bias[c] : 0.0f) - m[j] * scale[j];
+                mean_over_splits[j] += mean[j] / S;
+                var_over_splits[j] += ssd[j] / (count - 1) / S; /* unbiased, for the running estimate */
+            }
+            split_affine(out, inp, scale, shift, s, S, sp, c0, cb);
+        }
+        if (running_mean)
+            for (int j = 0; j < cb; j++) {
+                int c = c0 + j;
+                running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mean_over_splits[j]);
+                running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var_over_splits[j]);
+            }
+    }
+    return 0;
+}
+
+void batchnorm_forward_eval(float *out, float *save_mean, float *save_invstd, const float *inp,
+                            const float *running_mean, const float *running_var,
+                            const float *weight, const float *bias, const BatchNormSize *s,
+                            float eps) {
+    for (int c0 = 0, cb; c0 < s->C; c0 += cb) {
+        cb = block_channels(s, c0);
+        float scale[MAX_BLOCK], shift[MAX_BLOCK];
+        for (int j = 0; j < cb; j++) {
+            int c = c0 + j;
+            save_mean[c] = running_mean[c];
+            save_invstd[c] = (float)(1.0 / sqrt((double)running_var[c] + eps));
+            scale[j] = (weight ? weight[c] : 1.0f) * save_invstd[c];
+            shift[j] = (bias ? bias[c] : 0.0f) - running_mean[c] * scale[j];
+        }
+        split_affine(out, inp, scale, shift, s, 1, 0, c0, cb);
+    }
+}
+
+/* ------------------------------------------------------------ backward
+ * For split sp (of S) and channels c0 .. c0+cb-1:
+ *     sum_dy[j] = sum of dy,  sum_dy_xhat[j] = sum of dy * (x - mean) * invstd. */
+static void split_dy_sums(double *sum_dy, double *sum_dy_xhat, const float *dout, const float *inp,
+                          const float *mean, const float *invstd, const BatchNormSize *s, int S, int sp,
+                          int c0, int cb) {
+    const int C = s->C, HW = s->HW;
+    const float *m = mean + sp * C + c0;
+    if (HW >= PLANE_MIN) {
+        for (int j = 0; j < cb; j++) {
+            double a = 0, b = 0;
+            for (int n = sp; n < s->N; n += S) {
+                float pa, pb;
+                plane_dy_sums(dout + at(s, n, c0 + j), inp + at(s, n, c0 + j), HW, m[j], &pa, &pb);
+                a += pa, b += pb;
+            }
+            sum_dy[j] = a;
+            sum_dy_xhat[j] = b * invstd[sp * C + c0 + j];
+        }
+        return;
+    }
+    const int width = cb * HW;
+    double a[ROW_ELEMS] = {0}, b[ROW_ELEMS] = {0};
+    float me[ROW_ELEMS];
+    for (int j = 0; j < cb; j++)
+        for (int i = 0; i < HW; i++) me[j * HW + i] = m[j];
+    for (int n = sp; n < s->N; n += S) {
+        const float *x = inp + at(s, n, c0), *dy = dout + at(s, n, c0);
+        for (int e = 0; e < width; e++) {
+            a[e] += dy[e];
+            b[e] += dy[e] * (x[e] - me[e]);
+        }
+    }
+    for (int j = 0; j < cb; j++) {
+        double sa = 0, sb = 0;
+        for (int i = 0; i < HW; i++) sa += a[j * HW + i], sb += b[j * HW + i];
+        sum_dy[j] = sa;
+        sum_dy_xhat[j] = sb * invstd[sp * C + c0 + j];
+    }
+}
+
+/* dx = k * dy - shift - slope * (x - mean) for split sp and channels c0 .. c0+cb-1. */
+static void split_dx(float *dinp, const float *dout, const float *inp, const float *m, const float *k,
+                     const float *shift, const float *slope, const BatchNormSize *s, int S, int sp, int c0,
+                     int cb) {
+    const int HW = s->HW;
+    if (HW >= PLANE_MIN) {
+        for (int n = sp; n < s->N; n += S)
+            for (int j = 0; j < cb; j++) {
+                const float *x = inp + at(s, n, c0 + j), *dy = dout + at(s, n, c0 + j);
+                float *dx = dinp + at(s, n, c0 + j);
+                float kj = k[j], sh = shift[j], sl = slope[j], mj = m[j];
+                for (int i = 0; i < HW; i++) dx[i] = kj * dy[i] - sh - sl * (x[i] - mj);
+            }
+        return;
+    }
+    const int width = cb * HW;
+    float ke[ROW_ELEMS], she[ROW_ELEMS], sle[ROW_ELEMS], me[ROW_ELEMS];
+    for (int j = 0; j < cb; j++)
+        for (int i = 0; i < HW; i++) {
+            int e = j * HW + i;
+            ke[e] = k[j], she[e] = shift[j], sle[e] = slope[j], me[e] = m[j];
+        }
+    for (int n = sp; n < s->N; n += S) {
+        const float *x = inp + at(s, n, c0), *dy = dout + at(s, n, c0);
+        float *dx = dinp + at(s, n, c0);
+        for (int e = 0; e < width; e++) dx[e] = ke[e] * dy[e] - she[e] - sle[e] * (x[e] - me[e]);
+    }
+}
+
+/* The three backward entry points in one: dinp when non-NULL (overwritten), dweight / dbias
+ * when non-NULL (accumulated).  In train mode the parameter gradients are by-products of the
+ * input gradient's sums, which is why batchnorm_backward exists. */
+static void backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *save_mean, const float *save_invstd, const float *weight,
+                     const BatchNormSize *s, int training) {
+    const int C = s->C, S = training ? s->splits : 1;
+    const double count = (double)(s->N / S) * s->HW;
+    const int need_sums = training || dweight || dbias;
+    for (int c0 = 0, cb; c0 < C; c0 += cb) {
+        cb = block_channels(s, c0);
+        double dw[MAX_BLOCK] = {0}, db[MAX_BLOCK] = {0};
+        for (int sp = 0; sp < S; sp++) {
+            double a[MAX_BLOCK] = {0}, b[MAX_BLOCK] = {0};
+            if (need_sums) split_dy_sums(a, b, dout, inp, save_mean, save_invstd, s, S, sp, c0, cb);
+            for (int j = 0; j < cb; j++) db[j] += a[j], dw[j] += b[j];
+            if (!dinp) continue;
+            float k[MAX_BLOCK], shift[MAX_BLOCK], slope[MAX_BLOCK];
+            for (int j = 0; j < cb; j++) {
+                int c = c0 + j;
+                float invstd = save_invstd[sp * C + c];
+                k[j] = (weight ? weight[c] : 1.0f) * invstd;
+                /* train: dx = w * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) with
+                 * xhat = (x - mean) * invstd; eval: the statistics are constants, dx = k * dy */
+                shift[j] = training ? (float)(k[j] * (a[j] / count)) : 0.0f;
+                slope[j] = training ? (float)(k[j] * invstd * (b[j] / count)) : 0.0f;
+            }
+            /* dinp may alias dout: each value is read just before it is overwritten, and the
+             * sums above were taken over this split's values first */
+            split_dx(dinp, dout, inp, save_mean + sp * C + c0, k, shift, slope, s, S, sp, c0, cb);
+        }
+        for (int j = 0; j < cb; j++) {
+            if (dweight) dweight[c0 + j] += (float)dw[j];
+            if (dbias) dbias[c0 + j] += (float)db[j];
+        }
+    }
+}
+
+void batchnorm_backward_input(float *dinp, const float *dout, const float *inp,
+                              const float *save_mean, const float *save_invstd,
+                              const float *weight, const BatchNormSize *s, int training) {
+    backward(dinp, NULL, NULL, dout, inp, save_mean, save_invstd, weight, s, training);
+}
+
+void batchnorm_backward_params(float *dweight, float *dbias, const float *dout, const float *inp,
+                               const float *save_mean, const float *save_invstd,
+                               const BatchNormSize *s, int training) {
+    backward(NULL, dweight, dbias, dout, inp, save_mean, save_invstd, NULL, s, training);
+}
+
+void batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *save_mean, const float *save_invstd, const float *weight,
+                        const BatchNormSize *s, int training) {
+    backward(dinp, dweight, dbias, dout, inp, save_mean, save_invstd, weight, s, training);
+}
