@@ -5,6 +5,7 @@
 #include <lua.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "io/idx.h"
@@ -203,7 +204,17 @@ static int l_load_idx(lua_State *L) {
     return 1;
 }
 
+/* moco.time() -> seconds from a monotonic clock (wall time, unlike os.clock's CPU time,
+ * which adds up every thread's time). */
+static int l_time(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
+    {"time", l_time},
     {"load_idx", l_load_idx},
     {"default_generator", l_default_generator},
     {"set_num_threads", l_set_num_threads},
@@ -216,6 +227,8 @@ int luaopen_moco_core(lua_State *L) {
     lmoco_open_generator(L);
     lmoco_open_optim(L);
     lmoco_open_nn(L);
+    lmoco_open_image(L);
+    lmoco_open_data(L);
     lua_pushliteral(L, MOCO_LUA_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

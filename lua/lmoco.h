@@ -38,7 +38,17 @@ Rng *lmoco_optgenerator(lua_State *L, int idx);
 /* Reads a shape given as a table {2,3} or as integers from idx on. Returns ndim. */
 int lmoco_checkshape(lua_State *L, int idx, int64_t *shape);
 
+/* Images and transforms (lua/l_image.c). */
+#include "image/image.h"
+#include "image/transform.h"
+Image *lmoco_toimage(lua_State *L, int idx);      /* NULL when not a live moco.Image */
+Image *lmoco_checkimage(lua_State *L, int idx);
+Image *lmoco_pushimage(lua_State *L, Image *img); /* moves *img into a new userdata */
+Transform *lmoco_checktransform(lua_State *L, int idx); /* NULL for Lua-only pipelines */
+
 void lmoco_open_tensor(lua_State *L);    /* adds functions to the table on top */
 void lmoco_open_generator(lua_State *L); /* idem */
 void lmoco_open_optim(lua_State *L);     /* sets field _optim */
 void lmoco_open_nn(lua_State *L);        /* sets field _nn (lua/l_nn.c) */
+void lmoco_open_image(lua_State *L);     /* sets fields image and _image (lua/l_image.c) */
+void lmoco_open_data(lua_State *L);      /* sets field _data (lua/l_data.c) */

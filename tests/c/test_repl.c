@@ -136,6 +136,16 @@ static void send_text(Session *s, const char *text) {
     }
 }
 
+/* Waits for the next prompt, then types text.  Input typed while code still runs
+ * goes through the terminal's cooked mode, where control keys (^D) act on the
+ * terminal instead of reaching the line editor, and input typed before the first
+ * prompt may be dropped while the editor sets the terminal up; so every line
+ * waits its turn, as a person would. */
+static void type_at_prompt(Session *s, const char *text) {
+    expect(s, "> ");
+    send_text(s, text);
+}
+
 /* Waits for the child to exit, draining its output meanwhile; 1 if it did. */
 static int wait_exit(Session *s, double seconds) {
     double until = now() + seconds;
@@ -270,41 +280,41 @@ static void terminal_session(const char *exe, const char *home, const char *lua_
         CHECK("tty start", 0, "forkpty failed: %s", strerror(errno));
         return;
     }
-    CHECK("tty banner and prompt", expect(&s, "Ctrl-D exits") && expect(&s, "> "),
-          "no banner/prompt; output: %s", recent(&s));
+    CHECK("tty banner", expect(&s, "Ctrl-D exits"), "no banner; output: %s", recent(&s));
 
-    send_text(&s, "300+33\r");
+    type_at_prompt(&s, "300+33\r");
     CHECK("tty auto-print", expect(&s, "333\r\n"), "no 333 after '300+33'; output: %s", recent(&s));
 
-    send_text(&s, "=10*10\r");
+    type_at_prompt(&s, "=10*10\r");
     CHECK("tty = prefix", expect(&s, "100\r\n"), "no 100 after '=10*10'; output: %s", recent(&s));
 
-    send_text(&s, "function f(x)\r");
+    type_at_prompt(&s, "function f(x)\r");
     int continued = expect(&s, ">> ");
     send_text(&s, "return x*2\r");
     continued = continued && expect(&s, ">> ");
     send_text(&s, "end\r");
-    send_text(&s, "f(21)\r");
+    type_at_prompt(&s, "f(21)\r");
     CHECK("tty multi-line prompt", continued, "no '>> ' continuation prompt; output: %s", recent(&s));
     CHECK("tty multi-line function", expect(&s, "42\r\n"), "f(21) did not print 42; output: %s",
           recent(&s));
 
-    send_text(&s, "error(\"bo\"..\"om\")\r");
+    type_at_prompt(&s, "error(\"bo\"..\"om\")\r");
     CHECK("tty error message", expect(&s, "stdin:1: boom"), "no 'stdin:1: boom'; output: %s",
           recent(&s));
     CHECK("tty error traceback", expect(&s, "stack traceback"), "no traceback; output: %s",
           recent(&s));
-    send_text(&s, "6*7+1\r");
+    type_at_prompt(&s, "6*7+1\r");
     CHECK("tty continues after error", expect(&s, "43\r\n"), "no 43 after the error; output: %s",
           recent(&s));
 
-    send_text(&s, "local function g(t) return t.x end; g(nil)\r");
+    type_at_prompt(&s, "local function g(t) return t.x end; g(nil)\r");
     CHECK("tty runtime error in function", expect(&s, "attempt to index a nil value"),
           "no 'attempt to index'; output: %s", recent(&s));
-    send_text(&s, "=2^10\r");
+    type_at_prompt(&s, "=2^10\r");
     CHECK("tty continues after runtime error", expect(&s, "1024.0\r\n"),
           "no 1024.0; output: %s", recent(&s));
 
+    expect(&s, "> ");
     size_t before = s.len;
     send_text(&s, "string.fo\t");
     pause_reading(&s, 0.3);
@@ -316,49 +326,47 @@ static void terminal_session(const char *exe, const char *home, const char *lua_
     CHECK("tty completion string.fo -> string.format", expect(&s, "<42>"),
           "completed call did not print <42>; output: %s", recent(&s));
 
-    send_text(&s, "obj = setmetatable({}, {__index = {greet = function() return \"hi\"..\"!\" end}})\r");
-    send_text(&s, "obj:gr\t()\r");
+    type_at_prompt(&s, "obj = setmetatable({}, {__index = {greet = function() return \"hi\"..\"!\" end}})\r");
+    type_at_prompt(&s, "obj:gr\t()\r");
     CHECK("tty completion of a method through __index", expect(&s, "hi!\r\n"),
           "'obj:gr' TAB did not complete to greet; output: %s", recent(&s));
 
-    send_text(&s, "tmod = require \"tmod\"\r");
-    send_text(&s, "tmod.ex\t.answer\r");
+    type_at_prompt(&s, "tmod = require \"tmod\"\r");
+    type_at_prompt(&s, "tmod.ex\t.answer\r");
     CHECK("tty completion of a lazily loaded submodule", expect(&s, "4242\r\n"),
           "'tmod.ex' TAB did not complete to tmod.extra; output: %s", recent(&s));
 
-    send_text(&s, "local stop = os.clock() + 1.2; while os.clock() < stop do end\r");
+    type_at_prompt(&s, "local stop = os.clock() + 1.2; while os.clock() < stop do end\r");
     CHECK("tty slow line is timed", expect(&s, " s)"), "no '(N.NN s)' after a slow line; output: %s",
           recent(&s));
 
-    send_text(&s, "while true do end\r");
+    type_at_prompt(&s, "while true do end\r");
     pause_reading(&s, 0.4);
     send_text(&s, "\x03");
     CHECK("tty Ctrl-C interrupts running code", expect(&s, "interrupted!"),
           "no 'interrupted!'; output: %s", recent(&s));
-    send_text(&s, "=5*5+1\r");
+    type_at_prompt(&s, "=5*5+1\r");
     CHECK("tty continues after Ctrl-C", expect(&s, "26\r\n"), "no 26; output: %s", recent(&s));
 
-    send_text(&s, "xyz");
+    type_at_prompt(&s, "xyz");
     pause_reading(&s, 0.2);
     send_text(&s, "\x03");
-    pause_reading(&s, 0.2);
-    send_text(&s, "7*7+1\r");
+    type_at_prompt(&s, "7*7+1\r");
     CHECK("tty Ctrl-C at the prompt clears the line", expect(&s, "50\r\n"),
           "no 50 after Ctrl-C on 'xyz'; output: %s", recent(&s));
 
-    send_text(&s, "function h()\r");
-    pause_reading(&s, 0.2);
+    type_at_prompt(&s, "function h()\r");
+    expect(&s, ">> ");
     send_text(&s, "\x03");
-    pause_reading(&s, 0.2);
-    send_text(&s, "8*8+1\r");
+    type_at_prompt(&s, "8*8+1\r");
     CHECK("tty Ctrl-C cancels an unfinished statement", expect(&s, "65\r\n"),
           "no 65 after Ctrl-C at '>> '; output: %s", recent(&s));
 
-    send_text(&s, "=#\"\xc3\xa9\xe2\x82\xac\" * 100 + 1\r"); /* "é€": 5 bytes of UTF-8 */
+    type_at_prompt(&s, "=#\"\xc3\xa9\xe2\x82\xac\" * 100 + 1\r"); /* "é€": 5 bytes of UTF-8 */
     CHECK("tty UTF-8 input", expect(&s, "501\r\n"), "'#\"é€\"' is not 5 bytes; output: %s",
           recent(&s));
 
-    send_text(&s, "\x04");
+    type_at_prompt(&s, "\x04");
     int gone = wait_exit(&s, STEP_SECONDS);
     CHECK("tty Ctrl-D exits with status 0", gone && exited_with(&s, 0),
           "%s, status 0x%x", gone ? "exited" : "still running", s.status);
@@ -376,9 +384,9 @@ static void terminal_session(const char *exe, const char *home, const char *lua_
 static void homeless_session(const char *exe, const char *lua_path) {
     Session s;
     if (start_terminal(&s, exe, "/nonexistent/moco-repl-home", lua_path) != 0) return;
-    send_text(&s, "300+33\r");
+    type_at_prompt(&s, "300+33\r");
     int answered = expect(&s, "333\r\n");
-    send_text(&s, "\x04");
+    type_at_prompt(&s, "\x04");
     int gone = wait_exit(&s, STEP_SECONDS);
     CHECK("tty without a usable HOME", answered && gone && exited_with(&s, 0) &&
           memmem(s.out, s.len, "istory", 6) == NULL,

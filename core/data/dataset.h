@@ -1,0 +1,96 @@
+/* core/data/dataset.h: datasets that loader worker threads read without the Lua VM.
+ *
+ * A Dataset is an immutable, reference-counted list of (image, label) samples: once built,
+ * dataset_get may be called from any number of threads at once.  Labels are 0-based class
+ * values, as in torchvision.  Images come back as 8-bit HWC Images (core/image/image.h):
+ * gray datasets (MNIST, Fashion-MNIST) as 1 channel, CIFAR as 3, ImageFolder as the
+ * constructor asks (3 by default, like torchvision's loader, which converts to RGB).
+ *
+ * Constructors validate everything they can (files present, sizes, label ranges) before
+ * returning, so a bad path fails at construction with a message naming it; only image
+ * decoding (ImageFolder) can fail later, in dataset_get, with a message naming the file. */
+#ifndef MOCO_DATASET_H
+#define MOCO_DATASET_H
+
+#include <stdint.h>
+
+#include "image/image.h"
+
+typedef struct Dataset Dataset;
+
+typedef struct DatasetOps {
+    /* Decodes sample `index` (already range-checked) into *out (freed by the caller with
+     * image_free) and its label into *label.  Thread-safe.  Returns 0 or -1. */
+    int (*get)(const Dataset *ds, int64_t index, Image *out, int64_t *label);
+    int64_t (*label)(const Dataset *ds, int64_t index);       /* without decoding */
+    const char *(*sample_path)(const Dataset *ds, int64_t index); /* NULL: in memory */
+    void (*destroy)(Dataset *ds);                               /* frees the subtype's data */
+} DatasetOps;
+
+struct Dataset {
+    const DatasetOps *ops;
+    char *name;          /* e.g. "CIFAR10(/data/cifar, train)", for messages */
+    int64_t length;
+    int num_classes;
+    char **classes;      /* num_classes names */
+    int refcount;        /* atomic; starts at 1 */
+};
+
+int64_t dataset_length(const Dataset *ds);
+int dataset_num_classes(const Dataset *ds);
+const char *dataset_class_name(const Dataset *ds, int c);   /* NULL when out of range */
+/* Sample `index` (0-based) into *out and *label; an out-of-range index is an error. */
+int dataset_get(const Dataset *ds, int64_t index, Image *out, int64_t *label);
+int64_t dataset_label(const Dataset *ds, int64_t index);   /* -1 when out of range */
+/* The file behind a sample (ImageFolder), or NULL. */
+const char *dataset_sample_path(const Dataset *ds, int64_t index);
+
+Dataset *dataset_retain(Dataset *ds);
+void dataset_release(Dataset *ds);  /* frees with the last reference; NULL is fine */
+
+/* ---- torchvision.datasets.ImageFolder ----
+ * root/<class>/[subdirs/]<file>: classes are the sorted names of root's sub-directories
+ * (symbolic links followed), class c gets label c; files are walked recursively and
+ * ordered exactly as torchvision's make_dataset (directories by their path, files by
+ * name, byte order).  A file counts as an image when its lower-cased name ends in one of
+ * torchvision's IMG_EXTENSIONS; other files are skipped and counted in the report.  Like
+ * torchvision, a class without any image file is an error.  channels: 3 (RGB, like
+ * torchvision's default loader), 1 (gray) or 0 (as stored). */
+#define IMAGE_FOLDER_EXTENSIONS ".jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp"
+
+typedef struct ImageFolderReport {
+    int64_t skipped_files;      /* files without an image extension */
+    char first_skipped[512];    /* one of them, for the message ("" when none) */
+} ImageFolderReport;
+
+Dataset *dataset_image_folder(const char *root, int channels, ImageFolderReport *report);
+
+/* ---- CIFAR-10 / CIFAR-100, the official binary versions ----
+ * root is the directory holding the .bin files, or its parent holding
+ * cifar-10-batches-bin/ (resp. cifar-100-binary/).  CIFAR-10: data_batch_1..5.bin
+ * (train) or test_batch.bin, records of 1 label byte + 3072 pixel bytes (R, G and B
+ * planes of 32x32).  CIFAR-100: train.bin or test.bin, records of a coarse and a fine
+ * label byte + 3072 pixel bytes; the fine label (100 classes) is used, as torchvision. */
+Dataset *dataset_cifar10(const char *root, int train);
+Dataset *dataset_cifar100(const char *root, int train);
+
+/* ---- IDX (MNIST format) ----
+ * images: (N, H, W) or (N, H, W, C) with C in {1, 3}; labels: (N).  Raw or gzip.
+ * class_names may be NULL: the classes are then "0".."K-1" with K = 1 + the largest label. */
+Dataset *dataset_idx(const char *images_path, const char *labels_path, int num_names,
+                     const char *const *class_names);
+
+/* Fashion-MNIST from root (NULL: FASHION_MNIST_DEFAULT_ROOT, where Debian's
+ * dataset-fashion-mnist package installs it): {train,t10k}-{images-idx3,labels-idx1}-ubyte
+ * with or without .gz.  Classes as torchvision.datasets.FashionMNIST.classes. */
+#define FASHION_MNIST_DEFAULT_ROOT "/usr/share/datasets/fashion-mnist"
+Dataset *dataset_fashion_mnist(const char *root, int train);
+
+/* ---- for the dataset implementations ----
+ * Allocates a zeroed subtype struct of `size` bytes (whose first member is a Dataset)
+ * with refcount 1 and the given name; NULL with a message on failure. */
+Dataset *dataset_alloc(size_t size, const DatasetOps *ops, const char *name);
+/* Copies the names into ds->classes.  Returns 0 or -1. */
+int dataset_set_classes(Dataset *ds, int n, const char *const *names);
+
+#endif

@@ -1,0 +1,595 @@
+/* core/data/loader.c: worker threads, the ring of batch slots, and the scheduling rules
+ * that keep batches independent of the number of workers (see loader.h).
+ *
+ * Who owns what:
+ *  - Everything in Loader and in the slots is guarded by `mu`, except the rows of a slot's
+ *    buffers, which the worker that "stored" sample j fills without the lock: row j is
+ *    written by exactly one worker, and nobody else touches a slot's buffers while `busy`
+ *    counts a worker (resets wait for busy == 0 first).
+ *  - The calling thread holds at most one slot (the batch it was handed last); the workers
+ *    may work on the `nslots - 1` batches after it.  Batch b always lives in slot b % nslots.
+ *  - A reset (new epoch, new transform, close) bumps `generation`; a worker that finishes
+ *    a sample taken under an older generation throws it away. */
+#define _GNU_SOURCE
+#include "loader.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "image/functional.h"
+#include "rng.h"
+
+#define LOADER_ERROR_SIZE 1024
+
+typedef struct LoaderSlot {
+    int64_t batch;          /* the batch it holds or is being filled with; -1: none */
+    int64_t count;          /* samples in that batch */
+    int64_t stored;         /* samples whose rows are claimed (shape checked) */
+    int64_t done;           /* samples finished, failed ones included */
+    Tensor *images, *images_k, *labels;   /* batch_size rows; NULL until first needed */
+    Image *raw;             /* batch_size entries (LOADER_IMAGES mode) */
+    int64_t *indices;       /* batch_size dataset indices */
+    int fresh;              /* a buffer was (re)allocated for this batch */
+    int64_t error_sample;   /* the first failed sample of the batch, -1: none */
+    char error[LOADER_ERROR_SIZE];
+} LoaderSlot;
+
+struct Loader {
+    Dataset *ds;
+    LoaderOptions opt;
+    Transform *transform;   /* a reference of our own */
+    int two_crops;
+    LoaderMode mode;
+
+    int64_t epoch, num_batches;
+    int64_t *order;         /* the epoch's sample order, num_batches * batch_size used */
+    int nslots;
+    LoaderSlot *slots;
+    int64_t next_batch;     /* the batch loader_next returns next */
+    int64_t held_batch;     /* the batch the caller holds, -1: none */
+    int64_t sched_batch, sched_sample;  /* the next sample to hand to a worker */
+    uint64_t generation;
+    int busy;               /* workers inside a sample */
+    int resetting;          /* no new work is handed out while a reset waits for busy == 0 */
+    int stop;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;   /* work became available, or stop */
+    pthread_cond_t done_cv;   /* a batch was completed */
+    pthread_cond_t idle_cv;   /* busy dropped to 0 */
+    pthread_t *threads;
+    int nthreads;
+    LoaderStats stats;
+};
+
+/* ------------------------------------------------------------ one sample */
+
+typedef struct Sample {
+    Tensor *q, *k;          /* LOADER_TENSORS */
+    Image image;            /* LOADER_IMAGES */
+    int64_t label;
+} Sample;
+
+static void sample_free(Sample *s) {
+    tensor_free(s->q);
+    tensor_free(s->k);
+    image_free(&s->image);
+    memset(s, 0, sizeof *s);
+}
+
+static Tensor *apply_transform(const Transform *t, const Image *img, Rng *rng) {
+    if (!t) return image_to_tensor(img);
+    TransformResult res;
+    memset(&res, 0, sizeof res);
+    if (transform_input_kind(t) == TRANSFORM_TENSOR) {
+        /* A pipeline that starts after ToTensor (e.g. a lone Normalize). */
+        Tensor *in = image_to_tensor(img);
+        int rc = in ? transform_apply_tensor(t, in, rng, &res) : -1;
+        tensor_free(in);
+        if (rc) return NULL;
+    } else if (transform_apply(t, img, rng, &res)) {
+        return NULL;
+    }
+    Tensor *out = res.tensor;
+    if (out)
+        res.tensor = NULL;
+    else
+        out = image_to_tensor(&res.image); /* a pipeline without ToTensor gets its conversion */
+    transform_result_free(&res);
+    return out;
+}
+
+typedef struct Job {
+    const Dataset *ds;
+    const Transform *transform;
+    int two_crops;
+    LoaderMode mode;
+    uint64_t seed;
+    int64_t epoch, index;
+} Job;
+
+static int make_sample(const Job *job, Sample *s) {
+    memset(s, 0, sizeof *s);
+    Image img;
+    if (dataset_get(job->ds, job->index, &img, &s->label)) return -1;
+    if (job->mode == LOADER_IMAGES) {
+        s->image = img;
+        return 0;
+    }
+    /* Every sample has its own stream, so results do not depend on which thread ran it. */
+    Rng rng;
+    rng_derive(&rng, job->seed, (uint64_t)job->epoch, (uint64_t)job->index);
+    s->q = apply_transform(job->transform, &img, &rng);
+    if (s->q && job->two_crops) s->k = apply_transform(job->transform, &img, &rng);
+    image_free(&img);
+    if (!s->q || (job->two_crops && !s->k)) {
+        sample_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* The worker's message, with the file (or dataset and index) when it does not say it. */
+static void describe_failure(const Job *job, char *buf, size_t size) {
+    const char *msg = moco_last_error();
+    const char *path = dataset_sample_path(job->ds, job->index);
+    if (path && strstr(msg, path))
+        snprintf(buf, size, "%s", msg);
+    else if (path)
+        snprintf(buf, size, "%s: %s", path, msg);
+    else
+        snprintf(buf, size, "%s, sample %lld: %s", job->ds->name, (long long)job->index, msg);
+}
+
+/* ------------------------------------------------------------ slots */
+
+/* Lets go of buffers the caller still holds (they keep their storage) and of raw images. */
+static void slot_recycle(Loader *l, LoaderSlot *s) {
+    Tensor **bufs[3] = {&s->images, &s->images_k, &s->labels};
+    for (int i = 0; i < 3; i++)
+        if (*bufs[i] && tensor_is_view(*bufs[i])) {
+            tensor_free(*bufs[i]);
+            *bufs[i] = NULL;
+        }
+    for (int64_t j = 0; j < l->opt.batch_size; j++) image_free(&s->raw[j]);
+}
+
+static void slot_begin(Loader *l, LoaderSlot *s, int64_t batch) {
+    int64_t n = l->ds->length - batch * l->opt.batch_size;
+    for (int64_t j = 0; j < l->opt.batch_size; j++) image_free(&s->raw[j]);
+    s->batch = batch;
+    s->count = n < l->opt.batch_size ? n : l->opt.batch_size;
+    s->stored = 0;
+    s->done = 0;
+    s->fresh = 0;
+    s->error_sample = -1;
+    s->error[0] = 0;
+}
+
+/* Makes sure *buf is a (batch_size, sample shape) tensor.  A buffer of another shape is
+ * replaced only while no row of this batch is stored, so a batch whose samples all share
+ * a shape always works and one whose samples differ always fails, whatever the order in
+ * which workers finish. */
+static int slot_buffer(Loader *l, LoaderSlot *s, Tensor **buf, const Tensor *sample, char *err, size_t errsize) {
+    int64_t shape[TENSOR_MAX_DIMS];
+    if (sample->ndim + 1 > TENSOR_MAX_DIMS) {
+        snprintf(err, errsize, "loader: a sample has %d dimensions; at most %d fit in a batch", sample->ndim,
+                 TENSOR_MAX_DIMS - 1);
+        return -1;
+    }
+    shape[0] = l->opt.batch_size;
+    memcpy(shape + 1, sample->shape, (size_t)sample->ndim * sizeof *shape);
+    if (*buf) {
+        int same = (*buf)->ndim == sample->ndim + 1;
+        for (int d = 0; same && d < sample->ndim; d++) same = (*buf)->shape[d + 1] == sample->shape[d];
+        if (same) return 0;
+        if (s->stored > 0) {
+            char a[128], b[128];
+            Tensor *row = tensor_select(*buf, 0, 0);
+            snprintf(err, errsize,
+                     "loader: the samples of batch %lld have different shapes (%s and %s); add a Resize, CenterCrop "
+                     "or RandomResizedCrop to the transform so that all have the same",
+                     (long long)s->batch, tensor_shape_str(sample, a, sizeof a),
+                     row ? tensor_shape_str(row, b, sizeof b) : "?");
+            tensor_free(row);
+            return -1;
+        }
+        tensor_free(*buf); /* a caller still holding it keeps its storage */
+        *buf = NULL;
+    }
+    *buf = tensor_empty(sample->ndim + 1, shape);
+    s->fresh = 1;
+    if (!*buf) {
+        snprintf(err, errsize, "loader: %s", moco_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int slot_labels(Loader *l, LoaderSlot *s, char *err, size_t errsize) {
+    if (s->labels) return 0;
+    int64_t n = l->opt.batch_size;
+    s->labels = tensor_zeros(1, &n);
+    s->fresh = 1;
+    if (s->labels) return 0;
+    snprintf(err, errsize, "loader: %s", moco_last_error());
+    return -1;
+}
+
+static int work_available(const Loader *l) {
+    if (l->resetting) return 0;
+    int64_t start = l->held_batch >= 0 ? l->held_batch : l->next_batch;
+    return l->sched_batch < l->num_batches && l->sched_batch < start + l->nslots;
+}
+
+/* Takes the next sample, makes it without the lock, and stores it.  Called with the lock
+ * held and work_available(l); returns with the lock held. */
+static void run_one_locked(Loader *l) {
+    int64_t b = l->sched_batch, j = l->sched_sample;
+    LoaderSlot *s = &l->slots[b % l->nslots];
+    if (j == 0) slot_begin(l, s, b);
+    if (++l->sched_sample == s->count) {
+        l->sched_batch++;
+        l->sched_sample = 0;
+    }
+    Job job = {l->ds, l->transform, l->two_crops, l->mode, l->opt.seed, l->epoch, l->order[b * l->opt.batch_size + j]};
+    s->indices[j] = job.index;
+    uint64_t generation = l->generation;
+    l->busy++;
+    pthread_mutex_unlock(&l->mu);
+
+    Sample sample;
+    char err[LOADER_ERROR_SIZE] = "";
+    int rc = make_sample(&job, &sample);
+    if (rc) describe_failure(&job, err, sizeof err);
+
+    pthread_mutex_lock(&l->mu);
+    int current = generation == l->generation;
+    if (current && rc == 0) {
+        rc = slot_labels(l, s, err, sizeof err);
+        if (rc == 0 && job.mode == LOADER_TENSORS) {
+            rc = slot_buffer(l, s, &s->images, sample.q, err, sizeof err);
+            if (rc == 0 && sample.k) rc = slot_buffer(l, s, &s->images_k, sample.k, err, sizeof err);
+        }
+        if (rc == 0) s->stored++;
+    }
+    if (current && rc == 0) {
+        /* Row j is ours alone: copy without the lock. */
+        pthread_mutex_unlock(&l->mu);
+        s->labels->data[j] = (float)sample.label;
+        if (job.mode == LOADER_IMAGES) {
+            s->raw[j] = sample.image;
+            memset(&sample.image, 0, sizeof sample.image);
+        } else {
+            memcpy(s->images->data + j * sample.q->numel, sample.q->data, (size_t)sample.q->numel * sizeof(float));
+            if (sample.k)
+                memcpy(s->images_k->data + j * sample.k->numel, sample.k->data,
+                       (size_t)sample.k->numel * sizeof(float));
+        }
+        sample_free(&sample);
+        pthread_mutex_lock(&l->mu);
+        current = generation == l->generation;
+    } else {
+        sample_free(&sample);
+    }
+    if (current) {
+        if (rc && (s->error_sample < 0 || j < s->error_sample)) {
+            s->error_sample = j; /* the first failing sample of the batch, whatever the timing */
+            snprintf(s->error, sizeof s->error, "%s", err);
+        }
+        if (++s->done == s->count) pthread_cond_broadcast(&l->done_cv);
+    }
+    if (--l->busy == 0) pthread_cond_broadcast(&l->idle_cv);
+}
+
+static void *worker_main(void *arg) {
+    Loader *l = arg;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->stop && !work_available(l)) pthread_cond_wait(&l->work_cv, &l->mu);
+        if (l->stop) break;
+        run_one_locked(l);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ resets */
+
+/* Cancels all work in flight and frees every slot; the caller then moves the cursor. */
+static void reset_locked(Loader *l) {
+    l->generation++;
+    l->resetting = 1;
+    while (l->busy) pthread_cond_wait(&l->idle_cv, &l->mu);
+    l->resetting = 0;
+    for (int i = 0; i < l->nslots; i++) {
+        slot_recycle(l, &l->slots[i]);
+        l->slots[i].batch = -1;
+        l->slots[i].done = l->slots[i].stored = 0;
+        l->slots[i].error_sample = -1;
+    }
+    l->held_batch = -1;
+    l->sched_batch = l->next_batch;
+    l->sched_sample = 0;
+}
+
+static void start_epoch_locked(Loader *l, int64_t epoch) {
+    reset_locked(l);
+    l->epoch = epoch;
+    l->next_batch = 0;
+    l->sched_batch = 0;
+    int64_t n = l->ds->length;
+    if (l->opt.shuffle) {
+        Rng rng;
+        rng_derive(&rng, l->opt.seed, (uint64_t)epoch, LOADER_SHUFFLE_STREAM);
+        rng_permutation(&rng, l->order, n);
+    } else {
+        for (int64_t i = 0; i < n; i++) l->order[i] = i;
+    }
+    pthread_cond_broadcast(&l->work_cv);
+}
+
+/* The slot the caller was using goes back to the workers. */
+static void release_held_locked(Loader *l) {
+    if (l->held_batch < 0) return;
+    LoaderSlot *s = &l->slots[l->held_batch % l->nslots];
+    slot_recycle(l, s);
+    s->batch = -1;
+    l->held_batch = -1;
+    pthread_cond_broadcast(&l->work_cv);
+}
+
+/* ------------------------------------------------------------ public API */
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int loader_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int loader_thread_advice(int workers) {
+    int n = loader_cpu_count() - workers;
+    return n > 1 ? n : 1;
+}
+
+static int check_options(const Dataset *ds, const LoaderOptions *opt) {
+    if (opt->batch_size < 1) return moco_error("Loader: batch_size must be at least 1, got %lld", (long long)opt->batch_size);
+    if (opt->workers < 0 || opt->workers > LOADER_MAX_WORKERS)
+        return moco_error("Loader: workers must be between 0 and %d, got %d", LOADER_MAX_WORKERS, opt->workers);
+    if (opt->prefetch < 1 || opt->prefetch > 64)
+        return moco_error("Loader: prefetch must be between 1 and 64 batches, got %d", opt->prefetch);
+    if (ds->length == 0) return moco_error("Loader: %s is empty", ds->name);
+    if (opt->drop_last && ds->length < opt->batch_size)
+        return moco_error("Loader: %s has %lld samples, fewer than batch_size %lld, so drop_last leaves no batch",
+                          ds->name, (long long)ds->length, (long long)opt->batch_size);
+    return 0;
+}
+
+static void loader_free(Loader *l) {
+    if (l->slots)
+        for (int i = 0; i < l->nslots; i++) {
+            LoaderSlot *s = &l->slots[i];
+            tensor_free(s->images);
+            tensor_free(s->images_k);
+            tensor_free(s->labels);
+            if (s->raw)
+                for (int64_t j = 0; j < l->opt.batch_size; j++) image_free(&s->raw[j]);
+            free(s->raw);
+            free(s->indices);
+        }
+    free(l->slots);
+    free(l->order);
+    free(l->threads);
+    transform_free(l->transform);
+    dataset_release(l->ds);
+    pthread_cond_destroy(&l->work_cv);
+    pthread_cond_destroy(&l->done_cv);
+    pthread_cond_destroy(&l->idle_cv);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+static void stop_threads(Loader *l) {
+    pthread_mutex_lock(&l->mu);
+    l->stop = 1;
+    l->generation++;
+    pthread_cond_broadcast(&l->work_cv);
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; i < l->nthreads; i++) pthread_join(l->threads[i], NULL);
+    l->nthreads = 0;
+}
+
+Loader *loader_create(Dataset *ds, const LoaderOptions *opt, Transform *transform, int two_crops,
+                      LoaderMode mode) {
+    if (check_options(ds, opt)) return NULL;
+    Loader *l = calloc(1, sizeof *l);
+    if (!l) {
+        moco_error("Loader: out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->work_cv, NULL);
+    pthread_cond_init(&l->done_cv, NULL);
+    pthread_cond_init(&l->idle_cv, NULL);
+    l->ds = dataset_retain(ds);
+    l->opt = *opt;
+    l->transform = transform_retain(transform);
+    l->two_crops = two_crops;
+    l->mode = mode;
+    l->num_batches = opt->drop_last ? ds->length / opt->batch_size : (ds->length + opt->batch_size - 1) / opt->batch_size;
+    l->nslots = opt->prefetch + 1;
+    l->held_batch = -1;
+    l->order = malloc((size_t)ds->length * sizeof *l->order);
+    l->slots = calloc((size_t)l->nslots, sizeof *l->slots);
+    l->threads = calloc((size_t)(opt->workers ? opt->workers : 1), sizeof *l->threads);
+    int ok = l->order && l->slots && l->threads;
+    for (int i = 0; ok && i < l->nslots; i++) {
+        l->slots[i].batch = -1;
+        l->slots[i].error_sample = -1;
+        l->slots[i].raw = calloc((size_t)opt->batch_size, sizeof *l->slots[i].raw);
+        l->slots[i].indices = calloc((size_t)opt->batch_size, sizeof *l->slots[i].indices);
+        ok = l->slots[i].raw && l->slots[i].indices;
+    }
+    if (!ok) {
+        loader_free(l);
+        moco_error("Loader: out of memory for a ring of %d batches of %lld", opt->prefetch + 1,
+                   (long long)opt->batch_size);
+        return NULL;
+    }
+    pthread_mutex_lock(&l->mu);
+    start_epoch_locked(l, 0);
+    pthread_mutex_unlock(&l->mu);
+
+    /* Workers block every signal, so SIGINT always reaches the thread that runs Lua. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = 0;
+    for (int i = 0; i < opt->workers && !err; i++) {
+        err = pthread_create(&l->threads[i], NULL, worker_main, l);
+        if (!err) l->nthreads++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        stop_threads(l);
+        loader_free(l);
+        moco_error("Loader: cannot start worker thread %d of %d: %s", l->nthreads + 1, opt->workers, strerror(err));
+        return NULL;
+    }
+    return l;
+}
+
+int64_t loader_num_batches(const Loader *l) { return l->num_batches; }
+int64_t loader_epoch(const Loader *l) { return l->epoch; }
+int64_t loader_position(const Loader *l) { return l->next_batch; }
+
+int loader_next(Loader *l, LoaderBatch *out) {
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&l->mu);
+    release_held_locked(l);
+    if (l->next_batch >= l->num_batches) {
+        start_epoch_locked(l, l->epoch + 1);
+        pthread_mutex_unlock(&l->mu);
+        return 0;
+    }
+    int64_t b = l->next_batch;
+    LoaderSlot *s = &l->slots[b % l->nslots];
+    double t0 = now_seconds();
+    while (!(s->batch == b && s->done == s->count)) {
+        if (moco_interrupt_requested) {
+            l->stats.wait_seconds += now_seconds() - t0;
+            pthread_mutex_unlock(&l->mu);
+            return moco_error("interrupted while waiting for the data loader");
+        }
+        if (l->nthreads == 0) {
+            run_one_locked(l); /* workers = 0: the caller does the work */
+            continue;
+        }
+        /* Wake up now and then to notice Ctrl-C. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 50 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&l->done_cv, &l->mu, &until);
+    }
+    l->stats.wait_seconds += now_seconds() - t0;
+    l->next_batch++;
+    if (s->error_sample >= 0) {
+        char msg[LOADER_ERROR_SIZE];
+        snprintf(msg, sizeof msg, "%s", s->error);
+        slot_recycle(l, s);
+        s->batch = -1;
+        pthread_cond_broadcast(&l->work_cv);
+        pthread_mutex_unlock(&l->mu);
+        return moco_error("%s", msg);
+    }
+    l->held_batch = b;
+    out->count = s->count;
+    out->batch_index = b;
+    out->epoch = l->epoch;
+    out->indices = s->indices;
+    out->fresh_storage = s->fresh;
+    int rc = 0;
+    out->labels = tensor_narrow(s->labels, 0, 0, s->count);
+    if (!out->labels) rc = -1;
+    if (rc == 0 && l->mode == LOADER_IMAGES) {
+        out->raw = s->raw;
+    } else if (rc == 0) {
+        out->images = tensor_narrow(s->images, 0, 0, s->count);
+        if (!out->images) rc = -1;
+        if (rc == 0 && l->two_crops) {
+            out->images_k = tensor_narrow(s->images_k, 0, 0, s->count);
+            if (!out->images_k) rc = -1;
+        }
+    }
+    if (rc) {
+        tensor_free(out->images);
+        tensor_free(out->images_k);
+        tensor_free(out->labels);
+        memset(out, 0, sizeof *out);
+        pthread_mutex_unlock(&l->mu);
+        return -1;
+    }
+    l->stats.batches++;
+    l->stats.samples += s->count;
+    pthread_mutex_unlock(&l->mu);
+    return 1;
+}
+
+int loader_set_epoch(Loader *l, int64_t epoch) {
+    if (epoch < 0) return moco_error("Loader: epoch must be non-negative, got %lld", (long long)epoch);
+    pthread_mutex_lock(&l->mu);
+    /* Already at the start of that epoch: keep the batches being prepared. */
+    if (!(epoch == l->epoch && l->next_batch == 0 && l->held_batch < 0)) start_epoch_locked(l, epoch);
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+int loader_set_transform(Loader *l, Transform *transform, int two_crops, LoaderMode mode) {
+    pthread_mutex_lock(&l->mu);
+    reset_locked(l);  /* waits until no worker uses the old transform */
+    transform_retain(transform);
+    transform_free(l->transform);
+    l->transform = transform;
+    l->two_crops = two_crops;
+    l->mode = mode;
+    pthread_cond_broadcast(&l->work_cv);
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+void loader_stats(const Loader *l, LoaderStats *out) {
+    pthread_mutex_lock((pthread_mutex_t *)&l->mu);
+    *out = l->stats;
+    pthread_mutex_unlock((pthread_mutex_t *)&l->mu);
+}
+
+void loader_reset_stats(Loader *l) {
+    pthread_mutex_lock(&l->mu);
+    memset(&l->stats, 0, sizeof l->stats);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void loader_close(Loader *l) {
+    if (!l) return;
+    stop_threads(l);
+    loader_free(l);
+}

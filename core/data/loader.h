@@ -1,0 +1,113 @@
+/* core/data/loader.h: the parallel batch loader (torch.utils.data.DataLoader's job).
+ *
+ * Worker threads (pthreads) decode samples and run the augmentation pipeline into a small
+ * ring of reusable batch buffers, `prefetch` batches ahead of the caller.  Work is handed
+ * out one sample at a time, so every worker helps with the oldest unfinished batch.
+ *
+ * Determinism: the order of epoch e is a permutation drawn from rng_derive(seed, e,
+ * LOADER_SHUFFLE_STREAM) (or 0..N-1 without shuffling), and dataset sample i gets its own
+ * stream rng_derive(seed, e, i) (the two crops of TwoCrops are drawn one after the other
+ * from it).  A batch therefore depends only on (seed, epoch, batch index, transform), never
+ * on the number of workers or on timing.
+ *
+ * Ownership: the loader owns its buffers.  loader_next hands out tensors that share a
+ * slot's storage; the slot is recycled at the following loader_next (or reset), and when
+ * the caller still holds a tensor on it then, the slot lets go of that storage and makes
+ * a fresh buffer, so a batch the caller keeps is never overwritten.
+ *
+ * Threads: the loader runs `workers` threads besides the caller's; together with the BLAS
+ * threads of the model they should not exceed the cores (see loader_thread_advice).
+ * All functions are for one calling thread (the one that owns the loader). */
+#ifndef MOCO_LOADER_H
+#define MOCO_LOADER_H
+
+#include <stdint.h>
+
+#include "data/dataset.h"
+#include "image/transform.h"
+#include "tensor.h"
+
+/* The id2 of the shuffle stream: no dataset index can take it. */
+#define LOADER_SHUFFLE_STREAM UINT64_MAX
+#define LOADER_MAX_WORKERS 256
+
+typedef struct Loader Loader;
+
+typedef struct LoaderOptions {
+    int64_t batch_size;   /* >= 1 */
+    int workers;          /* 0: everything on the calling thread, inside loader_next */
+    int prefetch;         /* batches prepared ahead of the one being used, >= 1 */
+    int shuffle;
+    int drop_last;        /* drop the last batch when it would be smaller than batch_size */
+    uint64_t seed;
+} LoaderOptions;
+
+/* What the workers make of a sample. */
+typedef enum {
+    LOADER_TENSORS,       /* the transform's (C,H,W) float result; no transform = ToTensor */
+    LOADER_IMAGES,        /* the decoded Image, for a transform the caller runs (a Lua function) */
+} LoaderMode;
+
+typedef struct LoaderBatch {
+    Tensor *images;       /* (n, C, H, W); the first crops with two_crops; NULL in LOADER_IMAGES mode */
+    Tensor *images_k;     /* (n, C, H, W) second crops with two_crops, else NULL */
+    Tensor *labels;       /* (n) 0-based class values */
+    Image *raw;           /* LOADER_IMAGES mode: n images, owned by the loader until the next call
+                           * (a caller may take one over by zeroing its entry), else NULL */
+    const int64_t *indices; /* n dataset indices of the samples, valid until the next call */
+    int64_t count;        /* n */
+    int64_t batch_index;  /* 0-based position in the epoch */
+    int64_t epoch;
+    int fresh_storage;    /* the buffers were newly allocated for this batch (the caller held
+                           * the slot's previous ones): a binding tells its GC about them */
+} LoaderBatch;
+
+typedef struct LoaderStats {
+    double wait_seconds;  /* time loader_next spent waiting for workers */
+    int64_t batches;      /* batches handed out */
+    int64_t samples;
+} LoaderStats;
+
+/* Validates, allocates, takes a reference to ds and to transform, and starts the threads;
+ * the first epoch is 0.  transform may be NULL: ToTensor's conversion.  A pipeline that
+ * ends on an Image gets ToTensor's conversion after it, and one that starts on tensors
+ * (a lone Normalize) gets it before.  Returns NULL with a message. */
+Loader *loader_create(Dataset *ds, const LoaderOptions *opt, Transform *transform, int two_crops,
+                      LoaderMode mode);
+
+int64_t loader_num_batches(const Loader *l);  /* per epoch */
+int64_t loader_epoch(const Loader *l);
+int64_t loader_position(const Loader *l);     /* batches of this epoch already handed out */
+
+/* Fills *out with the next batch of the epoch and returns 1; returns 0 at the end of the
+ * epoch, after which the loader has moved on to the start of epoch + 1 (its first batches
+ * already being prepared).  Returns -1 with a message when a sample failed (the message
+ * names the file; the batch is dropped and the next call continues with the following
+ * batch) or when moco_interrupt_requested was set while waiting (the loader is unchanged
+ * and can be called again).  The tensors in *out belong to the caller (tensor_free). */
+int loader_next(Loader *l, LoaderBatch *out);
+
+/* Starts epoch e at batch 0.  Batches prepared for another position are discarded. */
+int loader_set_epoch(Loader *l, int64_t epoch);
+
+/* Replaces the transform (and the TwoCrops flag and mode) from the next batch loader_next
+ * returns: batches already prepared or in progress with the old transform are discarded
+ * and rebuilt, so which batch first uses the new transform never depends on timing.  It
+ * waits until no worker uses the old transform, then drops the loader's reference to it
+ * and takes one to the new. */
+int loader_set_transform(Loader *l, Transform *transform, int two_crops, LoaderMode mode);
+
+void loader_stats(const Loader *l, LoaderStats *out);
+void loader_reset_stats(Loader *l);
+
+/* Stops and joins the threads, frees the buffers, releases the dataset and the transform.
+ * NULL is fine.
+ * Tensors handed out earlier stay valid. */
+void loader_close(Loader *l);
+
+/* The number of online cores, and a suggestion of how many threads BLAS should use next to
+ * `workers` loader threads: max(1, cores - workers). */
+int loader_cpu_count(void);
+int loader_thread_advice(int workers);
+
+#endif

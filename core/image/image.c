@@ -1,0 +1,231 @@
+/* core/image/image.c: the Image type, format detection and file I/O around the codecs
+ * (png.c, jpeg.c), and the conversions between images and tensors (to_tensor,
+ * from_tensor, normalize, the preview grid). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "error.h"
+#include "functional.h"
+#include "image.h"
+
+int image_alloc(Image *img, int width, int height, int channels) {
+    memset(img, 0, sizeof *img);
+    if (width <= 0 || height <= 0 || (channels != 1 && channels != 3))
+        return moco_error("image_alloc: invalid image %dx%d with %d channels (sizes must be positive, "
+                          "channels 1 or 3)", width, height, channels);
+    if (image_check_size(width, height)) return -1;
+    size_t n = (size_t)width * (size_t)height * (size_t)channels;
+    img->data = malloc(n);
+    if (!img->data) return moco_error("image_alloc: out of memory for a %dx%dx%d image", width, height, channels);
+    img->width = width;
+    img->height = height;
+    img->channels = channels;
+    return 0;
+}
+
+void image_free(Image *img) {
+    if (!img) return;
+    free(img->data);
+    memset(img, 0, sizeof *img);
+}
+
+int image_check_size(long long width, long long height) {
+    if (width <= 0 || height <= 0) return moco_error("image has an empty size %lldx%lld", width, height);
+    if (width * height > IMAGE_MAX_PIXELS)
+        return moco_error("image size %lldx%lld exceeds the limit of %lld pixels (PIL's decompression bomb "
+                          "limit)", width, height, IMAGE_MAX_PIXELS);
+    return 0;
+}
+
+/* ------------------------------------------------------------ decoding */
+
+static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+int image_decode(const uint8_t *bytes, size_t size, int want_channels, Image *out, const char *name) {
+    memset(out, 0, sizeof *out);
+    if (!name) name = "(memory)";
+    if (want_channels != 0 && want_channels != 1 && want_channels != 3)
+        return moco_error("%s: want_channels must be 0, 1 or 3, got %d", name, want_channels);
+    int rc;
+    if (size >= 8 && memcmp(bytes, png_magic, 8) == 0) {
+        rc = png_decode(bytes, size, want_channels, out);
+    } else if (size >= 3 && bytes[0] == 0xff && bytes[1] == 0xd8 && bytes[2] == 0xff) {
+        rc = jpeg_decode(bytes, size, want_channels, out);
+    } else if (size == 0) {
+        return moco_error("%s: empty file, not an image", name);
+    } else {
+        char head[3 * 8 + 1] = "";
+        for (size_t i = 0; i < size && i < 8; i++) snprintf(head + 3 * i, 4, "%02x ", bytes[i]);
+        if (head[0]) head[strlen(head) - 1] = '\0';
+        return moco_error("%s: not a PNG or JPEG file (it starts with bytes %s)", name, head);
+    }
+    if (rc) {
+        image_free(out);
+        return moco_error_prefix("%s: ", name);
+    }
+    return 0;
+}
+
+/* The whole file in a malloc'ed buffer (read in growing chunks, so pipes work too). */
+static uint8_t *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        moco_error("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = (size_t)1 << 16, n = 0;
+    uint8_t *buf = malloc(cap);
+    for (;;) {
+        if (!buf) {
+            moco_error("%s: out of memory reading the file", path);
+            break;
+        }
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) break;
+        if (cap >= ((size_t)1 << 31)) {
+            moco_error("%s: file larger than 2 GiB, not an image this library reads", path);
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        uint8_t *bigger = realloc(buf, cap * 2);
+        if (!bigger) free(buf);
+        buf = bigger;
+        cap *= 2;
+    }
+    if (buf && ferror(f)) {
+        moco_error("%s: read error: %s", path, strerror(errno));
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *size = n;
+    return buf;
+}
+
+int image_load(const char *path, int want_channels, Image *out) {
+    memset(out, 0, sizeof *out);
+    size_t size = 0;
+    uint8_t *bytes = read_file(path, &size);
+    if (!bytes) return -1;
+    int rc = image_decode(bytes, size, want_channels, out, path);
+    free(bytes);
+    return rc;
+}
+
+static int check_image(const Image *img, const char *what) {
+    if (!img || !img->data || img->width <= 0 || img->height <= 0 || (img->channels != 1 && img->channels != 3))
+        return moco_error("%s: invalid image (empty, or channels not 1 or 3)", what);
+    return 0;
+}
+
+int image_save_png(const Image *img, const char *path) {
+    if (check_image(img, path)) return -1;
+    if (png_encode(img, path)) return moco_error_prefix("%s: ", path);
+    return 0;
+}
+
+int image_save_jpeg(const Image *img, const char *path, int quality) {
+    if (check_image(img, path)) return -1;
+    if (quality < 1 || quality > 100) return moco_error("%s: JPEG quality must be in [1, 100], got %d", path, quality);
+    if (jpeg_encode(img, path, quality)) return moco_error_prefix("%s: ", path);
+    return 0;
+}
+
+/* ------------------------------------------------------------ tensors */
+
+Tensor *image_to_tensor(const Image *in) {
+    if (check_image(in, "to_tensor")) return NULL;
+    int c = in->channels, h = in->height, w = in->width;
+    Tensor *t = tensor_empty(3, (const int64_t[]){c, h, w});
+    if (!t) return NULL;
+    /* (H, W, C) uint8 -> (C, H, W) float; torch divides by 255 in float32. */
+    for (int k = 0; k < c; k++) {
+        float *plane = t->data + (size_t)k * h * w;
+        const uint8_t *src = in->data + k;
+        for (size_t i = 0; i < (size_t)h * w; i++) plane[i] = (float)src[i * c] / 255.0f;
+    }
+    return t;
+}
+
+int image_from_tensor(Image *out, const Tensor *t) {
+    memset(out, 0, sizeof *out);
+    char shape[128];
+    int c, h, w;
+    if (t->ndim == 2) {
+        c = 1;
+        h = (int)t->shape[0];
+        w = (int)t->shape[1];
+    } else if (t->ndim == 3 && (t->shape[0] == 1 || t->shape[0] == 3)) {
+        c = (int)t->shape[0];
+        h = (int)t->shape[1];
+        w = (int)t->shape[2];
+    } else {
+        return moco_error("from_tensor: expected a (C, H, W) tensor with C = 1 or 3, or (H, W), got shape %s",
+                          tensor_shape_str(t, shape, sizeof shape));
+    }
+    if (image_alloc(out, w, h, c)) return moco_error_prefix("from_tensor: ");
+    for (int k = 0; k < c; k++) {
+        const float *plane = t->data + (size_t)k * h * w;
+        for (size_t i = 0; i < (size_t)h * w; i++) {
+            float v = plane[i] * 255.0f;
+            /* NaN compares false both ways and ends up 0. */
+            out->data[i * c + k] = v >= 255.0f ? 255 : v > 0.0f ? (uint8_t)lrintf(v) : 0;
+        }
+    }
+    return 0;
+}
+
+int image_normalize_tensor_(Tensor *t, const float *mean, const float *std, int n) {
+    char shape[128];
+    if (t->ndim != 3)
+        return moco_error("Normalize: expected a (C, H, W) tensor, got shape %s (add ToTensor() first)",
+                          tensor_shape_str(t, shape, sizeof shape));
+    int c = (int)t->shape[0];
+    if (n != 1 && n != c)
+        return moco_error("Normalize: %d mean/std values for a tensor of shape %s (need 1 or %d)", n,
+                          tensor_shape_str(t, shape, sizeof shape), c);
+    size_t plane = (size_t)t->shape[1] * (size_t)t->shape[2];
+    for (int k = 0; k < c; k++) {
+        float m = mean[n == 1 ? 0 : k], s = std[n == 1 ? 0 : k];
+        float *p = t->data + (size_t)k * plane;
+        /* tensor.sub_(mean).div_(std): two float32 roundings, as torch does. */
+        for (size_t i = 0; i < plane; i++) p[i] = (p[i] - m) / s;
+    }
+    return 0;
+}
+
+int image_make_grid(Image *out, const Image *const *images, int n, int nrow, int padding, uint8_t pad_value) {
+    memset(out, 0, sizeof *out);
+    if (n <= 0) return moco_error("make_grid: no images");
+    if (nrow <= 0) return moco_error("make_grid: nrow must be positive, got %d", nrow);
+    if (padding < 0) return moco_error("make_grid: padding must be >= 0, got %d", padding);
+    int cw = 0, ch = 0, channels = 1;
+    for (int i = 0; i < n; i++) {
+        if (check_image(images[i], "make_grid")) return -1;
+        if (images[i]->width > cw) cw = images[i]->width;
+        if (images[i]->height > ch) ch = images[i]->height;
+        if (images[i]->channels == 3) channels = 3;
+    }
+    int cols = n < nrow ? n : nrow, rows = (n + nrow - 1) / nrow;
+    long long gw = (long long)cols * (cw + padding) + padding, gh = (long long)rows * (ch + padding) + padding;
+    if (gw > 1 << 20 || gh > 1 << 20) return moco_error("make_grid: grid of %lldx%lld pixels is too large", gw, gh);
+    if (image_alloc(out, (int)gw, (int)gh, channels)) return -1;
+    memset(out->data, pad_value, (size_t)gw * (size_t)gh * (size_t)channels);
+    for (int i = 0; i < n; i++) {
+        const Image *im = images[i];
+        int x0 = padding + (i % nrow) * (cw + padding), y0 = padding + (i / nrow) * (ch + padding);
+        for (int y = 0; y < im->height; y++) {
+            uint8_t *dst = out->data + ((size_t)(y0 + y) * (size_t)gw + (size_t)x0) * (size_t)channels;
+            const uint8_t *src = im->data + (size_t)y * im->width * im->channels;
+            for (int x = 0; x < im->width; x++)
+                for (int k = 0; k < channels; k++)
+                    dst[x * channels + k] = src[x * im->channels + (im->channels == 3 ? k : 0)];
+        }
+    }
+    return 0;
+}

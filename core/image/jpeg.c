@@ -1,0 +1,177 @@
+/* core/image/jpeg.c: JPEG decoding and encoding through libjpeg(-turbo).
+ *
+ * Decoding uses libjpeg's defaults (islow IDCT, fancy upsampling), which are what PIL
+ * uses, so with the same libjpeg the pixels are identical to PIL's.  Colour files are
+ * decoded to RGB and, for a gray request, reduced with PIL's luma (not libjpeg's Y
+ * channel), as PIL's convert("L") does.  CMYK/YCCK files are refused with a clear
+ * message.  A truncated file is an error (libjpeg would only warn and pad with gray;
+ * PIL raises "image file is truncated").
+ *
+ * libjpeg reports errors through error_exit, which must not return: we long-jump out of
+ * it.  All allocations live in a JpegDecode/JpegEncode struct owned by the caller of the
+ * function that calls setjmp, and are freed there. */
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jpeglib.h>
+#include <jerror.h>
+
+#include "codec.h"
+#include "error.h"
+
+typedef struct JpegError {
+    struct jpeg_error_mgr mgr;  /* first, so a j_common_ptr's err can be cast back */
+    jmp_buf jump;
+    char msg[JMSG_LENGTH_MAX];
+} JpegError;
+
+static void on_jpeg_error(j_common_ptr cinfo) {
+    JpegError *e = (JpegError *)cinfo->err;
+    cinfo->err->format_message(cinfo, e->msg);
+    longjmp(e->jump, 1);
+}
+
+/* Warnings (level -1) are mostly harmless ("extraneous bytes before marker", which PIL
+ * also accepts), except running out of data, which we treat as the error it is. */
+static void on_jpeg_message(j_common_ptr cinfo, int level) {
+    if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+        JpegError *e = (JpegError *)cinfo->err;
+        snprintf(e->msg, sizeof e->msg, "file is truncated (premature end of JPEG data)");
+        longjmp(e->jump, 1);
+    }
+}
+
+typedef struct JpegDecode {
+    struct jpeg_decompress_struct cinfo;
+    JpegError err;
+    int created;
+    uint8_t *pixels;  /* decoded rows, width * out_channels each */
+    int width, height, channels;
+} JpegDecode;
+
+static int decode_pixels(JpegDecode *d, const uint8_t *bytes, size_t size) {
+    if (setjmp(d->err.jump)) return -1;
+    jpeg_create_decompress(&d->cinfo);
+    d->created = 1;
+    jpeg_mem_src(&d->cinfo, bytes, (unsigned long)size);
+    jpeg_read_header(&d->cinfo, TRUE);
+    switch (d->cinfo.jpeg_color_space) {
+    case JCS_GRAYSCALE:
+        d->cinfo.out_color_space = JCS_GRAYSCALE;
+        d->channels = 1;
+        break;
+    case JCS_YCbCr:
+    case JCS_RGB:
+        d->cinfo.out_color_space = JCS_RGB;
+        d->channels = 3;
+        break;
+    case JCS_CMYK:
+    case JCS_YCCK:
+        snprintf(d->err.msg, sizeof d->err.msg,
+                 "CMYK JPEG images are not supported (convert the file to RGB first)");
+        return -1;
+    default:
+        snprintf(d->err.msg, sizeof d->err.msg, "unsupported JPEG colour space %d with %d components",
+                 (int)d->cinfo.jpeg_color_space, d->cinfo.num_components);
+        return -1;
+    }
+    if (image_check_size(d->cinfo.image_width, d->cinfo.image_height)) return -1;
+    jpeg_start_decompress(&d->cinfo);
+    d->width = (int)d->cinfo.output_width;
+    d->height = (int)d->cinfo.output_height;
+    if (d->cinfo.output_components != d->channels) {
+        snprintf(d->err.msg, sizeof d->err.msg, "libjpeg produced %d components, expected %d",
+                 d->cinfo.output_components, d->channels);
+        return -1;
+    }
+    size_t stride = (size_t)d->width * (size_t)d->channels;
+    d->pixels = malloc(stride * (size_t)d->height);
+    if (!d->pixels) {
+        snprintf(d->err.msg, sizeof d->err.msg, "out of memory for a %dx%d image", d->width, d->height);
+        return -1;
+    }
+    while (d->cinfo.output_scanline < d->cinfo.output_height) {
+        JSAMPROW row = d->pixels + (size_t)d->cinfo.output_scanline * stride;
+        jpeg_read_scanlines(&d->cinfo, &row, 1);
+    }
+    jpeg_finish_decompress(&d->cinfo);
+    return 0;
+}
+
+int jpeg_decode(const uint8_t *bytes, size_t size, int want_channels, Image *out) {
+    JpegDecode d;
+    memset(&d, 0, sizeof d);
+    memset(out, 0, sizeof *out);
+    d.cinfo.err = jpeg_std_error(&d.err.mgr);
+    d.err.mgr.error_exit = on_jpeg_error;
+    d.err.mgr.emit_message = on_jpeg_message;
+    moco_error("%s", "");
+    int rc = -1;
+    if (decode_pixels(&d, bytes, size) == 0) {
+        int channels = want_channels ? want_channels : d.channels;
+        if (image_alloc(out, d.width, d.height, channels) == 0) {
+            size_t n = (size_t)d.width * (size_t)d.height;
+            if (channels == d.channels) {
+                memcpy(out->data, d.pixels, n * (size_t)channels);
+            } else if (channels == 3) { /* gray file, RGB wanted: replicate */
+                for (size_t i = 0; i < n; i++) out->data[3 * i] = out->data[3 * i + 1] = out->data[3 * i + 2] = d.pixels[i];
+            } else { /* colour file, gray wanted: PIL's luma on the RGB pixels */
+                for (size_t i = 0; i < n; i++)
+                    out->data[i] = image_luma(d.pixels[3 * i], d.pixels[3 * i + 1], d.pixels[3 * i + 2]);
+            }
+            rc = 0;
+        }
+    } else if (d.err.msg[0]) {
+        moco_error("invalid or corrupt JPEG: %s", d.err.msg);
+    }
+    if (d.created) jpeg_destroy_decompress(&d.cinfo);
+    free(d.pixels);
+    return rc;
+}
+
+/* ------------------------------------------------------------ encoding */
+
+typedef struct JpegEncode {
+    struct jpeg_compress_struct cinfo;
+    JpegError err;
+    int created;
+    FILE *file;
+} JpegEncode;
+
+static int encode_pixels(JpegEncode *e, const Image *img, int quality) {
+    if (setjmp(e->err.jump)) return -1;
+    jpeg_create_compress(&e->cinfo);
+    e->created = 1;
+    jpeg_stdio_dest(&e->cinfo, e->file);
+    e->cinfo.image_width = (JDIMENSION)img->width;
+    e->cinfo.image_height = (JDIMENSION)img->height;
+    e->cinfo.input_components = img->channels;
+    e->cinfo.in_color_space = img->channels == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    jpeg_set_defaults(&e->cinfo);
+    jpeg_set_quality(&e->cinfo, quality, TRUE);
+    jpeg_start_compress(&e->cinfo, TRUE);
+    size_t stride = (size_t)img->width * (size_t)img->channels;
+    while (e->cinfo.next_scanline < e->cinfo.image_height) {
+        JSAMPROW row = img->data + (size_t)e->cinfo.next_scanline * stride;
+        jpeg_write_scanlines(&e->cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&e->cinfo);
+    return 0;
+}
+
+int jpeg_encode(const Image *img, const char *path, int quality) {
+    JpegEncode e;
+    memset(&e, 0, sizeof e);
+    e.file = fopen(path, "wb");
+    if (!e.file) return moco_error("cannot open for writing");
+    e.cinfo.err = jpeg_std_error(&e.err.mgr);
+    e.err.mgr.error_exit = on_jpeg_error;
+    e.err.mgr.emit_message = on_jpeg_message;
+    int rc = encode_pixels(&e, img, quality) == 0 ? 0 : moco_error("writing JPEG failed: %s", e.err.msg);
+    if (e.created) jpeg_destroy_compress(&e.cinfo);
+    if (fclose(e.file) != 0 && rc == 0) rc = moco_error("writing JPEG failed (disk full?)");
+    if (rc) remove(path);
+    return rc;
+}

@@ -1,0 +1,592 @@
+/* lua/l_data.c: the moco.Dataset and moco.Loader userdata, as moco._data (moco.core._data),
+ * the base of lua/moco/data.lua.
+ *
+ *   image_folder(root, channels)      -> dataset, skipped_count, first_skipped_path|nil
+ *   cifar10(root, train) / cifar100(root, train)                       -> dataset
+ *   idx(images_path, labels_path [, class_names])                      -> dataset
+ *   fashion_mnist(root|nil, train)                                     -> dataset
+ *   loader(dataset, options, transform|nil, two_crops, lua_apply|nil, generator)
+ *       options: {batch_size=, workers=, prefetch=, shuffle=, drop_last=, seed=} (defaults
+ *       are data.lua's business; every field must be present).  transform: a
+ *       moco.transforms object.  When it has no C pipeline (it holds a T.Lambda) or is a
+ *       plain function, lua_apply(image, generator) -> Image|Tensor runs it on the calling
+ *       thread, and the workers only decode.  generator: a moco.Generator the loader
+ *       re-derives for each sample in that case.
+ *   cpu_count(), thread_advice(workers), loader_methods()
+ *
+ * Lua positions are 1-based (ds[1] is torchvision's ds[0]); labels are 0-based class values.
+ * A moco.Image comes from lua/l_image.c (lmoco_pushimage and friends). */
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "error.h"
+#include "image/functional.h"
+#include "lmoco.h"
+
+#define MOCO_DATASET_MT "moco.Dataset"
+#define MOCO_LOADER_MT "moco.Loader"
+
+/* ------------------------------------------------------------ datasets */
+
+typedef struct LDataset {
+    Dataset *ds;          /* NULL once closed */
+    int64_t skipped;      /* ImageFolder: files without an image extension */
+} LDataset;
+
+static LDataset *new_dataset_box(lua_State *L) {
+    LDataset *box = lua_newuserdatauv(L, sizeof *box, 0);
+    box->ds = NULL;
+    box->skipped = 0;
+    luaL_setmetatable(L, MOCO_DATASET_MT);
+    return box;
+}
+
+static Dataset *check_dataset(lua_State *L, int idx) {
+    LDataset *box = luaL_checkudata(L, idx, MOCO_DATASET_MT);
+    if (!box->ds) luaL_argerror(L, idx, "dataset was closed");
+    return box->ds;
+}
+
+static int set_dataset(lua_State *L, LDataset *box, Dataset *ds) {
+    if (!ds) return lmoco_error(L);
+    box->ds = ds;
+    return 1;
+}
+
+static int l_image_folder(lua_State *L) {
+    const char *root = luaL_checkstring(L, 1);
+    int channels = (int)luaL_optinteger(L, 2, 3);
+    LDataset *box = new_dataset_box(L);
+    ImageFolderReport report;
+    set_dataset(L, box, dataset_image_folder(root, channels, &report));
+    box->skipped = report.skipped_files;
+    lua_pushinteger(L, (lua_Integer)report.skipped_files);
+    if (report.skipped_files)
+        lua_pushstring(L, report.first_skipped);
+    else
+        lua_pushnil(L);
+    return 3;
+}
+
+static int l_cifar(lua_State *L, int cifar100) {
+    const char *root = luaL_checkstring(L, 1);
+    int train = lua_toboolean(L, 2);
+    LDataset *box = new_dataset_box(L);
+    return set_dataset(L, box, cifar100 ? dataset_cifar100(root, train) : dataset_cifar10(root, train));
+}
+static int l_cifar10(lua_State *L) { return l_cifar(L, 0); }
+static int l_cifar100(lua_State *L) { return l_cifar(L, 1); }
+
+static int l_idx(lua_State *L) {
+    const char *images = luaL_checkstring(L, 1), *labels = luaL_checkstring(L, 2);
+    int n = 0;
+    const char *names[256];
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_Integer len = luaL_len(L, 3);
+        luaL_argcheck(L, len >= 1 && len <= 256, 3, "expected 1 to 256 class names");
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_geti(L, 3, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_argerror(L, 3, lua_pushfstring(L, "class name %d is not a string", (int)i));
+            names[n++] = lua_tostring(L, -1); /* kept alive by the table */
+            lua_pop(L, 1);
+        }
+    }
+    LDataset *box = new_dataset_box(L);
+    return set_dataset(L, box, dataset_idx(images, labels, n, n ? names : NULL));
+}
+
+static int l_fashion_mnist(lua_State *L) {
+    const char *root = luaL_optstring(L, 1, NULL);
+    int train = lua_toboolean(L, 2);
+    LDataset *box = new_dataset_box(L);
+    return set_dataset(L, box, dataset_fashion_mnist(root, train));
+}
+
+/* A 1-based Lua position as a 0-based index, with an error naming the range. */
+static int64_t check_position(lua_State *L, int idx, const Dataset *ds) {
+    lua_Integer i = luaL_checkinteger(L, idx);
+    if (i < 1 || i > ds->length)
+        luaL_error(L, "%s: index %I out of range [1, %I] (Lua positions start at 1)", ds->name, i,
+                   (lua_Integer)ds->length);
+    return (int64_t)(i - 1);
+}
+
+/* ds:get(i) -> image, label */
+static int ds_get(lua_State *L) {
+    Dataset *ds = check_dataset(L, 1);
+    int64_t index = check_position(L, 2, ds);
+    Image img;
+    int64_t label;
+    if (dataset_get(ds, index, &img, &label)) return lmoco_error(L);
+    lmoco_pushimage(L, &img); /* moves img; cannot leak it (the box exists before the move) */
+    lua_pushinteger(L, (lua_Integer)label);
+    return 2;
+}
+
+static int ds_label(lua_State *L) {
+    Dataset *ds = check_dataset(L, 1);
+    lua_pushinteger(L, (lua_Integer)dataset_label(ds, check_position(L, 2, ds)));
+    return 1;
+}
+
+static int ds_path(lua_State *L) {
+    Dataset *ds = check_dataset(L, 1);
+    const char *p = dataset_sample_path(ds, check_position(L, 2, ds));
+    if (p)
+        lua_pushstring(L, p);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* ds:targets() -> tensor (N) of the 0-based labels, without decoding anything */
+static int ds_targets(lua_State *L) {
+    Dataset *ds = check_dataset(L, 1);
+    LTensor *box = lmoco_newbox(L);
+    int64_t n = ds->length;
+    Tensor *t = tensor_empty(1, &n);
+    if (t)
+        for (int64_t i = 0; i < n; i++) t->data[i] = (float)dataset_label(ds, i);
+    lmoco_settensor(L, box, t);
+    return 1;
+}
+
+static int ds_len(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)check_dataset(L, 1)->length);
+    return 1;
+}
+
+static int ds_close(lua_State *L) {
+    LDataset *box = luaL_checkudata(L, 1, MOCO_DATASET_MT);
+    dataset_release(box->ds); /* a loader holds its own reference */
+    box->ds = NULL;
+    return 0;
+}
+
+static int ds_tostring(lua_State *L) {
+    LDataset *box = luaL_checkudata(L, 1, MOCO_DATASET_MT);
+    if (!box->ds) {
+        lua_pushliteral(L, "moco.Dataset (closed)");
+        return 1;
+    }
+    lua_pushfstring(L, "%s: %I samples, %d classes", box->ds->name, (lua_Integer)box->ds->length,
+                    box->ds->num_classes);
+    if (box->skipped)
+        lua_pushfstring(L, " (%I non-image files skipped)", (lua_Integer)box->skipped);
+    else
+        lua_pushliteral(L, "");
+    lua_concat(L, 2);
+    return 1;
+}
+
+/* ds[i] -> {image, label} (an index can give one value only); ds.classes, ds.class_to_idx,
+ * ds.name, ds.skipped; methods. */
+static int ds_index(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        lua_settop(L, 2);
+        lua_createtable(L, 2, 0);
+        lua_pushcfunction(L, ds_get);
+        lua_pushvalue(L, 1);
+        lua_pushvalue(L, 2);
+        lua_call(L, 2, 2);
+        lua_rawseti(L, 3, 2);
+        lua_rawseti(L, 3, 1);
+        return 1;
+    }
+    const char *key = luaL_checkstring(L, 2);
+    if (!strcmp(key, "classes") || !strcmp(key, "class_to_idx")) {
+        Dataset *ds = check_dataset(L, 1);
+        int by_name = !strcmp(key, "class_to_idx");
+        lua_createtable(L, by_name ? 0 : ds->num_classes, by_name ? ds->num_classes : 0);
+        for (int c = 0; c < ds->num_classes; c++) {
+            if (by_name) {
+                lua_pushinteger(L, c);
+                lua_setfield(L, -2, ds->classes[c]);
+            } else {
+                lua_pushstring(L, ds->classes[c]);
+                lua_rawseti(L, -2, c + 1);
+            }
+        }
+        return 1;
+    }
+    if (!strcmp(key, "name")) {
+        lua_pushstring(L, check_dataset(L, 1)->name);
+        return 1;
+    }
+    if (!strcmp(key, "skipped")) {
+        LDataset *box = luaL_checkudata(L, 1, MOCO_DATASET_MT);
+        lua_pushinteger(L, (lua_Integer)box->skipped);
+        return 1;
+    }
+    luaL_getmetatable(L, MOCO_DATASET_MT);
+    lua_getfield(L, -1, "methods");
+    lua_getfield(L, -1, key);
+    return 1;
+}
+
+static const luaL_Reg dataset_methods[] = {{"get", ds_get},         {"label", ds_label}, {"path", ds_path},
+                                           {"targets", ds_targets}, {"close", ds_close}, {NULL, NULL}};
+
+static const luaL_Reg dataset_meta[] = {{"__index", ds_index},       {"__len", ds_len}, {"__gc", ds_close},
+                                        {"__close", ds_close},       {"__tostring", ds_tostring},
+                                        {NULL, NULL}};
+
+/* ------------------------------------------------------------ loaders */
+
+/* Uservalues of a moco.Loader: what must stay alive as long as it does. */
+enum { UV_DATASET = 1, UV_TRANSFORM, UV_LUA_APPLY, UV_GENERATOR, UV_COUNT = UV_GENERATOR };
+
+typedef struct LLoader {
+    Loader *l;            /* NULL once closed */
+    int two_crops;
+    int lua_mode;         /* the transform runs here, in Lua (LOADER_IMAGES) */
+    uint64_t seed;
+    int64_t batch_size;
+    int workers;
+} LLoader;
+
+static LLoader *check_loader(lua_State *L, int idx) {
+    LLoader *box = luaL_checkudata(L, idx, MOCO_LOADER_MT);
+    if (!box->l) luaL_argerror(L, idx, "loader was closed");
+    return box;
+}
+
+static lua_Integer field_integer(lua_State *L, int idx, const char *name) {
+    lua_getfield(L, idx, name);
+    int isnum;
+    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) luaL_error(L, "data.Loader: option %s must be an integer, got %s", name, luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return v;
+}
+
+static int field_boolean(lua_State *L, int idx, const char *name) {
+    lua_getfield(L, idx, name);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Reads the transform arguments at idx (transform), idx+1 (two_crops), idx+2 (lua_apply):
+ * the C pipeline (NULL for none or for Lua mode) and whether it runs in Lua. */
+static Transform *check_pipeline(lua_State *L, int idx, int *lua_mode) {
+    *lua_mode = 0;
+    if (lua_isnoneornil(L, idx)) return NULL;
+    if (lua_type(L, idx) != LUA_TFUNCTION) {
+        Transform *t = lmoco_checktransform(L, idx);
+        if (t) return t;
+    }
+    /* A function, or a pipeline with a T.Lambda in it: only Lua can run it. */
+    if (lua_type(L, idx + 2) != LUA_TFUNCTION)
+        luaL_argerror(L, idx + 2, "a function that applies the Lua transform is needed");
+    *lua_mode = 1;
+    return NULL;
+}
+
+static int l_loader(lua_State *L) {
+    Dataset *ds = check_dataset(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    LoaderOptions o;
+    o.batch_size = field_integer(L, 2, "batch_size");
+    o.workers = (int)field_integer(L, 2, "workers");
+    o.prefetch = (int)field_integer(L, 2, "prefetch");
+    o.shuffle = field_boolean(L, 2, "shuffle");
+    o.drop_last = field_boolean(L, 2, "drop_last");
+    o.seed = (uint64_t)field_integer(L, 2, "seed");
+    int lua_mode, two_crops = lua_toboolean(L, 4);
+    Transform *t = check_pipeline(L, 3, &lua_mode);
+    luaL_checkudata(L, 6, MOCO_GENERATOR_MT); /* for Lua transforms, now or after set_transform */
+
+    LLoader *box = lua_newuserdatauv(L, sizeof *box, UV_COUNT);
+    memset(box, 0, sizeof *box);
+    luaL_setmetatable(L, MOCO_LOADER_MT);
+    int self = lua_gettop(L);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, self, UV_DATASET);
+    lua_pushvalue(L, 3);
+    lua_setiuservalue(L, self, UV_TRANSFORM);
+    lua_pushvalue(L, 5);
+    lua_setiuservalue(L, self, UV_LUA_APPLY);
+    lua_pushvalue(L, 6);
+    lua_setiuservalue(L, self, UV_GENERATOR);
+    box->l = loader_create(ds, &o, t, two_crops, lua_mode ? LOADER_IMAGES : LOADER_TENSORS);
+    if (!box->l) return lmoco_error(L);
+    box->two_crops = two_crops;
+    box->lua_mode = lua_mode;
+    box->seed = o.seed;
+    box->batch_size = o.batch_size;
+    box->workers = o.workers;
+    return 1;
+}
+
+/* Takes over a tensor from the loader into a new box (the tensor is never leaked: the
+ * box exists before anything else can fail). */
+static void push_tensor(lua_State *L, LTensor *box, Tensor *t, int fresh) {
+    box->t = t;
+    /* A new buffer: let the collector know, so that batches the caller dropped are freed
+     * (and their buffers reused) soon. */
+    if (fresh && tensor_nbytes(t) >= 4096)
+        lua_gc(L, LUA_GCSTEP, (int)(tensor_nbytes(t) >> 10 < 1 << 30 ? tensor_nbytes(t) >> 10 : 1 << 30));
+}
+
+/* Lua mode: runs lua_apply on each decoded image of the batch and stacks the results into
+ * new tensors, which it leaves at out_q (and out_k).  Stack: boxes at out_q/out_k. */
+static void apply_lua_pipeline(lua_State *L, LLoader *box, LoaderBatch *b, LTensor *out_q, LTensor *out_k) {
+    int self = 1;
+    lua_getiuservalue(L, self, UV_LUA_APPLY);
+    int apply = lua_gettop(L);
+    lua_getiuservalue(L, self, UV_GENERATOR);
+    int gen = lua_gettop(L);
+    Rng *rng = lmoco_optgenerator(L, gen);
+    for (int64_t j = 0; j < b->count; j++) {
+        lmoco_pushimage(L, &b->raw[j]); /* the image is Lua's now */
+        int image = lua_gettop(L);
+        /* The sample's own stream, as the C workers use: rng_derive(seed, epoch, index). */
+        rng_derive(rng, box->seed, (uint64_t)b->epoch, (uint64_t)b->indices[j]);
+        for (int crop = 0; crop < (box->two_crops ? 2 : 1); crop++) {
+            LTensor *out = crop ? out_k : out_q;
+            lua_pushvalue(L, apply);
+            lua_pushvalue(L, image);
+            lua_pushvalue(L, gen);
+            lua_call(L, 2, 1);
+            Tensor *x = lmoco_totensor(L, -1);
+            if (!x) {
+                Image *img = lmoco_toimage(L, -1);
+                if (!img)
+                    luaL_error(L, "data.Loader: the Lua transform returned %s, expected a moco.Image or moco.Tensor",
+                               luaL_typename(L, -1));
+                /* A pipeline without ToTensor gets its conversion, as in the C workers. */
+                LTensor *tmp = lmoco_newbox(L);
+                lmoco_settensor(L, tmp, image_to_tensor(img));
+                x = tmp->t;
+            }
+            if (!out->t) {
+                int64_t shape[TENSOR_MAX_DIMS];
+                if (x->ndim + 1 > TENSOR_MAX_DIMS) luaL_error(L, "data.Loader: a sample has %d dimensions", x->ndim);
+                shape[0] = b->count;
+                memcpy(shape + 1, x->shape, (size_t)x->ndim * sizeof *shape);
+                lmoco_settensor(L, out, tensor_empty(x->ndim + 1, shape));
+            }
+            if (out->t->numel != b->count * x->numel || out->t->ndim != x->ndim + 1) {
+                char a[128], s[128];
+                luaL_error(L, "data.Loader: the samples of a batch have different shapes (%s, and %s for the batch); "
+                              "add a Resize or crop so that all have the same",
+                           tensor_shape_str(x, a, sizeof a), tensor_shape_str(out->t, s, sizeof s));
+            }
+            memcpy(out->t->data + j * x->numel, x->data, (size_t)x->numel * sizeof(float));
+            lua_settop(L, image);
+        }
+        lua_settop(L, gen);
+    }
+    lua_settop(L, apply - 1);
+}
+
+/* loader:next() -> im_q, im_k, labels (TwoCrops) | images, labels | nil at the end of the epoch */
+static int ld_next(lua_State *L) {
+    LLoader *box = check_loader(L, 1);
+    lua_settop(L, 1);
+    LTensor *bq = lmoco_newbox(L), *bk = box->two_crops ? lmoco_newbox(L) : NULL, *bl = lmoco_newbox(L);
+    LoaderBatch b;
+    int rc = loader_next(box->l, &b);
+    if (rc < 0) return lmoco_error(L);
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    push_tensor(L, bl, b.labels, b.fresh_storage);
+    if (box->lua_mode) {
+        apply_lua_pipeline(L, box, &b, bq, bk);
+    } else {
+        push_tensor(L, bq, b.images, b.fresh_storage);
+        if (bk) push_tensor(L, bk, b.images_k, b.fresh_storage);
+    }
+    return box->two_crops ? 3 : 2;
+}
+
+/* The iterator of loader:iter(): closes the previous batch, then returns the next.
+ * Upvalues: the loader, and a table holding the previous batch's tensors. */
+static int ld_iter_step(lua_State *L) {
+    lua_settop(L, 0);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    for (int i = 1; i <= 3; i++) {
+        lua_rawgeti(L, 1, i);
+        LTensor *t = luaL_testudata(L, -1, MOCO_TENSOR_MT);
+        if (t) {
+            tensor_free(t->t);
+            t->t = NULL;
+        }
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_rawseti(L, 1, i);
+    }
+    lua_pushcfunction(L, ld_next);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_call(L, 1, LUA_MULTRET);
+    int n = lua_gettop(L) - 1;
+    for (int i = 1; i <= n && i <= 3; i++) {
+        lua_pushvalue(L, 1 + i);
+        lua_rawseti(L, 1, i);
+    }
+    return n;
+}
+
+/* for images, labels in loader:iter() do ... end: the rest of the current epoch.  The
+ * tensors of a batch are closed when the loop moves on (so their buffers are reused);
+ * clone what must outlive the iteration. */
+static int ld_iter(lua_State *L) {
+    check_loader(L, 1);
+    lua_settop(L, 1);
+    lua_createtable(L, 3, 0);
+    lua_pushcclosure(L, ld_iter_step, 2);
+    return 1;
+}
+
+static int ld_set_epoch(lua_State *L) {
+    LLoader *box = check_loader(L, 1);
+    if (loader_set_epoch(box->l, (int64_t)luaL_checkinteger(L, 2))) return lmoco_error(L);
+    return 0;
+}
+
+/* loader:_set_transform(transform|nil, two_crops, lua_apply|nil) (data.lua resolves TwoCrops) */
+static int ld_set_transform(lua_State *L) {
+    LLoader *box = check_loader(L, 1);
+    int lua_mode, two_crops = lua_toboolean(L, 3);
+    Transform *t = check_pipeline(L, 2, &lua_mode);
+    lua_settop(L, 4);
+    if (loader_set_transform(box->l, t, two_crops, lua_mode ? LOADER_IMAGES : LOADER_TENSORS)) return lmoco_error(L);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, 1, UV_TRANSFORM);
+    lua_pushvalue(L, 4);
+    lua_setiuservalue(L, 1, UV_LUA_APPLY);
+    box->two_crops = two_crops;
+    box->lua_mode = lua_mode;
+    return 0;
+}
+
+static int ld_stats(lua_State *L) {
+    LLoader *box = check_loader(L, 1);
+    LoaderStats st;
+    loader_stats(box->l, &st);
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, st.wait_seconds);
+    lua_setfield(L, -2, "wait_seconds");
+    lua_pushinteger(L, (lua_Integer)st.batches);
+    lua_setfield(L, -2, "batches");
+    lua_pushinteger(L, (lua_Integer)st.samples);
+    lua_setfield(L, -2, "samples");
+    return 1;
+}
+
+static int ld_reset_stats(lua_State *L) {
+    loader_reset_stats(check_loader(L, 1)->l);
+    return 0;
+}
+
+static int ld_epoch(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)loader_epoch(check_loader(L, 1)->l));
+    return 1;
+}
+
+static int ld_position(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)loader_position(check_loader(L, 1)->l));
+    return 1;
+}
+
+static int ld_len(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)loader_num_batches(check_loader(L, 1)->l));
+    return 1;
+}
+
+static int ld_close(lua_State *L) {
+    LLoader *box = luaL_checkudata(L, 1, MOCO_LOADER_MT);
+    loader_close(box->l); /* joins the workers */
+    box->l = NULL;
+    return 0;
+}
+
+static int ld_tostring(lua_State *L) {
+    LLoader *box = luaL_checkudata(L, 1, MOCO_LOADER_MT);
+    if (!box->l) {
+        lua_pushliteral(L, "moco.Loader (closed)");
+        return 1;
+    }
+    lua_pushfstring(L, "moco.Loader: %I batches of %I per epoch, %d workers%s%s, epoch %I, batch %I",
+                    (lua_Integer)loader_num_batches(box->l), (lua_Integer)box->batch_size, box->workers,
+                    box->two_crops ? ", TwoCrops" : "", box->lua_mode ? ", Lua transform on the calling thread" : "",
+                    (lua_Integer)loader_epoch(box->l), (lua_Integer)loader_position(box->l));
+    return 1;
+}
+
+static int ld_index(lua_State *L) {
+    LLoader *box = luaL_checkudata(L, 1, MOCO_LOADER_MT);
+    const char *key = luaL_checkstring(L, 2);
+    if (!strcmp(key, "batch_size")) {
+        lua_pushinteger(L, (lua_Integer)box->batch_size);
+    } else if (!strcmp(key, "workers")) {
+        lua_pushinteger(L, box->workers);
+    } else if (!strcmp(key, "dataset")) {
+        lua_getiuservalue(L, 1, UV_DATASET);
+    } else if (!strcmp(key, "transform")) {
+        lua_getiuservalue(L, 1, UV_TRANSFORM);
+    } else {
+        luaL_getmetatable(L, MOCO_LOADER_MT);
+        lua_getfield(L, -1, "methods");
+        lua_getfield(L, -1, key);
+    }
+    return 1;
+}
+
+static const luaL_Reg loader_methods[] = {
+    {"next", ld_next},         {"iter", ld_iter},     {"set_epoch", ld_set_epoch},
+    {"_set_transform", ld_set_transform}, {"stats", ld_stats}, {"reset_stats", ld_reset_stats},
+    {"epoch", ld_epoch},       {"position", ld_position}, {"close", ld_close},
+    {NULL, NULL}};
+
+static const luaL_Reg loader_meta[] = {{"__index", ld_index}, {"__len", ld_len},           {"__gc", ld_close},
+                                       {"__close", ld_close}, {"__tostring", ld_tostring}, {NULL, NULL}};
+
+/* ------------------------------------------------------------ module */
+
+static int l_cpu_count(lua_State *L) {
+    lua_pushinteger(L, loader_cpu_count());
+    return 1;
+}
+
+static int l_thread_advice(lua_State *L) {
+    lua_pushinteger(L, loader_thread_advice((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+/* The methods table of moco.Loader, for data.lua to add the ones written in Lua. */
+static int l_loader_methods(lua_State *L) {
+    luaL_getmetatable(L, MOCO_LOADER_MT);
+    lua_getfield(L, -1, "methods");
+    return 1;
+}
+
+static const luaL_Reg data_functions[] = {
+    {"image_folder", l_image_folder}, {"cifar10", l_cifar10},   {"cifar100", l_cifar100},
+    {"idx", l_idx},                   {"fashion_mnist", l_fashion_mnist}, {"loader", l_loader},
+    {"cpu_count", l_cpu_count},       {"thread_advice", l_thread_advice}, {"loader_methods", l_loader_methods},
+    {NULL, NULL}};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+    luaL_newmetatable(L, name);
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "methods");
+    lua_pop(L, 1);
+}
+
+void lmoco_open_data(lua_State *L) {
+    new_class(L, MOCO_DATASET_MT, dataset_meta, dataset_methods);
+    new_class(L, MOCO_LOADER_MT, loader_meta, loader_methods);
+    luaL_newlib(L, data_functions);
+    lua_setfield(L, -2, "_data");
+}

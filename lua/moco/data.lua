@@ -1,0 +1,179 @@
+-- lua/moco/data.lua: datasets and the parallel batch loader (moco.data).
+--
+--   ds = data.ImageFolder(root [, {channels = 3, quiet = false}])
+--   ds = data.CIFAR10(root [, {train = true}])        -- also data.CIFAR100 (fine labels)
+--   ds = data.IDX(images_path, labels_path [, {classes = {...}}])
+--   ds = data.FashionMNIST{train = true [, root = "/usr/share/datasets/fashion-mnist"]}
+--   #ds, ds.classes (names; ds.classes[label + 1]), ds.class_to_idx, ds.name
+--   image, label = ds:get(i)       -- i from 1 to #ds; label is torchvision's 0-based value
+--   ds[i]                          -- {image, label} (an index can return one value only)
+--   ds:label(i), ds:path(i) (ImageFolder), ds:targets() (a tensor of all labels)
+--
+--   loader = data.Loader(ds, {batch_size = 256, transform = T.TwoCrops(aug), workers = 2,
+--                             shuffle = true, drop_last = true, seed = 0, prefetch = 2})
+--   for im_q, im_k, labels in loader:iter() do ... end   -- TwoCrops
+--   for images, labels in loader:iter() do ... end       -- any other transform, or none
+--   loader:next()  -> the same values, or nil at the end of the epoch
+--   #loader, loader:set_epoch(e), loader:epoch(), loader:set_transform(t), loader:stats(),
+--   loader:close() (also __gc and `local loader <close> = ...`)
+--
+-- Images are moco.Image values (8-bit HWC, as PIL images; gray data sets have 1 channel).
+-- Batches are float tensors (N, C, H, W) and labels a float tensor (N) of 0-based classes.
+-- Without a transform, or when a pipeline ends on an image, the loader applies ToTensor's
+-- conversion to [0, 1].
+--
+-- How the loader behaves (the details are in core/data/loader.h):
+--  * Determinism.  Epoch e's order is a permutation drawn from (seed, e); sample i gets the
+--    random stream rng_derive(seed, e, i), and TwoCrops draws both crops from it.  Batches
+--    are therefore bitwise identical whatever the number of workers.
+--  * Epochs.  iter() and next() go through the rest of the current epoch; at its end the
+--    loader moves on to the next epoch (a new order).  set_epoch(e) jumps to the start of
+--    epoch e (resuming a run); at the start of that epoch already, it changes nothing.
+--  * Buffers.  Workers fill a ring of `prefetch + 1` reusable batch buffers.  iter() CLOSES
+--    the tensors of a batch when the loop moves on, so the same memory serves the next
+--    batches; clone() what must outlive the loop.  A batch from next() is never closed or
+--    overwritten: while you hold it, the loader makes new buffers instead.
+--  * set_transform(t) takes effect from the next batch that next()/iter() returns: batches
+--    already prepared (or in progress) with the old transform are thrown away and made
+--    again, so the batch where the switch happens never depends on timing.  It costs up to
+--    `prefetch` batches of redone work.
+--  * Errors.  A sample that fails (a corrupt or unreadable image) fails its batch: next()
+--    raises an error naming the file, the batch is dropped, and the next call continues
+--    with the following batch.  Files are not skipped silently: dropping samples would
+--    change the dataset's indices and make runs differ from torchvision's.
+--  * Lua transforms.  A plain function, or a pipeline holding a T.Lambda, cannot run in the
+--    C worker threads: the workers then only decode, and the transform runs on the calling
+--    thread inside next() (slower: one thread, and the Lua VM), with the same per-sample
+--    generator streams (passed as the transform's second argument).
+--  * Ctrl-C.  A next() waiting for workers notices moco's interrupt flag within 50 ms and
+--    raises "interrupted"; the loader stays usable.
+--  * Threads.  The workers run beside the model's BLAS threads.  Rule: workers +
+--    moco.get_num_threads() <= cores (data.cpu_count()) when decoding and augmentation are
+--    heavy (JPEG, large crops); data.thread_advice(workers) gives the BLAS thread count
+--    that fits.  The loader prints a one-time note when a new loader breaks the rule.  For
+--    small in-memory datasets (CIFAR, Fashion-MNIST) the workers sleep once the ring is
+--    full, and a light overlap is harmless.
+local core = require "moco.core"
+local C = core._data
+
+local data = {}
+
+-- Options not in `known` are errors: a typo must not silently fall back to a default.
+local function check_options(fn, opts, known)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(fn .. ": options must be a table, got " .. type(opts), 3) end
+  for k in pairs(opts) do
+    if known[k] == nil then
+      local names = {}
+      for name in pairs(known) do names[#names + 1] = name end
+      table.sort(names)
+      error(string.format("%s: unknown option %q (known: %s)", fn, tostring(k), table.concat(names, ", ")), 3)
+    end
+  end
+  return opts
+end
+
+local function default(v, d)
+  if v == nil then return d end
+  return v
+end
+
+function data.ImageFolder(root, opts)
+  opts = check_options("data.ImageFolder", opts, { channels = true, quiet = true })
+  if type(root) ~= "string" then error("data.ImageFolder: root must be a path, got " .. type(root), 2) end
+  local ds, skipped, example = C.image_folder(root, default(opts.channels, 3))
+  if skipped > 0 and not opts.quiet then
+    io.stderr:write(string.format("data.ImageFolder(%s): skipped %d file(s) without an image extension, e.g. %s\n",
+                                  root, skipped, example))
+  end
+  return ds
+end
+
+local function cifar(name, open)
+  return function(root, opts)
+    opts = check_options("data." .. name, opts, { train = true })
+    if type(root) ~= "string" then error("data." .. name .. ": root must be a path, got " .. type(root), 2) end
+    return open(root, default(opts.train, true))
+  end
+end
+data.CIFAR10 = cifar("CIFAR10", C.cifar10)
+data.CIFAR100 = cifar("CIFAR100", C.cifar100)
+
+function data.IDX(images, labels, opts)
+  opts = check_options("data.IDX", opts, { classes = true })
+  return C.idx(images, labels, opts.classes)
+end
+
+-- data.FashionMNIST{train = true, root = ...} or data.FashionMNIST(root [, {train = ...}])
+function data.FashionMNIST(root, opts)
+  if type(root) == "table" then root, opts = nil, root end
+  opts = check_options("data.FashionMNIST", opts, { train = true, root = true })
+  return C.fashion_mnist(root or opts.root, default(opts.train, true))
+end
+
+data.cpu_count = C.cpu_count
+data.thread_advice = C.thread_advice
+
+-- The function that runs a transform in Lua, for transforms the C workers cannot run.
+local function lua_apply_of(t)
+  if type(t) == "function" then return t end
+  local ok, apply = pcall(function() return t.apply end)
+  if ok and type(apply) == "function" then
+    return function(image, generator) return apply(t, image, generator) end
+  end
+  local mt = getmetatable(t)
+  if type(mt) == "table" and mt.__call then
+    return function(image, generator) return t(image, generator) end
+  end
+  return nil
+end
+
+-- transform, two_crops, lua_apply for the C side.
+local function resolve_transform(t)
+  local two_crops = false
+  if type(t) == "table" and t.kind == "TwoCrops" then
+    two_crops = true
+    t = t.transform
+    if t == nil then error("data.Loader: TwoCrops needs a transform", 3) end
+  end
+  if t == nil then return nil, two_crops, nil end
+  return t, two_crops, lua_apply_of(t)
+end
+
+local warned_threads = false
+
+local loader_options = {
+  batch_size = true, transform = true, workers = true, shuffle = true, drop_last = true,
+  seed = true, prefetch = true,
+}
+
+function data.Loader(ds, opts)
+  opts = check_options("data.Loader", opts, loader_options)
+  local o = {
+    batch_size = default(opts.batch_size, 1),
+    workers = default(opts.workers, 2),
+    prefetch = default(opts.prefetch, 2),
+    shuffle = default(opts.shuffle, true),
+    drop_last = default(opts.drop_last, true),
+    seed = default(opts.seed, 0),
+  }
+  local t, two_crops, apply = resolve_transform(opts.transform)
+  local loader = C.loader(ds, o, t, two_crops, apply, core.Generator())
+  local blas, cores = core.get_num_threads(), C.cpu_count()
+  if not warned_threads and o.workers + blas > cores then
+    warned_threads = true
+    io.stderr:write(string.format(
+      "note: data.Loader: %d worker(s) + %d BLAS thread(s) > %d core(s); when decoding is heavy, " ..
+      "moco.set_num_threads(%d) avoids oversubscription\n", o.workers, blas, cores, C.thread_advice(o.workers)))
+  end
+  return loader
+end
+
+-- loader:set_transform(t): see the header for exactly when it takes effect.
+local methods = C.loader_methods()
+function methods.set_transform(loader, t)
+  local transform, two_crops, apply = resolve_transform(t)
+  loader:_set_transform(transform, two_crops, apply)
+end
+
+return data
