@@ -107,6 +107,36 @@ static int l_fashion_mnist(lua_State *L) {
     return set_dataset(L, box, dataset_fashion_mnist(root, train));
 }
 
+/* subset(ds, positions) with a table of 1-based positions, or subset(ds, n) for the first n. */
+static int l_subset(lua_State *L) {
+    Dataset *source = check_dataset(L, 1);
+    int64_t n;
+    int64_t *idx;
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        lua_Integer first = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, first >= 0 && first <= source->length, 2, "must be between 0 and the dataset length");
+        n = first;
+        idx = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *idx, 0);
+        for (int64_t i = 0; i < n; i++) idx[i] = i;
+    } else {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        n = (int64_t)luaL_len(L, 2);
+        idx = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *idx, 0);
+        for (int64_t i = 0; i < n; i++) {
+            lua_geti(L, 2, (lua_Integer)i + 1);
+            int isnum;
+            lua_Integer v = lua_tointegerx(L, -1, &isnum);
+            if (!isnum || v < 1 || v > source->length)
+                return luaL_error(L, "Subset: position %d is %s, not in [1, %d]", (int)i + 1,
+                                  luaL_tolstring(L, -1, NULL), (int)source->length);
+            lua_pop(L, 1);
+            idx[i] = v - 1;
+        }
+    }
+    LDataset *box = new_dataset_box(L);
+    return set_dataset(L, box, dataset_subset(source, idx, n));
+}
+
 /* A 1-based Lua position as a 0-based index, with an error naming the range. */
 static int64_t check_position(lua_State *L, int idx, const Dataset *ds) {
     lua_Integer i = luaL_checkinteger(L, idx);
@@ -572,6 +602,7 @@ static int l_loader_methods(lua_State *L) {
 static const luaL_Reg data_functions[] = {
     {"image_folder", l_image_folder}, {"cifar10", l_cifar10},   {"cifar100", l_cifar100},
     {"idx", l_idx},                   {"fashion_mnist", l_fashion_mnist}, {"loader", l_loader},
+    {"subset", l_subset},
     {"cpu_count", l_cpu_count},       {"thread_advice", l_thread_advice}, {"loader_methods", l_loader_methods},
     {NULL, NULL}};
 

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "io/idx.h"
@@ -213,8 +214,17 @@ static int l_time(lua_State *L) {
     return 1;
 }
 
+/* moco.isatty("stdout" | "stderr" | "stdin") -> boolean (for progress bars). */
+static int l_isatty(lua_State *L) {
+    static const char *const names[] = {"stdin", "stdout", "stderr", NULL};
+    int fd = luaL_checkoption(L, 1, "stdout", names);
+    lua_pushboolean(L, isatty(fd));
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
     {"time", l_time},
+    {"isatty", l_isatty},
     {"load_idx", l_load_idx},
     {"default_generator", l_default_generator},
     {"set_num_threads", l_set_num_threads},
@@ -226,6 +236,8 @@ int luaopen_moco_core(lua_State *L) {
     lmoco_open_tensor(L);
     lmoco_open_generator(L);
     lmoco_open_optim(L);
+    lmoco_open_contrast(L);
+    lmoco_open_eval(L);
     lmoco_open_nn(L);
     lmoco_open_image(L);
     lmoco_open_data(L);

@@ -49,6 +49,8 @@ Transform *lmoco_checktransform(lua_State *L, int idx); /* NULL for Lua-only pip
 void lmoco_open_tensor(lua_State *L);    /* adds functions to the table on top */
 void lmoco_open_generator(lua_State *L); /* idem */
 void lmoco_open_optim(lua_State *L);     /* sets field _optim */
+void lmoco_open_contrast(lua_State *L);  /* sets field _moco (lua/l_contrast.c) */
+void lmoco_open_eval(lua_State *L);      /* sets field _eval (lua/l_eval.c) */
 void lmoco_open_nn(lua_State *L);        /* sets field _nn (lua/l_nn.c) */
 void lmoco_open_image(lua_State *L);     /* sets fields image and _image (lua/l_image.c) */
 void lmoco_open_data(lua_State *L);      /* sets field _data (lua/l_data.c) */

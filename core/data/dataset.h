@@ -86,6 +86,9 @@ Dataset *dataset_idx(const char *images_path, const char *labels_path, int num_n
 #define FASHION_MNIST_DEFAULT_ROOT "/usr/share/datasets/fashion-mnist"
 Dataset *dataset_fashion_mnist(const char *root, int train);
 
+/* ---- torch.utils.data.Subset: samples indices[0..n) (0-based) of source ---- */
+Dataset *dataset_subset(Dataset *source, const int64_t *indices, int64_t n);
+
 /* ---- for the dataset implementations ----
  * Allocates a zeroed subtype struct of `size` bytes (whose first member is a Dataset)
  * with refcount 1 and the given name; NULL with a message on failure. */

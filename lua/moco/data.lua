@@ -4,6 +4,7 @@
 --   ds = data.CIFAR10(root [, {train = true}])        -- also data.CIFAR100 (fine labels)
 --   ds = data.IDX(images_path, labels_path [, {classes = {...}}])
 --   ds = data.FashionMNIST{train = true [, root = "/usr/share/datasets/fashion-mnist"]}
+--   ds = data.Subset(ds, n | {positions})   -- the first n samples, or those positions
 --   #ds, ds.classes (names; ds.classes[label + 1]), ds.class_to_idx, ds.name
 --   image, label = ds:get(i)       -- i from 1 to #ds; label is torchvision's 0-based value
 --   ds[i]                          -- {image, label} (an index can return one value only)
@@ -109,6 +110,12 @@ function data.FashionMNIST(root, opts)
   if type(root) == "table" then root, opts = nil, root end
   opts = check_options("data.FashionMNIST", opts, { train = true, root = true })
   return C.fashion_mnist(root or opts.root, default(opts.train, true))
+end
+
+-- data.Subset(ds, n) -- the first n samples; data.Subset(ds, {i, j, ...}) -- those positions
+-- (1-based), as torch.utils.data.Subset.
+function data.Subset(ds, which)
+  return C.subset(ds, which)
 end
 
 data.cpu_count = C.cpu_count

@@ -7,9 +7,18 @@ local core = require "moco.core"
 local moco = {}
 for k, v in pairs(core) do moco[k] = v end
 
+-- Classes that live in a submodule of another name (the official code's file names).
+local classes = { MoCo = { "moco.builder", "MoCo" } }
+
 setmetatable(moco, {
   __index = function(t, name)
     if type(name) ~= "string" then return nil end
+    local class = classes[name]
+    if class then
+      local value = require(class[1])[class[2]]
+      rawset(t, name, value)
+      return value
+    end
     local modname = "moco." .. name
     if package.searchpath(modname, package.path) then
       local m = require(modname)

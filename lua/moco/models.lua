@@ -25,6 +25,18 @@ end
 local relu_ = function(t) return moco._nn.relu_forward(t, t) end
 local relu_grad = function(gy, out, into) return moco._nn.relu_backward_input(gy, out, into) end
 
+-- self._g (the gradient at the block's output ReLU) if its shape is still that of `t`: the
+-- buffer is reused between calls, but the batch size may change (an epoch's last batch).
+local function grad_buffer(self, t)
+  local g = self._g
+  if g and g:dim() == t:dim() then
+    local a, b = g:shape(), t:shape()
+    for i = 1, #a do if a[i] ~= b[i] then return nil end end
+    return g
+  end
+  return nil
+end
+
 -- ------------------------------------------------------------------ blocks
 
 local BasicBlock = nn.class("BasicBlock", nn.Module)
@@ -52,7 +64,7 @@ function BasicBlock:forward(x)
 end
 
 function BasicBlock:backward(x, gy)
-  local g = relu_grad(gy, self.output, self._g)
+  local g = relu_grad(gy, self.output, grad_buffer(self, gy))
   self._g = g
   local gm = self.bn2:backward(self.conv2.output, g)
   gm = self.conv2:backward(self._a1, gm)
@@ -92,7 +104,7 @@ function Bottleneck:forward(x)
 end
 
 function Bottleneck:backward(x, gy)
-  local g = relu_grad(gy, self.output, self._g)
+  local g = relu_grad(gy, self.output, grad_buffer(self, gy))
   self._g = g
   local gm = self.bn3:backward(self.conv3.output, g)
   gm = self.conv3:backward(self._a2, gm)

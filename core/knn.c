@@ -1,0 +1,99 @@
+/* core/knn.c: weighted kNN over cosine similarities (see knn.h). */
+#include "knn.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+/* A min-heap of (similarity, index) pairs keeps the k largest similarities seen. */
+typedef struct Neighbour {
+    float sim;
+    int64_t index;
+} Neighbour;
+
+static void sift_down(Neighbour *h, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && h[l].sim < h[m].sim) m = l;
+        if (r < n && h[r].sim < h[m].sim) m = r;
+        if (m == i) return;
+        Neighbour t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static int top_k(Neighbour *heap, const float *sims, int64_t N, int k) {
+    int n = 0;
+    for (int64_t j = 0; j < N; j++) {
+        float s = sims[j];
+        if (n < k) {
+            heap[n].sim = s;
+            heap[n].index = j;
+            n++;
+            if (n == k)
+                for (int i = k / 2 - 1; i >= 0; i--) sift_down(heap, k, i);
+        } else if (s > heap[0].sim) {
+            heap[0].sim = s;
+            heap[0].index = j;
+            sift_down(heap, k, 0);
+        }
+    }
+    return n;
+}
+
+int knn_predict(int32_t *pred, const float *query, const float *bank, const int32_t *bank_labels, int64_t M,
+                int64_t N, int D, int k, float T, int classes, int topn) {
+    if (M < 0 || N <= 0 || D <= 0 || k <= 0 || classes <= 0 || topn <= 0 || !(T > 0))
+        return moco_error("knn: invalid arguments (M=%lld N=%lld D=%d k=%d classes=%d topn=%d T=%g)",
+                          (long long)M, (long long)N, D, k, classes, topn, T);
+    if (N > INT32_MAX) return moco_error("knn: feature bank of %lld rows is too large", (long long)N);
+    for (int64_t j = 0; j < N; j++)
+        if (bank_labels[j] < 0 || bank_labels[j] >= classes)
+            return moco_error("knn: bank label %d at row %lld is outside [0, %d)", bank_labels[j], (long long)j + 1,
+                              classes);
+    if (k > N) k = (int)N;
+    if (topn > classes) topn = classes;
+    int64_t chunk = (int64_t)(((size_t)64 << 20) / sizeof(float) / (size_t)N); /* 64 MiB of similarities */
+    if (chunk < 1) chunk = 1;
+    if (chunk > M) chunk = M > 0 ? M : 1;
+    float *sims = malloc((size_t)chunk * (size_t)N * sizeof(float));
+    Neighbour *heap = malloc((size_t)k * sizeof *heap);
+    double *scores = malloc((size_t)classes * sizeof *scores);
+    if (!sims || !heap || !scores) {
+        free(sims);
+        free(heap);
+        free(scores);
+        return moco_error("knn: out of memory");
+    }
+    for (int64_t start = 0; start < M; start += chunk) {
+        int64_t rows = M - start < chunk ? M - start : chunk;
+        /* sims (rows, N) = query (rows, D) @ bank^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)N, D, 1.0f, query + start * D, D,
+                    bank, D, 0.0f, sims, (int)N);
+        for (int64_t r = 0; r < rows; r++) {
+            int n = top_k(heap, sims + r * N, N, k);
+            memset(scores, 0, (size_t)classes * sizeof *scores);
+            for (int i = 0; i < n; i++) scores[bank_labels[heap[i].index]] += exp((double)(heap[i].sim / T));
+            int32_t *out = pred + (start + r) * topn;
+            /* classes by descending score; ties go to the smaller class index */
+            for (int t = 0; t < topn; t++) {
+                int best = -1;
+                for (int c = 0; c < classes; c++) {
+                    int taken = 0;
+                    for (int u = 0; u < t; u++) taken |= out[u] == c;
+                    if (!taken && (best < 0 || scores[c] > scores[best])) best = c;
+                }
+                out[t] = best;
+            }
+        }
+    }
+    free(sims);
+    free(heap);
+    free(scores);
+    return 0;
+}

@@ -1,0 +1,16 @@
+/* core/knn.h: the weighted k-nearest-neighbour classifier of the official MoCo CIFAR-10
+ * demo's monitor (knn_predict): cosine similarities by one matrix product, the top-k
+ * neighbours of each query, votes weighted by exp(sim / T), classes ranked by total vote. */
+#ifndef MOCO_KNN_H
+#define MOCO_KNN_H
+
+#include <stdint.h>
+
+/* query (M, D) and bank (N, D) hold L2-normalised rows; bank_labels (N) 0-based classes in
+ * [0, classes).  pred (M, topn) receives the classes ranked by score, best first.  Queries
+ * are processed in chunks so memory stays at chunk * N floats.  k is clamped to N.
+ * Returns 0 or -1 (bad sizes, a label out of range, out of memory). */
+int knn_predict(int32_t *pred, const float *query, const float *bank, const int32_t *bank_labels, int64_t M,
+                int64_t N, int D, int k, float T, int classes, int topn);
+
+#endif

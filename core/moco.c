@@ -1,0 +1,110 @@
+/* core/moco.c: queue, InfoNCE, momentum update, shuffling (see moco.h). */
+#include "moco.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "error.h"
+
+void moco_queue_init(float *queue, int dim, int K, Rng *rng) {
+    for (int64_t i = 0; i < (int64_t)dim * K; i++) queue[i] = rng_normal(rng);
+    for (int j = 0; j < K; j++) {
+        double ss = 0;
+        for (int d = 0; d < dim; d++) ss += (double)queue[(int64_t)d * K + j] * queue[(int64_t)d * K + j];
+        float denom = (float)fmax(sqrt(ss), 1e-12);
+        for (int d = 0; d < dim; d++) queue[(int64_t)d * K + j] /= denom;
+    }
+}
+
+int moco_queue_enqueue(float *queue, const float *keys, int dim, int K, int ptr, int N) {
+    if (N <= 0 || K % N != 0)
+        return moco_error("queue: K = %d must be a multiple of the number of keys per step (%d); "
+                          "choose --moco-k or --batch-size so that it is", K, N);
+    if (ptr < 0 || ptr >= K || ptr % N != 0)
+        return moco_error("queue: pointer %d is not a multiple of %d within K = %d", ptr, N, K);
+    /* queue[:, ptr:ptr+N] = keys^T  (dim, N) */
+    for (int d = 0; d < dim; d++) {
+        float *row = queue + (int64_t)d * K + ptr;
+        for (int i = 0; i < N; i++) row[i] = keys[(int64_t)i * dim + d];
+    }
+    return (ptr + N) % K;
+}
+
+int moco_infonce(InfoNceResult *out, float *logits, float *dq, const float *q, const float *k,
+                 const float *queue, int N, int dim, int K, float T) {
+    if (N <= 0 || dim <= 0 || K < 0 || !(T > 0))
+        return moco_error("infonce: invalid sizes N=%d dim=%d K=%d or temperature %g", N, dim, K, T);
+    const int L = K + 1;
+    /* l_neg (N, K) = q (N, dim) @ queue (dim, K), written into columns 1..K of logits */
+    if (K > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, K, dim, 1.0f, q, dim, queue, K, 0.0f,
+                    logits + 1, L);
+    double loss = 0;
+    int top1 = 0, top5 = 0;
+    for (int i = 0; i < N; i++) {
+        float *row = logits + (int64_t)i * L;
+        /* l_pos = q_i . k_i (einsum 'nc,nc->n') */
+        float pos = 0;
+        for (int d = 0; d < dim; d++) pos += q[(int64_t)i * dim + d] * k[(int64_t)i * dim + d];
+        row[0] = pos;
+        /* logits /= T, as the official code divides the concatenated logits */
+        float maxv = -INFINITY;
+        for (int j = 0; j < L; j++) {
+            row[j] /= T;
+            if (row[j] > maxv) maxv = row[j];
+        }
+        int greater = 0;
+        for (int j = 1; j < L; j++) greater += row[j] > row[0];
+        top1 += greater < 1;
+        top5 += greater < 5;
+        double sum = 0;
+        for (int j = 0; j < L; j++) sum += exp((double)row[j] - maxv);
+        double lse = maxv + log(sum);
+        loss += lse - row[0];
+        if (dq) { /* d loss / d logits = (softmax - onehot(0)) / N, in place */
+            for (int j = 0; j < L; j++) row[j] = (float)(exp((double)row[j] - lse) / N);
+            row[0] -= 1.0f / (float)N;
+        }
+    }
+    out->loss = (float)(loss / N);
+    out->acc1 = 100.0f * (float)top1 / (float)N;
+    out->acc5 = 100.0f * (float)top5 / (float)N;
+    if (dq) {
+        /* dq = (dlogits[:, 0] * k + dlogits[:, 1:] @ queue^T) / T */
+        for (int i = 0; i < N; i++) {
+            float g0 = logits[(int64_t)i * L];
+            for (int d = 0; d < dim; d++) dq[(int64_t)i * dim + d] = g0 * k[(int64_t)i * dim + d];
+        }
+        if (K > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dim, K, 1.0f, logits + 1, L, queue, K,
+                        1.0f, dq, dim);
+        for (int64_t i = 0; i < (int64_t)N * dim; i++) dq[i] /= T;
+    }
+    return 0;
+}
+
+/* PyTorch computes param_k * m and param_q * (1 - m) as two tensors and adds them: three
+ * roundings.  Contraction into an FMA would round once and drift from the reference. */
+__attribute__((optimize("fp-contract=off")))
+void moco_momentum_update(float *theta_k, const float *theta_q, int64_t n, double m) {
+    /* m is a Python float in the reference: both factors are computed in double and then
+     * rounded to float, as PyTorch does with a scalar multiplying a float tensor. */
+    const float mk = (float)m;
+    const float mq = (float)(1.0 - m);
+    for (int64_t i = 0; i < n; i++) {
+        float a = theta_k[i] * mk;
+        float b = theta_q[i] * mq;
+        theta_k[i] = a + b;
+    }
+}
+
+void moco_shuffle_indices(int64_t *perm, int64_t *inverse, int64_t N, Rng *rng) {
+    rng_permutation(rng, perm, N);
+    for (int64_t i = 0; i < N; i++) inverse[perm[i]] = i;
+}
+
+void moco_gather_rows(float *out, const float *in, const int64_t *index, int64_t N, int64_t row_size) {
+    for (int64_t i = 0; i < N; i++)
+        memcpy(out + i * row_size, in + index[i] * row_size, (size_t)row_size * sizeof(float));
+}

@@ -1,0 +1,167 @@
+/* lua/l_contrast.c: the MoCo primitives of core/moco.h as moco._moco, used by
+ * lua/moco/builder.lua:
+ *
+ *   queue_init(queue (dim,K) [, gen])                 normalised Gaussian columns, in place
+ *   queue_enqueue(queue (dim,K), keys (N,dim), ptr)   -> new ptr (0-based, as the official)
+ *   infonce(q (N,dim), k (N,dim), queue (dim,K), T [, dq (N,dim) | false [, logits (N,1+K)]])
+ *       -> loss, acc1, acc5, dq | nil     (dq = d loss / d q; false skips the gradient)
+ *   momentum_update(theta_k, theta_q, m)              theta_k = m theta_k + (1 - m) theta_q
+ *   shuffle_indices(N [, gen])   -> perm, inverse     (float tensors of 0-based row indices)
+ *   gather_rows(x (N,...), index (N) [, out])         -> out[i] = x[index[i]]
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+
+#include "error.h"
+#include "lmoco.h"
+#include "moco.h"
+
+static void check_2d(lua_State *L, const char *fn, const char *arg, const Tensor *t) {
+    char b[128];
+    if (t->ndim != 2) luaL_error(L, "%s: %s should be 2-d, got %s", fn, arg, tensor_shape_str(t, b, sizeof b));
+}
+
+static int l_queue_init(lua_State *L) {
+    Tensor *queue = lmoco_checktensor(L, 1);
+    check_2d(L, "queue_init", "queue", queue);
+    Rng *rng = lmoco_optgenerator(L, 2);
+    moco_queue_init(queue->data, (int)queue->shape[0], (int)queue->shape[1], rng);
+    return 0;
+}
+
+static int l_queue_enqueue(lua_State *L) {
+    Tensor *queue = lmoco_checktensor(L, 1), *keys = lmoco_checktensor(L, 2);
+    lua_Integer ptr = luaL_checkinteger(L, 3);
+    char a[128], b[128];
+    check_2d(L, "queue_enqueue", "queue", queue);
+    check_2d(L, "queue_enqueue", "keys", keys);
+    if (keys->shape[1] != queue->shape[0])
+        return luaL_error(L, "queue_enqueue: keys %s have dimension %d but the queue %s holds %d-d keys",
+                          tensor_shape_str(keys, a, sizeof a), (int)keys->shape[1],
+                          tensor_shape_str(queue, b, sizeof b), (int)queue->shape[0]);
+    int r = moco_queue_enqueue(queue->data, keys->data, (int)queue->shape[0], (int)queue->shape[1], (int)ptr,
+                               (int)keys->shape[0]);
+    if (r < 0) return lmoco_error(L);
+    lua_pushinteger(L, r);
+    return 1;
+}
+
+static int l_infonce(lua_State *L) {
+    Tensor *q = lmoco_checktensor(L, 1), *k = lmoco_checktensor(L, 2), *queue = lmoco_checktensor(L, 3);
+    float T = (float)luaL_checknumber(L, 4);
+    int want_grad = !(lua_isboolean(L, 5) && !lua_toboolean(L, 5));
+    Tensor *dq_given = lua_isuserdata(L, 5) ? lmoco_checktensor(L, 5) : NULL;
+    Tensor *logits_given = lua_isnoneornil(L, 6) ? NULL : lmoco_checktensor(L, 6);
+    char a[128], b[128], c[128];
+    check_2d(L, "infonce", "q", q);
+    check_2d(L, "infonce", "queue", queue);
+    if (!tensor_same_shape(q, k) || queue->shape[0] != q->shape[1])
+        return luaL_error(L, "infonce: q %s and k %s must have the same shape (N, dim) and the queue %s must be (dim, K)",
+                          tensor_shape_str(q, a, sizeof a), tensor_shape_str(k, b, sizeof b),
+                          tensor_shape_str(queue, c, sizeof c));
+    int N = (int)q->shape[0], dim = (int)q->shape[1], K = (int)queue->shape[1];
+    if (dq_given && !tensor_same_shape(dq_given, q))
+        return luaL_error(L, "infonce: dq %s should have the shape of q %s", tensor_shape_str(dq_given, a, sizeof a),
+                          tensor_shape_str(q, b, sizeof b));
+    if (logits_given && (logits_given->ndim != 2 || logits_given->shape[0] != N || logits_given->shape[1] != K + 1))
+        return luaL_error(L, "infonce: logits buffer %s should be [%d, %d]",
+                          tensor_shape_str(logits_given, a, sizeof a), N, K + 1);
+    /* Boxes first, so that nothing leaks if an allocation fails. */
+    LTensor *dq_box = NULL;
+    if (want_grad && !dq_given) {
+        dq_box = lmoco_newbox(L);
+        lmoco_settensor(L, dq_box, tensor_empty(2, q->shape));
+    }
+    LTensor *logits_box = NULL;
+    Tensor *logits = logits_given;
+    if (!logits) {
+        int64_t shape[2] = {N, K + 1};
+        logits_box = lmoco_newbox(L);
+        lmoco_settensor(L, logits_box, tensor_empty(2, shape));
+        logits = logits_box->t;
+    }
+    Tensor *dq = dq_given ? dq_given : dq_box ? dq_box->t : NULL;
+    InfoNceResult r;
+    if (moco_infonce(&r, logits->data, dq ? dq->data : NULL, q->data, k->data, queue->data, N, dim, K, T))
+        return lmoco_error(L);
+    lua_pushnumber(L, r.loss);
+    lua_pushnumber(L, r.acc1);
+    lua_pushnumber(L, r.acc5);
+    if (dq_given) lua_pushvalue(L, 5);
+    else if (dq_box) lua_pushvalue(L, logits_box ? -5 : -4);
+    else lua_pushnil(L);
+    return 4;
+}
+
+static int l_momentum_update(lua_State *L) {
+    Tensor *tk = lmoco_checktensor(L, 1), *tq = lmoco_checktensor(L, 2);
+    double m = luaL_checknumber(L, 3);
+    char a[128], b[128];
+    if (tk->numel != tq->numel)
+        return luaL_error(L, "momentum_update: key parameters %s and query parameters %s differ in size",
+                          tensor_shape_str(tk, a, sizeof a), tensor_shape_str(tq, b, sizeof b));
+    if (!(m >= 0 && m <= 1)) return luaL_error(L, "momentum_update: m = %f is not in [0, 1]", m);
+    moco_momentum_update(tk->data, tq->data, tk->numel, m);
+    return 0;
+}
+
+static int l_shuffle_indices(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n > 0 && n <= (1 << 24), 1, "batch size must be in [1, 2^24]");
+    Rng *rng = lmoco_optgenerator(L, 2);
+    int64_t shape[1] = {n};
+    LTensor *pbox = lmoco_newbox(L), *ibox = lmoco_newbox(L);
+    lmoco_settensor(L, pbox, tensor_empty(1, shape));
+    lmoco_settensor(L, ibox, tensor_empty(1, shape));
+    int64_t *perm = lua_newuserdatauv(L, 2 * (size_t)n * sizeof *perm, 0);
+    moco_shuffle_indices(perm, perm + n, n, rng);
+    for (lua_Integer i = 0; i < n; i++) {
+        pbox->t->data[i] = (float)perm[i];
+        ibox->t->data[i] = (float)perm[n + i];
+    }
+    lua_pop(L, 1);
+    return 2;
+}
+
+static int l_gather_rows(lua_State *L) {
+    Tensor *x = lmoco_checktensor(L, 1), *index = lmoco_checktensor(L, 2);
+    Tensor *out = lua_isnoneornil(L, 3) ? NULL : lmoco_checktensor(L, 3);
+    char a[128], b[128];
+    if (x->ndim < 1 || index->ndim != 1 || index->shape[0] != x->shape[0])
+        return luaL_error(L, "gather_rows: index %s should be 1-d with one entry per row of %s",
+                          tensor_shape_str(index, a, sizeof a), tensor_shape_str(x, b, sizeof b));
+    if (out && (!tensor_same_shape(out, x) || out->data == x->data))
+        return luaL_error(L, "gather_rows: out %s must have the shape of x %s and not share its memory",
+                          tensor_shape_str(out, a, sizeof a), tensor_shape_str(x, b, sizeof b));
+    int64_t n = x->shape[0], row = n ? x->numel / n : 0;
+    int64_t *idx = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *idx, 0);
+    for (int64_t i = 0; i < n; i++) {
+        float v = index->data[i];
+        if (!(v >= 0 && v < (float)n) || v != (float)(int64_t)v)
+            return luaL_error(L, "gather_rows: index entry %d is %f, not a row in [0, %d)", (int)i + 1, v, (int)n);
+        idx[i] = (int64_t)v;
+    }
+    /* The index copy stays on the stack until we return: popped, the allocation below could
+     * run a GC step that frees it before moco_gather_rows reads it. */
+    if (!out) {
+        LTensor *box = lmoco_newbox(L);
+        lmoco_settensor(L, box, tensor_empty(x->ndim, x->shape));
+        out = box->t;
+    } else {
+        lua_pushvalue(L, 3);
+    }
+    moco_gather_rows(out->data, x->data, idx, n, row);
+    return 1;
+}
+
+static const luaL_Reg contrast_functions[] = {
+    {"queue_init", l_queue_init},         {"queue_enqueue", l_queue_enqueue},
+    {"infonce", l_infonce},               {"momentum_update", l_momentum_update},
+    {"shuffle_indices", l_shuffle_indices}, {"gather_rows", l_gather_rows},
+    {NULL, NULL}};
+
+void lmoco_open_contrast(lua_State *L) {
+    luaL_newlib(L, contrast_functions);
+    lua_setfield(L, -2, "_moco");
+}

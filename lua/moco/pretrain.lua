@@ -1,0 +1,191 @@
+-- lua/moco/pretrain.lua: what the MoCo recipes share (moco.pretrain).
+--
+--   local opts = pretrain.parse(arg, defaults, description)  -- official flag names
+--   pretrain.run(opts)                                       -- data, model, loop, monitor
+--
+-- The options and their names follow the official main_moco.py and the CIFAR-10 demo
+-- (--arch, --lr, --batch-size, --epochs, --schedule, --cos, --wd, --moco-dim, --moco-k,
+-- --moco-m, --moco-t, --mlp, --aug-plus, --bn-splits, --symmetric, --knn-k, --knn-t ...);
+-- each recipe gives its own defaults.  See docs/recipes.md.
+local moco = require "moco"
+local recipe = require "moco.recipe"
+local T = require "moco.transforms"
+local data = require "moco.data"
+local train = require "moco.train"
+local eval = require "moco.eval"
+
+local pretrain = {}
+
+local IMAGENET_MEAN, IMAGENET_STD = { 0.485, 0.456, 0.406 }, { 0.229, 0.224, 0.225 }
+local CIFAR_MEAN, CIFAR_STD = { 0.4914, 0.4822, 0.4465 }, { 0.2023, 0.1994, 0.2010 }
+local FMNIST_MEAN, FMNIST_STD = { 0.2860 }, { 0.3530 }
+
+-- Every option a MoCo recipe understands; a recipe overrides the defaults it cares about.
+local function spec_with(defaults)
+  local spec = {
+    { "data", "", "dataset: a folder with train/ (and val/) class folders, 'cifar10:ROOT', or 'fashion-mnist'" },
+    { "arch", "resnet50", "encoder: resnet18, resnet34, resnet50, resnet20", short = "a" },
+    { "in-channels", 3, "image channels (1 for Fashion-MNIST)" },
+    { "cifar-stem", false, "3x3 stride-1 stem without max-pool (small images)" },
+    { "width", 1, "channel width multiplier of the encoder" },
+    { "image-size", 224, "crop size of the augmentation" },
+    { "workers", 2, "data loading threads", short = "j" },
+    { "epochs", 200, "number of total epochs to run" },
+    { "start-epoch", 0, "epoch to start at (0-based)" },
+    { "batch-size", 256, "mini-batch size", short = "b" },
+    { "lr", 0.03, "initial learning rate" },
+    { "schedule", { 120, 160 }, "epochs at which the lr drops by 10x (ignored with --cos)" },
+    { "cos", false, "cosine learning-rate schedule" },
+    { "warmup-epochs", 0, "linear warm-up epochs" },
+    { "momentum", 0.9, "SGD momentum" },
+    { "wd", 1e-4, "weight decay" },
+    { "print-freq", 10, "print every N steps", short = "p" },
+    { "seed", 0, "seed of every random stream (model, queue, shuffles, data)" },
+    { "threads", 0, "BLAS/compute threads (0 = leave the default)" },
+    { "moco-dim", 128, "feature dimension" },
+    { "moco-k", 65536, "queue size (number of negative keys)" },
+    { "moco-m", 0.999, "momentum of the key encoder" },
+    { "moco-t", 0.07, "softmax temperature" },
+    { "mlp", false, "MLP projection head (MoCo v2)" },
+    { "aug-plus", false, "MoCo v2 augmentation (blur, color jitter with p=0.8)" },
+    { "bn-splits", 8, "batch-norm groups: shuffling BN on one process" },
+    { "no-shuffle", false, "disable the key batch shuffle (to see what shuffling BN prevents)" },
+    { "symmetric", false, "symmetric loss (the CIFAR-10 demo's option)" },
+    { "knn-every", 0, "run the kNN monitor every N epochs (0 = never)" },
+    { "knn-k", 200, "k of the kNN monitor" },
+    { "knn-t", 0.1, "temperature of the kNN monitor" },
+    { "knn-subset", 0, "use only the first N training images as the kNN bank (0 = all)" },
+    { "train-subset", 0, "train on the first N images only (0 = all)" },
+    { "out", "", "output directory for checkpoints and pictures" },
+  }
+  for _, o in ipairs(spec) do
+    local d = defaults[o[1]]
+    if d ~= nil then o[2] = d end
+  end
+  for k in pairs(defaults) do
+    local found = false
+    for _, o in ipairs(spec) do if o[1] == k then found = true end end
+    if not found then error("pretrain: a recipe default names an unknown option --" .. k, 2) end
+  end
+  return spec
+end
+
+function pretrain.parse(argv, defaults, description)
+  local spec = spec_with(defaults or {})
+  local opts = recipe.parse(argv, spec, { description = description })
+  if not opts then return nil end
+  if #opts._positional > 0 then
+    error("unexpected argument '" .. opts._positional[1] .. "' (options start with --; --help lists them)", 0)
+  end
+  opts._spec = spec
+  return opts
+end
+
+-- A subset view: the first n samples of ds, for quick experiments.
+local function take(ds, n)
+  if n <= 0 or n >= #ds then return ds end
+  return data.Subset(ds, n)
+end
+
+-- The augmentations of the official code (v1 and v2 = aug_plus), the CIFAR demo's, and a
+-- gray version for Fashion-MNIST.
+function pretrain.augmentation(opts, kind)
+  local size = opts["image-size"]
+  if kind == "cifar" then
+    return T.Compose{
+      T.RandomResizedCrop(size), T.RandomHorizontalFlip(0.5),
+      T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8), T.RandomGrayscale(0.2),
+      T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD),
+    }
+  elseif kind == "fashion-mnist" then
+    -- Gray images: saturation and hue do nothing, grayscale is the identity.
+    return T.Compose{
+      T.RandomResizedCrop(size, { scale = { 0.2, 1.0 } }),
+      T.RandomApply(T.ColorJitter(0.4, 0.4, 0, 0), 0.8),
+      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(FMNIST_MEAN, FMNIST_STD),
+    }
+  elseif opts["aug-plus"] then
+    return T.Compose{
+      T.RandomResizedCrop(size, { scale = { 0.2, 1.0 } }),
+      T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8), T.RandomGrayscale(0.2),
+      T.RandomApply(T.GaussianBlur{ 0.1, 2.0 }, 0.5), T.RandomHorizontalFlip(),
+      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    }
+  end
+  return T.Compose{
+    T.RandomResizedCrop(size, { scale = { 0.2, 1.0 } }), T.RandomGrayscale(0.2),
+    T.ColorJitter(0.4, 0.4, 0.4, 0.4), T.RandomHorizontalFlip(),
+    T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+  }
+end
+
+-- Datasets named by --data: returns train, test (or nil), kind, test transform.
+function pretrain.datasets(opts)
+  local d = opts.data
+  if d == "fashion-mnist" or d == "" then
+    return data.FashionMNIST{ train = true }, data.FashionMNIST{ train = false }, "fashion-mnist",
+           T.Compose{ T.ToTensor(), T.Normalize(FMNIST_MEAN, FMNIST_STD) }
+  end
+  local root = d:match("^cifar10:(.+)$")
+  if root then
+    return data.CIFAR10(root, { train = true }), data.CIFAR10(root, { train = false }), "cifar",
+           T.Compose{ T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD) }
+  end
+  local function isdir(p)
+    local f = io.open(p .. "/.")
+    if f then f:close() return true end
+    return false
+  end
+  if not isdir(d) then error(string.format("--data %s: no such directory", d), 0) end
+  local train_dir = isdir(d .. "/train") and d .. "/train" or d
+  local val_dir = isdir(d .. "/val") and d .. "/val" or nil
+  local size = opts["image-size"]
+  local resize = math.floor(size * 256 / 224 + 0.5)
+  local test_t = T.Compose{ T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD) }
+  return data.ImageFolder(train_dir), val_dir and data.ImageFolder(val_dir) or nil, "imagenet", test_t
+end
+
+function pretrain.build_model(opts)
+  return moco.MoCo{
+    arch = opts.arch, dim = opts["moco-dim"], K = opts["moco-k"], m = opts["moco-m"], T = opts["moco-t"],
+    mlp = opts.mlp, bn_splits = opts["bn-splits"], symmetric = opts.symmetric, shuffle = not opts["no-shuffle"],
+    in_channels = opts["in-channels"], cifar_stem = opts["cifar-stem"], width = opts.width,
+    lr = opts.lr, momentum = opts.momentum, weight_decay = opts.wd, seed = opts.seed,
+  }
+end
+
+-- Runs pre-training; returns the model, the history and the last kNN accuracy (or nil).
+function pretrain.run(opts)
+  if opts.threads > 0 then moco.set_num_threads(opts.threads) end
+  local train_ds, test_ds, kind, test_transform = pretrain.datasets(opts)
+  train_ds = take(train_ds, opts["train-subset"])
+  local aug = pretrain.augmentation(opts, kind)
+  local loader = data.Loader(train_ds, {
+    batch_size = opts["batch-size"], transform = T.TwoCrops(aug), workers = opts.workers,
+    shuffle = true, drop_last = true, seed = opts.seed,
+  })
+  local model = pretrain.build_model(opts)
+  print(string.format("moco-lua: %s on %s (%d images, %d steps per epoch); %s",
+                      opts.arch, kind, #train_ds, #loader, recipe.describe(opts, opts._spec)))
+  print(string.format("encoder: %d parameters; augmentation: %s", model.encoder_q:num_parameters(), tostring(aug)))
+  local monitor
+  if opts["knn-every"] > 0 and test_ds then
+    local bank_ds = take(train_ds, opts["knn-subset"])
+    monitor = function()
+      local top1 = eval.knn_monitor(model:encoder(), bank_ds, test_ds, {
+        transform = test_transform, k = opts["knn-k"], T = opts["knn-t"], workers = opts.workers,
+      })
+      return top1
+    end
+  end
+  local history = train.fit(model, loader, {
+    epochs = opts.epochs, lr = opts.lr, cos = opts.cos, schedule = opts.schedule,
+    warmup_epochs = opts["warmup-epochs"], start_epoch = opts["start-epoch"],
+    print_freq = opts["print-freq"], monitor = monitor, monitor_every = opts["knn-every"],
+  })
+  loader:close()
+  local last = history[#history]
+  return model, history, last and last.knn
+end
+
+return pretrain
