@@ -52,7 +52,12 @@ static lua_State *global_L;
  * If a second Ctrl-C arrives while the first is still pending (the hook has not
  * fired: the program is stuck in C code that does not poll the flag), the default
  * action is restored and re-raised, so the process is killed as a plain C program
- * would be.  This is lua.c's escape hatch, moved one press later.
+ * would be: lua.c's escape hatch.  A pure Lua loop never gets there, since its
+ * hook fires at once and clears the pending state.
+ *
+ * As in lua.c the hook is set on the main Lua thread only: a loop running inside
+ * a coroutine is stopped when it yields or returns, or by C code polling
+ * moco_interrupt_requested.
  *
  * At the prompt no Lua code runs; there Ctrl-C only marks the line as cancelled
  * (prompt_interrupted) and the reader throws the partial input away. */
@@ -382,8 +387,9 @@ static int tty_getc(FILE *in) {
     char bytes[MB_LEN_MAX];
     size_t count = 0;
     for (;;) {
+        if (prompt_interrupted) return -1; /* Ctrl-C came before the read began */
         ssize_t n = read(STDIN_FILENO, &bytes[count], 1);
-        if (n < 0 && errno == EINTR && !prompt_interrupted) continue;
+        if (n < 0 && errno == EINTR) continue;
         if (n != 1) return -1;
         count++;
         mbstate_t state;

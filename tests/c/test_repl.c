@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -136,13 +137,25 @@ static void send_text(Session *s, const char *text) {
     }
 }
 
-/* Waits for the next prompt, then types text.  Input typed while code still runs
- * goes through the terminal's cooked mode, where control keys (^D) act on the
- * terminal instead of reaching the line editor, and input typed before the first
- * prompt may be dropped while the editor sets the terminal up; so every line
- * waits its turn, as a person would. */
+/* libedit prints the prompt a moment before it puts the terminal in raw mode.
+ * Keys arriving in between are cooked by the terminal instead of reaching the
+ * editor (^D turns into an end-of-file mark the editor never sees), so after a
+ * prompt the test waits until the terminal is raw; a pty master reports the
+ * terminal settings of its slave. */
+static void wait_for_editor(Session *s) {
+    double until = now() + STEP_SECONDS;
+    struct termios mode;
+    while (now() < until && now() < deadline) {
+        if (tcgetattr(s->to_child, &mode) == 0 && !(mode.c_lflag & ICANON)) return;
+        struct timespec nap = {0, 2 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+}
+
+/* Waits for the next prompt and the editor behind it, then types text. */
 static void type_at_prompt(Session *s, const char *text) {
     expect(s, "> ");
+    wait_for_editor(s);
     send_text(s, text);
 }
 
@@ -315,6 +328,7 @@ static void terminal_session(const char *exe, const char *home, const char *lua_
           "no 1024.0; output: %s", recent(&s));
 
     expect(&s, "> ");
+    wait_for_editor(&s);
     size_t before = s.len;
     send_text(&s, "string.fo\t");
     pause_reading(&s, 0.3);
@@ -357,6 +371,7 @@ static void terminal_session(const char *exe, const char *home, const char *lua_
 
     type_at_prompt(&s, "function h()\r");
     expect(&s, ">> ");
+    wait_for_editor(&s);
     send_text(&s, "\x03");
     type_at_prompt(&s, "8*8+1\r");
     CHECK("tty Ctrl-C cancels an unfinished statement", expect(&s, "65\r\n"),
