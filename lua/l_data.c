@@ -6,8 +6,10 @@
  *   idx(images_path, labels_path [, class_names])                      -> dataset
  *   fashion_mnist(root|nil, train)                                     -> dataset
  *   loader(dataset, options, transform|nil, two_crops, lua_apply|nil, generator)
- *       options: {batch_size=, workers=, prefetch=, shuffle=, drop_last=, seed=} (defaults
- *       are data.lua's business; every field must be present).  transform: a
+ *       options: {batch_size=, workers=, prefetch=, shuffle=, drop_last=, seed=,
+ *       on_error = "raise"|"skip"} (defaults are data.lua's business; every field must be
+ *       present).  With "skip", next() writes the loader's warnings (one per file that
+ *       failed to decode) to stderr.  transform: a
  *       moco.transforms object.  When it has no C pipeline (it holds a T.Lambda) or is a
  *       plain function, lua_apply(image, generator) -> Image|Tensor runs it on the calling
  *       thread, and the workers only decode.  generator: a moco.Generator the loader
@@ -18,6 +20,7 @@
  * A moco.Image comes from lua/l_image.c (lmoco_pushimage and friends). */
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "data/dataset.h"
@@ -278,6 +281,7 @@ typedef struct LLoader {
     uint64_t seed;
     int64_t batch_size;
     int workers;
+    int skip_errors;      /* on_error = "skip" */
 } LLoader;
 
 static LLoader *check_loader(lua_State *L, int idx) {
@@ -328,6 +332,13 @@ static int l_loader(lua_State *L) {
     o.shuffle = field_boolean(L, 2, "shuffle");
     o.drop_last = field_boolean(L, 2, "drop_last");
     o.seed = (uint64_t)field_integer(L, 2, "seed");
+    lua_getfield(L, 2, "on_error");
+    const char *on_error = lua_tostring(L, -1);
+    if (!on_error || (strcmp(on_error, "raise") && strcmp(on_error, "skip")))
+        return luaL_error(L, "data.Loader: option on_error must be \"raise\" or \"skip\", got %s",
+                          on_error ? on_error : luaL_typename(L, -1));
+    o.on_error = strcmp(on_error, "skip") ? LOADER_RAISE : LOADER_SKIP;
+    lua_pop(L, 1);
     int lua_mode, two_crops = lua_toboolean(L, 4);
     Transform *t = check_pipeline(L, 3, &lua_mode);
     luaL_checkudata(L, 6, MOCO_GENERATOR_MT); /* for Lua transforms, now or after set_transform */
@@ -351,6 +362,7 @@ static int l_loader(lua_State *L) {
     box->seed = o.seed;
     box->batch_size = o.batch_size;
     box->workers = o.workers;
+    box->skip_errors = o.on_error == LOADER_SKIP;
     return 1;
 }
 
@@ -376,8 +388,9 @@ static void apply_lua_pipeline(lua_State *L, LLoader *box, LoaderBatch *b, LTens
     for (int64_t j = 0; j < b->count; j++) {
         lmoco_pushimage(L, &b->raw[j]); /* the image is Lua's now */
         int image = lua_gettop(L);
-        /* The sample's own stream, as the C workers use: rng_derive(seed, epoch, index). */
-        rng_derive(rng, box->seed, (uint64_t)b->epoch, (uint64_t)b->indices[j]);
+        /* The row's stream, as the C workers use: rng_derive(seed, epoch, index), with the
+         * index of the failed sample when on_error = "skip" replaced it. */
+        rng_derive(rng, box->seed, (uint64_t)b->epoch, (uint64_t)b->streams[j]);
         for (int crop = 0; crop < (box->two_crops ? 2 : 1); crop++) {
             LTensor *out = crop ? out_k : out_q;
             lua_pushvalue(L, apply);
@@ -416,6 +429,16 @@ static void apply_lua_pipeline(lua_State *L, LLoader *box, LoaderBatch *b, LTens
     lua_settop(L, apply - 1);
 }
 
+/* on_error = "skip": the files that failed since the last call, one line each.  Written
+ * here, on the thread that runs Lua, so the lines never interleave with a worker's. */
+static void print_skip_warnings(LLoader *box) {
+    char msg[1100];
+    while (loader_take_warning(box->l, msg, sizeof msg))
+        fprintf(stderr, "warning: data.Loader: skipped %s (on_error = \"skip\": replaced by the next sample "
+                        "that decodes)\n", msg);
+    fflush(stderr);
+}
+
 /* loader:next() -> im_q, im_k, labels (TwoCrops) | images, labels | nil at the end of the epoch */
 static int ld_next(lua_State *L) {
     LLoader *box = check_loader(L, 1);
@@ -423,6 +446,7 @@ static int ld_next(lua_State *L) {
     LTensor *bq = lmoco_newbox(L), *bk = box->two_crops ? lmoco_newbox(L) : NULL, *bl = lmoco_newbox(L);
     LoaderBatch b;
     int rc = loader_next(box->l, &b);
+    if (box->skip_errors) print_skip_warnings(box);
     if (rc < 0) return lmoco_error(L);
     if (rc == 0) {
         lua_pushnil(L);
@@ -502,13 +526,15 @@ static int ld_stats(lua_State *L) {
     LLoader *box = check_loader(L, 1);
     LoaderStats st;
     loader_stats(box->l, &st);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     lua_pushnumber(L, st.wait_seconds);
     lua_setfield(L, -2, "wait_seconds");
     lua_pushinteger(L, (lua_Integer)st.batches);
     lua_setfield(L, -2, "batches");
     lua_pushinteger(L, (lua_Integer)st.samples);
     lua_setfield(L, -2, "samples");
+    lua_pushinteger(L, (lua_Integer)st.skipped);
+    lua_setfield(L, -2, "skipped");
     return 1;
 }
 
@@ -545,9 +571,10 @@ static int ld_tostring(lua_State *L) {
         lua_pushliteral(L, "moco.Loader (closed)");
         return 1;
     }
-    lua_pushfstring(L, "moco.Loader: %I batches of %I per epoch, %d workers%s%s, epoch %I, batch %I",
+    lua_pushfstring(L, "moco.Loader: %I batches of %I per epoch, %d workers%s%s%s, epoch %I, batch %I",
                     (lua_Integer)loader_num_batches(box->l), (lua_Integer)box->batch_size, box->workers,
                     box->two_crops ? ", TwoCrops" : "", box->lua_mode ? ", Lua transform on the calling thread" : "",
+                    box->skip_errors ? ", on_error = skip" : "",
                     (lua_Integer)loader_epoch(box->l), (lua_Integer)loader_position(box->l));
     return 1;
 }

@@ -191,8 +191,17 @@ static int walk_dir(Walk *w, const char *path, const Ancestor *parent, int top) 
 
 static int folder_get(const Dataset *ds, int64_t index, Image *out, int64_t *label) {
     const FolderDataset *f = (const FolderDataset *)ds;
+    const char *path = f->pool + f->offsets[index];
     *label = f->labels[index];
-    return image_load(f->pool + f->offsets[index], f->channels, out);
+    /* A FIFO or device with an image name would block (or endlessly feed) a loader worker
+     * in image_load, which reads anything, pipes included; a folder holds regular files. */
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        memset(out, 0, sizeof *out);
+        return moco_error("%s: not a regular file (%s), not an image", path,
+                          S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISSOCK(st.st_mode) ? "a socket" : "a device");
+    }
+    return image_load(path, f->channels, out);
 }
 
 static int64_t folder_label(const Dataset *ds, int64_t index) {

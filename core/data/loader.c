@@ -9,7 +9,11 @@
  *  - The calling thread holds at most one slot (the batch it was handed last); the workers
  *    may work on the `nslots - 1` batches after it.  Batch b always lives in slot b % nslots.
  *  - A reset (new epoch, new transform, close) bumps `generation`; a worker that finishes
- *    a sample taken under an older generation throws it away. */
+ *    a sample taken under an older generation throws it away.
+ *  - `order` changes only in a reset, which waits for busy == 0, so workers read it
+ *    without the lock.  `failed` (LOADER_SKIP) is a byte per dataset sample that workers
+ *    set and read with atomics: 1 once the sample failed to decode.  It only saves reading
+ *    a bad file again and says who warns about it; results never depend on it. */
 #define _GNU_SOURCE
 #include "loader.h"
 
@@ -37,6 +41,8 @@ typedef struct LoaderSlot {
     Tensor *images, *images_k, *labels;   /* batch_size rows; NULL until first needed */
     Image *raw;             /* batch_size entries (LOADER_IMAGES mode) */
     int64_t *indices;       /* batch_size dataset indices */
+    int64_t *streams;       /* batch_size indices whose random streams the rows use */
+    int64_t skipped;        /* rows whose sample failed and was replaced (LOADER_SKIP) */
     int fresh;              /* a buffer was (re)allocated for this batch */
     int64_t error_sample;   /* the first failed sample of the batch, -1: none */
     char error[LOADER_ERROR_SIZE];
@@ -68,6 +74,12 @@ struct Loader {
     pthread_t *threads;
     int nthreads;
     LoaderStats stats;
+
+    uint8_t *failed;        /* LOADER_SKIP: ds->length flags, atomic (see the top) */
+    int nothing_decodes;    /* atomic: a scan went round the whole order without success */
+    char **warnings;        /* LOADER_SKIP: pending messages, oldest first, guarded by mu */
+    int nwarnings;
+    int64_t warnings_dropped; /* beyond LOADER_MAX_WARNINGS */
 };
 
 /* ------------------------------------------------------------ one sample */
@@ -76,6 +88,8 @@ typedef struct Sample {
     Tensor *q, *k;          /* LOADER_TENSORS */
     Image image;            /* LOADER_IMAGES */
     int64_t label;
+    int64_t index;          /* the dataset sample it holds */
+    int replaced;           /* the scheduled sample failed and `index` replaces it */
 } Sample;
 
 static void sample_free(Sample *s) {
@@ -113,40 +127,95 @@ typedef struct Job {
     int two_crops;
     LoaderMode mode;
     uint64_t seed;
-    int64_t epoch, index;
+    int64_t epoch;
+    int64_t position;       /* in the epoch order */
+    int64_t index;          /* order[position]: the scheduled sample, whose stream the row uses */
 } Job;
 
-static int make_sample(const Job *job, Sample *s) {
+/* The worker's message, with the file (or dataset and index) when it does not say it. */
+static void describe_failure(const Dataset *ds, int64_t index, char *buf, size_t size) {
+    const char *msg = moco_last_error();
+    const char *path = dataset_sample_path(ds, index);
+    if (path && strstr(msg, path))
+        snprintf(buf, size, "%s", msg);
+    else if (path)
+        snprintf(buf, size, "%s: %s", path, msg);
+    else
+        snprintf(buf, size, "%s, sample %lld: %s", ds->name, (long long)index, msg);
+}
+
+static void push_warning_locked(Loader *l, const char *msg) {
+    if (l->nwarnings == LOADER_MAX_WARNINGS) {
+        l->warnings_dropped++;
+        return;
+    }
+    if (!l->warnings) l->warnings = calloc(LOADER_MAX_WARNINGS, sizeof *l->warnings);
+    char *copy = l->warnings ? strdup(msg) : NULL;
+    if (copy)
+        l->warnings[l->nwarnings++] = copy;
+    else
+        l->warnings_dropped++;
+}
+
+/* Decodes the scheduled sample into *img, or with LOADER_SKIP the first sample after it in
+ * the epoch order (wrapping around) that decodes.  Runs without the lock.  Returns 0, or -1
+ * with the message in err. */
+static int decode_sample(Loader *l, const Job *job, Image *img, Sample *s, char *err, size_t errsize) {
+    memset(img, 0, sizeof *img);
+    s->index = job->index;
+    if (l->opt.on_error != LOADER_SKIP) {
+        if (dataset_get(job->ds, job->index, img, &s->label) == 0) return 0;
+        describe_failure(job->ds, job->index, err, errsize);
+        return -1;
+    }
+    int64_t n = job->ds->length;
+    char first[LOADER_ERROR_SIZE] = "";
+    if (!__atomic_load_n(&l->nothing_decodes, __ATOMIC_RELAXED))
+        for (int64_t k = 0; k < n; k++) {
+            int64_t index = l->order[(job->position + k) % n];
+            if (__atomic_load_n(&l->failed[index], __ATOMIC_RELAXED)) continue;
+            if (dataset_get(job->ds, index, img, &s->label) == 0) {
+                s->index = index;
+                s->replaced = index != job->index;
+                return 0;
+            }
+            char msg[LOADER_ERROR_SIZE];
+            describe_failure(job->ds, index, msg, sizeof msg);
+            if (!first[0]) snprintf(first, sizeof first, "%s", msg);
+            /* The worker that marks the file first is the one that warns about it. */
+            if (__atomic_exchange_n(&l->failed[index], 1, __ATOMIC_RELAXED) == 0) {
+                pthread_mutex_lock(&l->mu);
+                push_warning_locked(l, msg);
+                pthread_mutex_unlock(&l->mu);
+            }
+        }
+    __atomic_store_n(&l->nothing_decodes, 1, __ATOMIC_RELAXED);
+    snprintf(err, errsize, "%.200s: on_error = skip, but none of its %lld samples could be decoded%s%.700s",
+             job->ds->name, (long long)n, first[0] ? "; e.g. " : "", first);
+    return -1;
+}
+
+static int make_sample(Loader *l, const Job *job, Sample *s, char *err, size_t errsize) {
     memset(s, 0, sizeof *s);
     Image img;
-    if (dataset_get(job->ds, job->index, &img, &s->label)) return -1;
+    if (decode_sample(l, job, &img, s, err, errsize)) return -1;
     if (job->mode == LOADER_IMAGES) {
         s->image = img;
         return 0;
     }
-    /* Every sample has its own stream, so results do not depend on which thread ran it. */
+    /* Every row has its own stream, so results do not depend on which thread ran it.  A
+     * replacement uses the stream of the sample it replaces: another view, not a copy. */
     Rng rng;
     rng_derive(&rng, job->seed, (uint64_t)job->epoch, (uint64_t)job->index);
     s->q = apply_transform(job->transform, &img, &rng);
     if (s->q && job->two_crops) s->k = apply_transform(job->transform, &img, &rng);
     image_free(&img);
     if (!s->q || (job->two_crops && !s->k)) {
+        describe_failure(job->ds, s->index, err, errsize);
         sample_free(s);
         return -1;
     }
     return 0;
-}
-
-/* The worker's message, with the file (or dataset and index) when it does not say it. */
-static void describe_failure(const Job *job, char *buf, size_t size) {
-    const char *msg = moco_last_error();
-    const char *path = dataset_sample_path(job->ds, job->index);
-    if (path && strstr(msg, path))
-        snprintf(buf, size, "%s", msg);
-    else if (path)
-        snprintf(buf, size, "%s: %s", path, msg);
-    else
-        snprintf(buf, size, "%s, sample %lld: %s", job->ds->name, (long long)job->index, msg);
 }
 
 /* ------------------------------------------------------------ slots */
@@ -169,6 +238,7 @@ static void slot_begin(Loader *l, LoaderSlot *s, int64_t batch) {
     s->count = n < l->opt.batch_size ? n : l->opt.batch_size;
     s->stored = 0;
     s->done = 0;
+    s->skipped = 0;
     s->fresh = 0;
     s->error_sample = -1;
     s->error[0] = 0;
@@ -240,16 +310,16 @@ static void run_one_locked(Loader *l) {
         l->sched_batch++;
         l->sched_sample = 0;
     }
-    Job job = {l->ds, l->transform, l->two_crops, l->mode, l->opt.seed, l->epoch, l->order[b * l->opt.batch_size + j]};
-    s->indices[j] = job.index;
+    int64_t position = b * l->opt.batch_size + j;
+    Job job = {l->ds, l->transform, l->two_crops, l->mode, l->opt.seed, l->epoch, position, l->order[position]};
+    s->indices[j] = s->streams[j] = job.index;
     uint64_t generation = l->generation;
     l->busy++;
     pthread_mutex_unlock(&l->mu);
 
     Sample sample;
     char err[LOADER_ERROR_SIZE] = "";
-    int rc = make_sample(&job, &sample);
-    if (rc) describe_failure(&job, err, sizeof err);
+    int rc = make_sample(l, &job, &sample, err, sizeof err);
 
     pthread_mutex_lock(&l->mu);
     int current = generation == l->generation;
@@ -259,7 +329,11 @@ static void run_one_locked(Loader *l) {
             rc = slot_buffer(l, s, &s->images, sample.q, err, sizeof err);
             if (rc == 0 && sample.k) rc = slot_buffer(l, s, &s->images_k, sample.k, err, sizeof err);
         }
-        if (rc == 0) s->stored++;
+        if (rc == 0) {
+            s->stored++;
+            s->indices[j] = sample.index;
+            if (sample.replaced) s->skipped++;
+        }
     }
     if (current && rc == 0) {
         /* Row j is ours alone: copy without the lock. */
@@ -373,6 +447,8 @@ static int check_options(const Dataset *ds, const LoaderOptions *opt) {
         return moco_error("Loader: workers must be between 0 and %d, got %d", LOADER_MAX_WORKERS, opt->workers);
     if (opt->prefetch < 1 || opt->prefetch > 64)
         return moco_error("Loader: prefetch must be between 1 and 64 batches, got %d", opt->prefetch);
+    if (opt->on_error != LOADER_RAISE && opt->on_error != LOADER_SKIP)
+        return moco_error("Loader: on_error must be LOADER_RAISE or LOADER_SKIP, got %d", (int)opt->on_error);
     if (ds->length == 0) return moco_error("Loader: %s is empty", ds->name);
     if (opt->drop_last && ds->length < opt->batch_size)
         return moco_error("Loader: %s has %lld samples, fewer than batch_size %lld, so drop_last leaves no batch",
@@ -391,8 +467,12 @@ static void loader_free(Loader *l) {
                 for (int64_t j = 0; j < l->opt.batch_size; j++) image_free(&s->raw[j]);
             free(s->raw);
             free(s->indices);
+            free(s->streams);
         }
     free(l->slots);
+    for (int i = 0; i < l->nwarnings; i++) free(l->warnings[i]);
+    free(l->warnings);
+    free(l->failed);
     free(l->order);
     free(l->threads);
     transform_free(l->transform);
@@ -443,7 +523,12 @@ Loader *loader_create(Dataset *ds, const LoaderOptions *opt, Transform *transfor
         l->slots[i].error_sample = -1;
         l->slots[i].raw = calloc((size_t)opt->batch_size, sizeof *l->slots[i].raw);
         l->slots[i].indices = calloc((size_t)opt->batch_size, sizeof *l->slots[i].indices);
-        ok = l->slots[i].raw && l->slots[i].indices;
+        l->slots[i].streams = calloc((size_t)opt->batch_size, sizeof *l->slots[i].streams);
+        ok = l->slots[i].raw && l->slots[i].indices && l->slots[i].streams;
+    }
+    if (ok && opt->on_error == LOADER_SKIP) {
+        l->failed = calloc((size_t)ds->length, 1);
+        ok = l->failed != NULL;
     }
     if (!ok) {
         loader_free(l);
@@ -526,6 +611,7 @@ int loader_next(Loader *l, LoaderBatch *out) {
     out->batch_index = b;
     out->epoch = l->epoch;
     out->indices = s->indices;
+    out->streams = s->streams;
     out->fresh_storage = s->fresh;
     int rc = 0;
     out->labels = tensor_narrow(s->labels, 0, 0, s->count);
@@ -550,6 +636,7 @@ int loader_next(Loader *l, LoaderBatch *out) {
     }
     l->stats.batches++;
     l->stats.samples += s->count;
+    l->stats.skipped += s->skipped;
     pthread_mutex_unlock(&l->mu);
     return 1;
 }
@@ -580,6 +667,25 @@ void loader_stats(const Loader *l, LoaderStats *out) {
     pthread_mutex_lock((pthread_mutex_t *)&l->mu);
     *out = l->stats;
     pthread_mutex_unlock((pthread_mutex_t *)&l->mu);
+}
+
+int loader_take_warning(Loader *l, char *buf, size_t size) {
+    pthread_mutex_lock(&l->mu);
+    int got = 1;
+    if (l->nwarnings > 0) {
+        snprintf(buf, size, "%s", l->warnings[0]);
+        free(l->warnings[0]);
+        memmove(l->warnings, l->warnings + 1, (size_t)(l->nwarnings - 1) * sizeof *l->warnings);
+        l->nwarnings--;
+    } else if (l->warnings_dropped > 0) {
+        snprintf(buf, size, "%lld more samples failed to decode (their warnings were dropped)",
+                 (long long)l->warnings_dropped);
+        l->warnings_dropped = 0;
+    } else {
+        got = 0;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return got;
 }
 
 void loader_reset_stats(Loader *l) {

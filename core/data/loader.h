@@ -10,6 +10,16 @@
  * from it).  A batch therefore depends only on (seed, epoch, batch index, transform), never
  * on the number of workers or on timing.
  *
+ * Bad samples: with on_error = LOADER_RAISE (the default) a sample that fails (a corrupt,
+ * truncated or unsupported image) fails its batch with a message naming the file.  With
+ * LOADER_SKIP, a sample that fails to decode is replaced by the next sample of the epoch
+ * order (wrapping around at its end) that decodes, and augmented with the random stream
+ * of the sample it replaces (so it is a fresh view, not a copy of its neighbour).  Which
+ * samples fail depends only on the files, so batches stay full and identical whatever the
+ * number of workers.  Each failing file is read once per loader (later epochs skip it
+ * without reading) and gives one warning (loader_take_warning).  Only decoding is
+ * skipped: a transform that fails still fails the batch.
+ *
  * Ownership: the loader owns its buffers.  loader_next hands out tensors that share a
  * slot's storage; the slot is recycled at the following loader_next (or reset), and when
  * the caller still holds a tensor on it then, the slot lets go of that storage and makes
@@ -31,6 +41,11 @@
 #define LOADER_SHUFFLE_STREAM UINT64_MAX
 #define LOADER_MAX_WORKERS 256
 
+typedef enum {
+    LOADER_RAISE = 0,     /* a failing sample fails its batch */
+    LOADER_SKIP,          /* replaced by the next sample that decodes (see above) */
+} LoaderOnError;
+
 typedef struct Loader Loader;
 
 typedef struct LoaderOptions {
@@ -40,6 +55,7 @@ typedef struct LoaderOptions {
     int shuffle;
     int drop_last;        /* drop the last batch when it would be smaller than batch_size */
     uint64_t seed;
+    LoaderOnError on_error;
 } LoaderOptions;
 
 /* What the workers make of a sample. */
@@ -55,6 +71,9 @@ typedef struct LoaderBatch {
     Image *raw;           /* LOADER_IMAGES mode: n images, owned by the loader until the next call
                            * (a caller may take one over by zeroing its entry), else NULL */
     const int64_t *indices; /* n dataset indices of the samples, valid until the next call */
+    const int64_t *streams; /* n: the index whose random stream row j uses (rng_derive(seed,
+                             * epoch, streams[j])): indices[j], or with LOADER_SKIP the
+                             * failed sample that indices[j] replaces; valid until the next call */
     int64_t count;        /* n */
     int64_t batch_index;  /* 0-based position in the epoch */
     int64_t epoch;
@@ -66,6 +85,7 @@ typedef struct LoaderStats {
     double wait_seconds;  /* time loader_next spent waiting for workers */
     int64_t batches;      /* batches handed out */
     int64_t samples;
+    int64_t skipped;      /* LOADER_SKIP: samples of those batches replaced because they failed */
 } LoaderStats;
 
 /* Validates, allocates, takes a reference to ds and to transform, and starts the threads;
@@ -83,7 +103,8 @@ int64_t loader_position(const Loader *l);     /* batches of this epoch already h
  * epoch, after which the loader has moved on to the start of epoch + 1 (its first batches
  * already being prepared).  Returns -1 with a message when a sample failed (the message
  * names the file; the batch is dropped and the next call continues with the following
- * batch) or when moco_interrupt_requested was set while waiting (the loader is unchanged
+ * batch; with LOADER_SKIP only a failing transform, or a dataset where no sample decodes,
+ * does this) or when moco_interrupt_requested was set while waiting (the loader is unchanged
  * and can be called again).  The tensors in *out belong to the caller (tensor_free). */
 int loader_next(Loader *l, LoaderBatch *out);
 
@@ -98,6 +119,12 @@ int loader_set_epoch(Loader *l, int64_t epoch);
 int loader_set_transform(Loader *l, Transform *transform, int two_crops, LoaderMode mode);
 
 void loader_stats(const Loader *l, LoaderStats *out);
+/* LOADER_SKIP: the oldest warning not yet taken ("<file>: <reason>", one per failing
+ * file, in the order the workers met them) copied into buf; returns 1, or 0 when there is
+ * none.  The loader keeps at most LOADER_MAX_WARNINGS; beyond, it counts them and gives one
+ * "N more ..." warning instead.  The caller decides where they go (core never prints). */
+#define LOADER_MAX_WARNINGS 1000
+int loader_take_warning(Loader *l, char *buf, size_t size);
 void loader_reset_stats(Loader *l);
 
 /* Stops and joins the threads, frees the buffers, releases the dataset and the transform.

@@ -45,6 +45,68 @@ int image_check_size(long long width, long long height) {
 
 static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
+/* The name of a format we recognise but do not decode, from its magic bytes, or NULL.
+ * ImageFolder accepts torchvision's extensions (.bmp, .tif, .webp, ...) and files are often
+ * misnamed (a GIF saved as .jpg), so the message says what the file really is. */
+static const char *foreign_format(const uint8_t *b, size_t n) {
+    static const struct {
+        size_t offset, len;
+        const char *magic, *name;
+    } formats[] = {
+        {0, 6, "GIF87a", "GIF image"},
+        {0, 6, "GIF89a", "GIF image"},
+        {0, 2, "BM", "BMP image"},
+        {0, 4, "II*\0", "TIFF image"},
+        {0, 4, "MM\0*", "TIFF image"},
+        {8, 4, "WEBP", "WebP image"},
+        {4, 8, "ftypheic", "HEIC image"},
+        {4, 8, "ftypavif", "AVIF image"},
+        {4, 8, "jP  \r\n\x87\n", "JPEG 2000 image"},
+        {0, 4, "\0\0\1\0", "ICO image"},
+        {0, 4, "8BPS", "Photoshop (PSD) file"},
+        {0, 5, "%PDF-", "PDF document"},
+        {0, 4, "PK\3\4", "ZIP archive"},
+        {0, 2, "\x1f\x8b", "gzip file"},
+    };
+    for (size_t i = 0; i < sizeof formats / sizeof *formats; i++)
+        if (n >= formats[i].offset + formats[i].len &&
+            memcmp(b + formats[i].offset, formats[i].magic, formats[i].len) == 0)
+            return formats[i].name;
+    /* Netpbm: "P1".."P7" then white space. */
+    if (n >= 3 && b[0] == 'P' && b[1] >= '1' && b[1] <= '7' && (b[2] == ' ' || b[2] == '\n' || b[2] == '\r' || b[2] == '\t'))
+        return "Netpbm (PPM/PGM/PBM) image";
+    return NULL;
+}
+
+/* Whether the first bytes look like text (printable ASCII, white space, UTF-8 bytes):
+ * an HTML error page or a note saved under an image name. */
+static int looks_like_text(const uint8_t *b, size_t n) {
+    if (n > 64) n = 64;
+    for (size_t i = 0; i < n; i++)
+        if (!(b[i] >= 0x20 || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') || b[i] == 0x7f) return 0;
+    return n > 0;
+}
+
+/* The error for a file that is neither PNG nor JPEG, saying what it is instead. */
+static int unknown_format_error(const uint8_t *bytes, size_t size, const char *name) {
+    const char *format = foreign_format(bytes, size);
+    if (format)
+        return moco_error("%s: %s (not supported: only PNG and JPEG files are decoded; convert it to one of them)",
+                          name, format);
+    if (looks_like_text(bytes, size)) {
+        char head[25];
+        size_t n = size < 24 ? size : 24, k = 0;
+        for (size_t i = 0; i < n; i++) head[k++] = bytes[i] == '\n' || bytes[i] == '\r' || bytes[i] == '\t' ? ' ' : (char)bytes[i];
+        head[k] = 0;
+        return moco_error("%s: not a PNG or JPEG file (it looks like text: \"%s%s\")", name, head,
+                          size > n ? "..." : "");
+    }
+    char head[3 * 8 + 1] = "";
+    for (size_t i = 0; i < size && i < 8; i++) snprintf(head + 3 * i, 4, "%02x ", bytes[i]);
+    if (head[0]) head[strlen(head) - 1] = '\0';
+    return moco_error("%s: not a PNG or JPEG file (it starts with bytes %s)", name, head);
+}
+
 int image_decode(const uint8_t *bytes, size_t size, int want_channels, Image *out, const char *name) {
     memset(out, 0, sizeof *out);
     if (!name) name = "(memory)";
@@ -56,12 +118,9 @@ int image_decode(const uint8_t *bytes, size_t size, int want_channels, Image *ou
     } else if (size >= 3 && bytes[0] == 0xff && bytes[1] == 0xd8 && bytes[2] == 0xff) {
         rc = jpeg_decode(bytes, size, want_channels, out);
     } else if (size == 0) {
-        return moco_error("%s: empty file, not an image", name);
+        return moco_error("%s: empty file (0 bytes), not an image", name);
     } else {
-        char head[3 * 8 + 1] = "";
-        for (size_t i = 0; i < size && i < 8; i++) snprintf(head + 3 * i, 4, "%02x ", bytes[i]);
-        if (head[0]) head[strlen(head) - 1] = '\0';
-        return moco_error("%s: not a PNG or JPEG file (it starts with bytes %s)", name, head);
+        return unknown_format_error(bytes, size, name);
     }
     if (rc) {
         image_free(out);

@@ -11,12 +11,14 @@
 --   ds:label(i), ds:path(i) (ImageFolder), ds:targets() (a tensor of all labels)
 --
 --   loader = data.Loader(ds, {batch_size = 256, transform = T.TwoCrops(aug), workers = 2,
---                             shuffle = true, drop_last = true, seed = 0, prefetch = 2})
+--                             shuffle = true, drop_last = true, seed = 0, prefetch = 2,
+--                             on_error = "raise"})   -- or "skip"
 --   for im_q, im_k, labels in loader:iter() do ... end   -- TwoCrops
 --   for images, labels in loader:iter() do ... end       -- any other transform, or none
 --   loader:next()  -> the same values, or nil at the end of the epoch
---   #loader, loader:set_epoch(e), loader:epoch(), loader:set_transform(t), loader:stats(),
---   loader:close() (also __gc and `local loader <close> = ...`)
+--   #loader, loader:set_epoch(e), loader:epoch(), loader:set_transform(t), loader:close()
+--   (also __gc and `local loader <close> = ...`), loader:stats() -> {wait_seconds, batches,
+--   samples, skipped} (since creation or loader:reset_stats())
 --
 -- Images are moco.Image values (8-bit HWC, as PIL images; gray data sets have 1 channel).
 -- Batches are float tensors (N, C, H, W) and labels a float tensor (N) of 0-based classes.
@@ -38,10 +40,16 @@
 --    already prepared (or in progress) with the old transform are thrown away and made
 --    again, so the batch where the switch happens never depends on timing.  It costs up to
 --    `prefetch` batches of redone work.
---  * Errors.  A sample that fails (a corrupt or unreadable image) fails its batch: next()
---    raises an error naming the file, the batch is dropped, and the next call continues
---    with the following batch.  Files are not skipped silently: dropping samples would
---    change the dataset's indices and make runs differ from torchvision's.
+--  * Errors.  With on_error = "raise" (the default) a sample that fails (a corrupt,
+--    truncated or unsupported image) fails its batch: next() raises an error naming the
+--    file, the batch is dropped, and the next call continues with the following batch.
+--    With on_error = "skip", a sample that fails to decode is replaced by the next sample
+--    of the epoch order (wrapping around) that decodes, augmented with the failed sample's
+--    random stream; batches stay full and still do not depend on the number of workers.
+--    Each failing file gives one warning on stderr ("warning: data.Loader: skipped
+--    <file>: <reason> ...") and is not read again; stats().skipped counts the replaced
+--    samples.  Nothing is ever skipped silently, and the dataset's indices never change
+--    (they stay torchvision's).  A failing transform still raises.
 --  * Lua transforms.  A plain function, or a pipeline holding a T.Lambda, cannot run in the
 --    C worker threads: the workers then only decode, and the transform runs on the calling
 --    thread inside next() (slower: one thread, and the Lua VM), with the same per-sample
@@ -151,7 +159,7 @@ local warned_threads = false
 
 local loader_options = {
   batch_size = true, transform = true, workers = true, shuffle = true, drop_last = true,
-  seed = true, prefetch = true,
+  seed = true, prefetch = true, on_error = true,
 }
 
 function data.Loader(ds, opts)
@@ -163,7 +171,11 @@ function data.Loader(ds, opts)
     shuffle = default(opts.shuffle, true),
     drop_last = default(opts.drop_last, true),
     seed = default(opts.seed, 0),
+    on_error = default(opts.on_error, "raise"),
   }
+  if o.on_error ~= "raise" and o.on_error ~= "skip" then
+    error(string.format("data.Loader: on_error must be \"raise\" or \"skip\", got %s", tostring(o.on_error)), 2)
+  end
   local t, two_crops, apply = resolve_transform(opts.transform)
   local loader = C.loader(ds, o, t, two_crops, apply, core.Generator())
   local blas, cores = core.get_num_threads(), C.cpu_count()

@@ -383,7 +383,7 @@ static void test_fashion_mnist(void) {
 /* ------------------------------------------------------------ loader */
 
 static LoaderOptions options(int64_t batch, int workers, int shuffle, int drop_last) {
-    LoaderOptions o = {batch, workers, 2, shuffle, drop_last, 1234};
+    LoaderOptions o = {batch, workers, 2, shuffle, drop_last, 1234, LOADER_RAISE};
     return o;
 }
 
@@ -724,6 +724,382 @@ static void test_loader_throughput(void) {
     dataset_release(ds);
 }
 
+/* ------------------------------------------------------------ bad input
+ * The issue's list: a zero-byte, truncated or corrupt image, a GIF or text file named
+ * .jpg (and a FIFO, which must not block a worker), IDX files with a wrong magic or size,
+ * CIFAR files of the wrong length, empty folders.  Each gives a clear error naming the
+ * file; a loader over bad files never hangs or crashes, and on_error = skip replaces them
+ * by the rule of loader.h. */
+
+static uint8_t *read_whole(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)size);
+    *n = buf ? fread(buf, 1, (size_t)size, f) : 0;
+    fclose(f);
+    return buf;
+}
+
+/* root/a and root/b: 12 files, 6 of them bad.  Good file k (dataset index k) is an 8x8
+ * RGB PNG whose first byte is 10 * k, so a row tells which sample it holds. */
+#define BAD_FOLDER_N 12
+static const int bad_folder_is_bad[BAD_FOLDER_N] = {0, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0, 0};
+static const char *const bad_folder_files[BAD_FOLDER_N] = {
+    "a/0.png", "a/1.png", "a/2_empty.jpg", "a/3_truncated.jpg", "a/4.png", "a/5_gif.jpg",
+    "b/0.png", "b/1_truncated.png", "b/2_text.jpg", "b/3_fifo.jpg", "b/4.png", "b/5.png"};
+static const char *const bad_folder_reasons[BAD_FOLDER_N] = {
+    NULL, NULL, "empty file", "truncated", NULL, "GIF image", NULL, "truncated", "looks like text", "FIFO", NULL, NULL};
+
+static int make_bad_folder(char *root, size_t size) {
+    snprintf(root, size, "%s/bad_folder", tmpdir);
+    char path[700];
+    mkdir(root, 0755);
+    snprintf(path, sizeof path, "%s/a", root);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/b", root);
+    mkdir(path, 0755);
+    size_t njpeg = 0, npng = 0;
+    uint8_t *jpeg = read_whole("tests/fixtures/images/coffee.jpg", &njpeg);
+    uint8_t *png = read_whole("tests/fixtures/images/chelsea.png", &npng);
+    int rc = jpeg && png ? 0 : -1;
+    for (int k = 0; rc == 0 && k < BAD_FOLDER_N; k++) {
+        snprintf(path, sizeof path, "%s/%s", root, bad_folder_files[k]);
+        const char *name = bad_folder_files[k] + 2;
+        if (!bad_folder_is_bad[k]) {
+            Image img;
+            image_alloc(&img, 8, 8, 3);
+            for (int i = 0; i < 8 * 8 * 3; i++) img.data[i] = (uint8_t)((10 * k + 37 * i) % 256);
+            rc = image_save_png(&img, path);
+            image_free(&img);
+        } else if (!strcmp(name, "2_empty.jpg")) {
+            rc = write_file(path, "", 0);
+        } else if (!strcmp(name, "3_truncated.jpg")) {
+            rc = write_file(path, jpeg, njpeg / 2);
+        } else if (!strcmp(name, "5_gif.jpg")) {
+            rc = write_file(path, "GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01", 21);
+        } else if (!strcmp(name, "1_truncated.png")) {
+            rc = write_file(path, png, npng / 2);
+        } else if (!strcmp(name, "2_text.jpg")) {
+            rc = write_file(path, "<html><body>404 Not Found</body></html>\n", 40);
+        } else if (!strcmp(name, "3_fifo.jpg")) {
+            rc = mkfifo(path, 0644);
+        }
+    }
+    free(jpeg);
+    free(png);
+    return rc;
+}
+
+static void test_bad_image_files(void) {
+    char root[512];
+    int made = make_bad_folder(root, sizeof root);
+    CHECK("bad-file folder written", made == 0, "cannot write %s", root);
+    if (made) return;
+    ImageFolderReport report;
+    Dataset *ds = dataset_image_folder(root, 3, &report);
+    CHECK("a folder with bad files opens (files are decoded later)", ds && dataset_length(ds) == BAD_FOLDER_N, "%s",
+          ds ? "wrong length" : moco_last_error());
+    if (!ds) return;
+    for (int k = 0; k < BAD_FOLDER_N; k++) {
+        if (!bad_folder_is_bad[k]) continue;
+        Image img;
+        int64_t label;
+        memset(&img, 0xab, sizeof img);
+        int rc = dataset_get(ds, k, &img, &label);
+        const char *msg = moco_last_error();
+        char name[160];
+        snprintf(name, sizeof name, "%s: an error naming the file and saying '%s'", bad_folder_files[k],
+                 bad_folder_reasons[k]);
+        CHECK(name, rc == -1 && strstr(msg, bad_folder_files[k]) && strstr(msg, bad_folder_reasons[k]) && !img.data,
+              "rc %d, message: %s", rc, msg);
+        if (rc == 0) image_free(&img);
+    }
+    dataset_release(ds);
+
+    /* Each format is named by its content, whatever the file is called. */
+    static const struct {
+        const char *bytes;
+        size_t n;
+        const char *what;
+    } formats[] = {{"GIF87a\x01\x00\x01\x00", 10, "GIF image (not supported"},
+                   {"BM\x3a\x00\x00\x00\x00\x00\x00\x00\x36\x00\x00\x00", 14, "BMP image"},
+                   {"II*\x00\x08\x00\x00\x00", 8, "TIFF image"},
+                   {"RIFF\x24\x00\x00\x00WEBPVP8 ", 16, "WebP image"},
+                   {"P6\n8 8\n255\n", 11, "Netpbm"},
+                   {"just some notes\n", 16, "not a PNG or JPEG file (it looks like text"},
+                   {"\x00\x01\x02\x03\x04\x05\x06\x07\x08", 9, "not a PNG or JPEG file (it starts with bytes 00 01"}};
+    for (size_t i = 0; i < sizeof formats / sizeof *formats; i++) {
+        Image img;
+        int rc = image_decode((const uint8_t *)formats[i].bytes, formats[i].n, 3, &img, "photo.jpg");
+        char name[160];
+        snprintf(name, sizeof name, "content detection: %s", formats[i].what);
+        CHECK(name, rc == -1 && strstr(moco_last_error(), "photo.jpg") && strstr(moco_last_error(), formats[i].what),
+              "message: %s", moco_last_error());
+        if (rc == 0) image_free(&img);
+    }
+}
+
+static void test_bad_dataset_files(void) {
+    char images[512], labels[512];
+    snprintf(images, sizeof images, "%s/bad_img.idx", tmpdir);
+    snprintf(labels, sizeof labels, "%s/bad_lbl.idx", tmpdir);
+    uint8_t lbl[8 + 3] = {0, 0, 8, 1, 0, 0, 0, 3, 1, 0, 2};
+    write_file(labels, lbl, sizeof lbl);
+    uint8_t img[16 + 12] = {0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 2};
+    img[0] = 0x1f; /* wrong magic */
+    write_file(images, img, sizeof img);
+    Dataset *ds = dataset_idx(images, labels, 0, NULL);
+    CHECK("IDX wrong magic: an error naming the file", ds == NULL && strstr(moco_last_error(), images) &&
+                                                           strstr(moco_last_error(), "magic"),
+          "message: %s", moco_last_error());
+    img[0] = 0;
+    write_file(images, img, sizeof img - 5); /* the header says 3x2x2 bytes, fewer follow */
+    ds = dataset_idx(images, labels, 0, NULL);
+    CHECK("IDX data shorter than its header says: an error naming the file",
+          ds == NULL && strstr(moco_last_error(), images) && strstr(moco_last_error(), "truncated"), "message: %s",
+          moco_last_error());
+    write_file(images, img, 10);
+    ds = dataset_idx(images, labels, 0, NULL);
+    CHECK("IDX header cut short: an error naming the file", ds == NULL && strstr(moco_last_error(), images),
+          "message: %s", moco_last_error());
+    write_file(images, "", 0);
+    ds = dataset_idx(images, labels, 0, NULL);
+    CHECK("IDX zero-byte file: an error naming the file", ds == NULL && strstr(moco_last_error(), images),
+          "message: %s", moco_last_error());
+    dataset_release(ds);
+
+    char dir[512], path[700];
+    snprintf(dir, sizeof dir, "%s/bad_cifar", tmpdir);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/test_batch.bin", dir);
+    write_cifar(path, 2, 0, 0);
+    FILE *f = fopen(path, "ab");
+    fputs("one record and a bit", f);
+    fclose(f);
+    ds = dataset_cifar10(dir, 0);
+    CHECK("CIFAR10 file of the wrong length: an error naming the file and the record size",
+          ds == NULL && strstr(moco_last_error(), path) && strstr(moco_last_error(), "3073"), "message: %s",
+          moco_last_error());
+    write_file(path, "", 0);
+    ds = dataset_cifar10(dir, 0);
+    CHECK("CIFAR10 zero-byte file: an error naming the file", ds == NULL && strstr(moco_last_error(), path),
+          "message: %s", moco_last_error());
+    snprintf(path, sizeof path, "%s/test.bin", dir);
+    write_cifar(path, 2, 0, 0); /* CIFAR-10 records are one byte short of CIFAR-100's */
+    ds = dataset_cifar100(dir, 0);
+    CHECK("CIFAR100 reading a CIFAR-10 file: an error naming it", ds == NULL && strstr(moco_last_error(), path),
+          "message: %s", moco_last_error());
+    dataset_release(ds);
+}
+
+/* All batches of one epoch over the bad folder: the failing batches' messages and the
+ * dataset indices of the rows (-1 in failed batches).  Returns the number of batches. */
+static int run_bad_epoch(Dataset *ds, LoaderOptions o, Transform *t, int64_t *rows, float **data, size_t *ndata,
+                         int *errors, int *named) {
+    Loader *l = loader_create(ds, &o, t, 0, LOADER_TENSORS);
+    if (!l) return -1;
+    int batches = 0, rc;
+    LoaderBatch b;
+    *errors = *named = 0;
+    if (ndata) *ndata = 0;
+    for (int64_t i = 0; i < BAD_FOLDER_N; i++) rows[i] = -1;
+    while ((rc = loader_next(l, &b)) != 0) {
+        if (rc < 0) {
+            (*errors)++;
+            for (int k = 0; k < BAD_FOLDER_N; k++)
+                if (bad_folder_is_bad[k] && strstr(moco_last_error(), bad_folder_files[k])) (*named)++;
+        } else {
+            for (int64_t j = 0; j < b.count; j++) rows[b.batch_index * o.batch_size + j] = b.indices[j];
+            if (data) {
+                *data = realloc(*data, (*ndata + (size_t)b.images->numel) * sizeof **data);
+                memcpy(*data + *ndata, b.images->data, (size_t)b.images->numel * sizeof **data);
+                *ndata += (size_t)b.images->numel;
+            }
+            tensor_free(b.images);
+            tensor_free(b.labels);
+        }
+        if (++batches > 100) break; /* never loops forever */
+    }
+    loader_close(l);
+    return batches;
+}
+
+static void test_loader_bad_files(void) {
+    char root[512];
+    snprintf(root, sizeof root, "%s/bad_folder", tmpdir);
+    Dataset *ds = dataset_image_folder(root, 3, NULL);
+    if (!ds) return; /* reported by test_bad_image_files */
+    Transform *items[2] = {transform_center_crop(8, 8), transform_to_tensor()};
+    Transform *crop = transform_compose(items, 2);
+    Transform *aug = moco_v2_like();
+    transform_free(items[0]);
+    transform_free(items[1]);
+    int64_t rows[BAD_FOLDER_N];
+    int errors, named;
+    char name[200];
+
+    /* raise: every batch with a bad file fails naming one, the others come through. */
+    for (int workers = 1; workers <= 2; workers++) {
+        LoaderOptions o = options(2, workers, 0, 0); /* {0,1} ok, then 4 batches with bad files, {10,11} ok */
+        int batches = run_bad_epoch(ds, o, crop, rows, NULL, NULL, &errors, &named);
+        snprintf(name, sizeof name, "raise, %d worker(s): each batch with a bad file fails naming it", workers);
+        CHECK(name, batches == 6 && errors == 4 && named == 4 && rows[0] == 0 && rows[1] == 1 && rows[2] == -1 &&
+                        rows[9] == -1 && rows[10] == 10 && rows[11] == 11,
+              "%d batches, %d errors, %d named", batches, errors, named);
+    }
+
+    /* skip: the rule of loader.h, checked row by row in epoch order (no shuffle). */
+    int64_t want[BAD_FOLDER_N];
+    for (int p = 0; p < BAD_FOLDER_N; p++) {
+        int q = p;
+        while (bad_folder_is_bad[q % BAD_FOLDER_N]) q++;
+        want[p] = q % BAD_FOLDER_N;
+    }
+    for (int workers = 0; workers <= 2; workers++) {
+        LoaderOptions o = options(3, workers, 0, 0);
+        o.on_error = LOADER_SKIP;
+        Loader *l = loader_create(ds, &o, crop, 0, LOADER_TENSORS);
+        int ok = l != NULL, full = 1, pixels = 1, streams = 1, rc;
+        LoaderBatch b;
+        for (int epoch = 0; ok && epoch < 2; epoch++)
+            while ((rc = loader_next(l, &b)) != 0) {
+                if (rc < 0) {
+                    ok = 0;
+                    break;
+                }
+                if (b.count != 3) full = 0;
+                for (int64_t j = 0; j < b.count; j++) {
+                    int64_t p = b.batch_index * 3 + j;
+                    if (b.indices[j] != want[p]) ok = 0;
+                    if (b.streams[j] != p) streams = 0;
+                    if (fabsf(b.images->data[j * 192] * 255.0f - 10.0f * (float)want[p]) > 0.01f) pixels = 0;
+                }
+                tensor_free(b.images);
+                tensor_free(b.labels);
+            }
+        snprintf(name, sizeof name, "skip, %d worker(s): each bad sample is replaced by the next that decodes", workers);
+        CHECK(name, ok && full && pixels, "%s", ok ? "wrong pixels or partial batch" : moco_last_error());
+        snprintf(name, sizeof name, "skip, %d worker(s): a replacement uses the failed sample's stream", workers);
+        CHECK(name, streams, "streams[j] is not the scheduled sample");
+        if (!l) continue;
+        LoaderStats st;
+        loader_stats(l, &st);
+        snprintf(name, sizeof name, "skip, %d worker(s): stats count the replaced samples of both epochs", workers);
+        CHECK(name, st.skipped == 12 && st.samples == 24, "skipped %lld of %lld", (long long)st.skipped,
+              (long long)st.samples);
+        char msg[1100];
+        int warnings = 0, each_named = 1;
+        int seen[BAD_FOLDER_N] = {0};
+        while (loader_take_warning(l, msg, sizeof msg)) {
+            warnings++;
+            int found = 0;
+            for (int k = 0; k < BAD_FOLDER_N; k++)
+                if (bad_folder_is_bad[k] && strstr(msg, bad_folder_files[k]) && strstr(msg, bad_folder_reasons[k]))
+                    found = 1, seen[k]++;
+            if (!found) each_named = 0, printf("  unexpected warning: %s\n", msg);
+        }
+        for (int k = 0; k < BAD_FOLDER_N; k++)
+            if (bad_folder_is_bad[k] && seen[k] != 1) each_named = 0;
+        snprintf(name, sizeof name, "skip, %d worker(s): one warning per bad file (file and reason) over two epochs",
+                 workers);
+        CHECK(name, warnings == 6 && each_named, "%d warnings", warnings);
+        loader_close(l);
+    }
+
+    /* skip with the random pipeline and shuffling: batches identical whatever the workers. */
+    float *ref = NULL;
+    size_t nref = 0;
+    LoaderOptions o = options(4, 0, 1, 0);
+    o.on_error = LOADER_SKIP;
+    int batches = run_bad_epoch(ds, o, aug, rows, &ref, &nref, &errors, &named);
+    int full = batches == 3 && errors == 0;
+    for (int p = 0; p < BAD_FOLDER_N; p++)
+        if (rows[p] < 0 || bad_folder_is_bad[rows[p]]) full = 0;
+    CHECK("skip, shuffled, MoCo-like augmentation: full batches of good samples", full, "%d batches, %d errors",
+          batches, errors);
+    /* A replacement is another view of its sample (the failed sample's stream), not a copy. */
+    int pairs = 0, copies = 0;
+    for (int p = 0; full && nref == BAD_FOLDER_N * 192 && p < BAD_FOLDER_N; p++)
+        for (int q = p + 1; q < BAD_FOLDER_N; q++)
+            if (rows[p] == rows[q]) {
+                pairs++;
+                if (check_max_abs_diff(ref + p * 192, ref + q * 192, 192) < 1e-3) copies++;
+            }
+    CHECK("skip: a sample and its replacement copy are different augmented views", pairs > 0 && copies == 0,
+          "%d pairs, %d identical", pairs, copies);
+    for (int workers = 1; workers <= 4; workers *= 2) {
+        float *got = NULL;
+        size_t n = 0;
+        o.workers = workers;
+        run_bad_epoch(ds, o, aug, rows, &got, &n, &errors, &named);
+        snprintf(name, sizeof name, "skip, shuffled, augmented: %d worker(s) give the batches of 0", workers);
+        CHECK(name, n == nref && nref > 0 && memcmp(got, ref, n * sizeof *ref) == 0, "batches differ (%zu vs %zu values)",
+              n, nref);
+        free(got);
+    }
+    free(ref);
+    transform_free(crop);
+    transform_free(aug);
+    dataset_release(ds);
+
+    /* The last sample fails: its replacement wraps around to the start of the order. */
+    ds = synth_new(8, 0, 7);
+    o = options(4, 2, 0, 0);
+    o.on_error = LOADER_SKIP;
+    Loader *l = loader_create(ds, &o, NULL, 0, LOADER_TENSORS);
+    LoaderBatch b;
+    loader_next(l, &b);
+    tensor_free(b.images), tensor_free(b.labels);
+    int rc = loader_next(l, &b);
+    CHECK("skip: the replacement of the last sample wraps around to the first", rc == 1 && b.indices[3] == 0 &&
+                                                                                     synth_index_of(b.images->data + 3 * 36) == 0,
+          "rc %d, index %lld", rc, rc == 1 ? (long long)b.indices[3] : -1LL);
+    if (rc == 1) tensor_free(b.images), tensor_free(b.labels);
+    loader_close(l);
+    dataset_release(ds);
+}
+
+/* A folder where nothing decodes: skip cannot fill a batch, so it fails, quickly, naming
+ * a file -- and never spins. */
+static void test_loader_nothing_decodes(void) {
+    char root[512], path[700];
+    snprintf(root, sizeof root, "%s/all_bad", tmpdir);
+    mkdir(root, 0755);
+    snprintf(path, sizeof path, "%s/c", root);
+    mkdir(path, 0755);
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof path, "%s/c/%d.jpg", root, i);
+        write_file(path, "not an image", 12);
+    }
+    Dataset *ds = dataset_image_folder(root, 3, NULL);
+    if (!ds) {
+        CHECK("all-bad folder opens", 0, "%s", moco_last_error());
+        return;
+    }
+    for (int workers = 1; workers <= 2; workers++) {
+        LoaderOptions o = options(2, workers, 1, 0);
+        o.on_error = LOADER_SKIP;
+        Loader *l = loader_create(ds, &o, NULL, 0, LOADER_TENSORS);
+        LoaderBatch b;
+        double t0 = seconds();
+        int rc1 = loader_next(l, &b);
+        int said = strstr(moco_last_error(), "none of its 5 samples could be decoded") &&
+                   strstr(moco_last_error(), "not a PNG or JPEG");
+        int rc2 = loader_next(l, &b), rc3 = loader_next(l, &b), rc4 = loader_next(l, &b);
+        double dt = seconds() - t0;
+        char name[160];
+        snprintf(name, sizeof name, "skip, %d worker(s), nothing decodes: every batch fails saying so, then the epoch ends",
+                 workers);
+        CHECK(name, rc1 == -1 && said && rc2 == -1 && rc3 == -1 && rc4 == 0 && dt < 5.0, "rc %d %d %d %d in %.2f s: %s",
+              rc1, rc2, rc3, rc4, dt, moco_last_error());
+        loader_close(l);
+    }
+    dataset_release(ds);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
@@ -741,6 +1117,10 @@ int main(void) {
     test_loader_errors();
     test_loader_interrupt_and_threads();
     test_loader_throughput();
+    test_bad_image_files();
+    test_bad_dataset_files();
+    test_loader_bad_files();
+    test_loader_nothing_decodes();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);

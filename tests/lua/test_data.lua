@@ -309,5 +309,176 @@ function tests.loader_throughput()
   end
 end
 
+-- ---------------------------------------------------------------- bad input
+-- The issue's list, from Lua: each bad file or dataset gives an error naming the file and
+-- saying what is wrong; a loader over bad files never hangs or crashes, in either mode.
+
+-- root/a, root/b with 12 files; good file k (1-based position k) is an 8x8 PNG whose first
+-- value is k * 10 / 255, so a batch row tells which sample it holds.
+local BAD = {
+  { "a/0.png" }, { "a/1.png" }, { "a/2_empty.jpg", "empty file" }, { "a/3_truncated.jpg", "truncated" },
+  { "a/4.png" }, { "a/5_gif.jpg", "GIF image (not supported" }, { "b/0.png" }, { "b/1_truncated.png", "truncated" },
+  { "b/2_text.jpg", "not a PNG or JPEG file (it looks like text" }, { "b/3_fifo.jpg", "FIFO" }, { "b/4.png" },
+  { "b/5.png" },
+}
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local bytes = f:read("a")
+  f:close()
+  return bytes
+end
+local function make_bad_folder()
+  local root = tmpdir .. "/bad"
+  assert(os.execute("mkdir -p '" .. root .. "/a' '" .. root .. "/b'"))
+  local jpeg, png = read("tests/fixtures/images/coffee.jpg"), read("tests/fixtures/images/chelsea.png")
+  local gen = moco.Generator(11)
+  for k, f in ipairs(BAD) do
+    local path = root .. "/" .. f[1]
+    if not f[2] then
+      local t = moco.rand({ 3, 8, 8 }, gen)
+      t[1][1][1] = k * 10 / 255
+      moco.image.from_tensor(t):save(path)
+    elseif f[1]:find("empty") then write(path, "")
+    elseif f[1]:find("truncated.jpg") then write(path, jpeg:sub(1, #jpeg // 2))
+    elseif f[1]:find("truncated.png") then write(path, png:sub(1, #png // 2))
+    elseif f[1]:find("gif") then write(path, "GIF89a\1\0\1\0\128\0\0\255\255\255\0\0\0!\249\4\1")
+    elseif f[1]:find("text") then write(path, "<html><body>404 Not Found</body></html>\n")
+    elseif f[1]:find("fifo") then assert(os.execute("mkfifo '" .. path .. "'"))
+    end
+  end
+  return root
+end
+local bad_root = make_bad_folder()
+
+function tests.bad_files_give_clear_errors()
+  local ds = data.ImageFolder(bad_root)
+  check.eq("a folder with bad files opens (decoding comes later)", #ds, #BAD)
+  for k, f in ipairs(BAD) do
+    if f[2] then
+      local path = bad_root .. "/" .. f[1]
+      local ok, err = pcall(ds.get, ds, k)
+      check.ok(f[1] .. ": an error naming the file and saying " .. f[2],
+               not ok and tostring(err):find(path, 1, true) and tostring(err):find(f[2], 1, true), tostring(err))
+    end
+  end
+  check.raises("moco.image.load of a GIF named .jpg says GIF", "GIF image", moco.image.load, bad_root .. "/a/5_gif.jpg")
+
+  -- Datasets: IDX with a wrong magic or size, CIFAR of the wrong length, empty folders.
+  local labels = tmpdir .. "/lbl.idx"
+  write(labels, "\0\0\8\1\0\0\0\3\1\0\2")
+  local images = tmpdir .. "/img.idx"
+  local header = "\0\0\8\3\0\0\0\3\0\0\0\2\0\0\0\2"
+  write(images, "\1\2" .. header:sub(3) .. string.rep("\7", 12))
+  check.raises("IDX wrong magic names the file", images .. ": not an IDX file (bad magic", data.IDX, images, labels)
+  write(images, header .. string.rep("\7", 7))
+  check.raises("IDX data shorter than its header names the file", images .. ": IDX data is truncated", data.IDX,
+               images, labels)
+  write(images, header .. string.rep("\7", 12))
+  check.ok("IDX of the right size opens", #data.IDX(images, labels) == 3)
+  local cifar = tmpdir .. "/cifar_bad"
+  assert(os.execute("mkdir -p '" .. cifar .. "'"))
+  write(cifar .. "/test_batch.bin", string.rep("\1", 3073 * 2 + 100))
+  check.raises("CIFAR10 file of the wrong length names it", cifar .. "/test_batch.bin: size 6246 is not a positive",
+               data.CIFAR10, cifar, { train = false })
+  write(cifar .. "/test_batch.bin", "")
+  check.raises("CIFAR10 zero-byte file names it", cifar .. "/test_batch.bin", data.CIFAR10, cifar, { train = false })
+  local empty = tmpdir .. "/empty_folder"
+  assert(os.execute("mkdir -p '" .. empty .. "'"))
+  check.raises("ImageFolder of an empty folder", "couldn't find any class folder in " .. empty, data.ImageFolder, empty)
+  assert(os.execute("mkdir -p '" .. empty .. "/cats'"))
+  write(empty .. "/cats/readme.txt", "no images here")
+  check.raises("ImageFolder with a class folder without images names the class", "no valid file for the classes cats",
+               data.ImageFolder, empty, { quiet = true })
+end
+
+-- The positions (1-based) the rows of one epoch hold (0: a failed batch), the number of
+-- failed batches, and whether every error named a bad file.
+local function bad_epoch(opts)
+  local ds = data.ImageFolder(bad_root)
+  local loader <close> = data.Loader(ds, opts)
+  local rows, errors, named = {}, 0, true
+  for b = 1, #loader do
+    local ok, x = pcall(loader.next, loader)
+    if ok then
+      for j = 1, x:size(1) do rows[#rows + 1] = math.floor(x[j][1][1][1] * 255 / 10 + 0.5) end
+    else
+      errors = errors + 1
+      for _ = 1, opts.batch_size do rows[#rows + 1] = 0 end
+      local hit = false
+      for _, f in ipairs(BAD) do
+        if f[2] and tostring(x):find(bad_root .. "/" .. f[1], 1, true) then hit = true end
+      end
+      named = named and hit
+    end
+  end
+  check.ok("the epoch ends (no hang, no extra batch)", loader:next() == nil)
+  return rows, errors, named, loader:stats()
+end
+
+function tests.loader_over_bad_files()
+  for _, workers in ipairs({ 1, 2 }) do
+    local rows, errors, named = bad_epoch { batch_size = 2, workers = workers, shuffle = false, drop_last = false,
+                                            transform = T.ToTensor() }
+    check.eq(string.format("raise, %d worker(s): the batches with bad files fail", workers), table.concat(rows, ","),
+             "1,2,0,0,0,0,0,0,0,0,11,12")
+    check.ok(string.format("raise, %d worker(s): each error names a bad file", workers), errors == 4 and named)
+    -- skip: position p holds the first good sample at or after p (wrapping around).
+    local st
+    rows, errors, named, st = bad_epoch { batch_size = 3, workers = workers, shuffle = false, drop_last = false,
+                                          transform = T.ToTensor(), on_error = "skip" }
+    check.eq(string.format("skip, %d worker(s): bad samples replaced by the next that decodes", workers),
+             table.concat(rows, ","), "1,2,5,5,5,7,7,11,11,11,11,12")
+    check.ok(string.format("skip, %d worker(s): no error, stats().skipped counts the replaced", workers),
+             errors == 0 and st.skipped == 6 and st.samples == 12, string.format("%d errors, skipped %s", errors,
+                                                                                   tostring(st.skipped)))
+  end
+  check.raises("on_error must be raise or skip", 'on_error must be "raise" or "skip"', data.Loader,
+               data.ImageFolder(bad_root), { on_error = "ignore" })
+  local loader <close> = data.Loader(data.ImageFolder(bad_root), { on_error = "skip" })
+  check.ok("tostring shows on_error = skip", tostring(loader):find("on_error = skip", 1, true))
+end
+
+function tests.loader_skip_is_deterministic()
+  local ds = data.ImageFolder(bad_root)
+  local aug = T.TwoCrops(moco_aug())
+  local opts = { batch_size = 4, workers = 1, seed = 9, on_error = "skip", transform = aug }
+  local ref = epoch_fingerprints(ds, opts, 2)
+  check.eq("skip, TwoCrops: full batches in two epochs", #ref, 6)
+  opts.workers = 2
+  check.ok("skip, TwoCrops: 2 workers give the batches of 1", same_list(epoch_fingerprints(ds, opts, 2), ref))
+  -- A Lua transform runs on the calling thread with the same row streams.
+  local lua_aug = T.TwoCrops(T.Compose { moco_aug(), T.Lambda(function(x) return x end) })
+  opts.transform, opts.workers = lua_aug, 1
+  local lua_ref = epoch_fingerprints(ds, opts, 1)
+  opts.workers = 2
+  check.ok("skip, Lua transform: 2 workers give the batches of 1", same_list(epoch_fingerprints(ds, opts, 1), lua_ref))
+  check.eq("skip, Lua transform: the same batches as the C pipeline", lua_ref[1], ref[1])
+end
+
+function tests.loader_skip_warns_once_per_file()
+  -- The warnings go to stderr: run a loader in a child moco-lua and read what it prints.
+  local exe = arg and arg[-1] or "./moco-lua"
+  local code = string.format([[
+    local ds = moco.data.ImageFolder(%q)
+    local loader = moco.data.Loader(ds, { batch_size = 3, workers = 2, on_error = "skip" })
+    for _ = 1, 3 do for x in loader:iter() do end end
+    print("skipped " .. loader:stats().skipped)]], bad_root)
+  local p = assert(io.popen(exe .. " -e '" .. code:gsub("'", "'\\''") .. "' 2>&1"))
+  local out = p:read("a")
+  p:close()
+  local per_file, all_once = {}, true
+  for line in out:gmatch("[^\n]+") do
+    local path = line:match("^warning: data%.Loader: skipped (.-): ")
+    if path then per_file[path] = (per_file[path] or 0) + 1 end
+  end
+  for _, f in ipairs(BAD) do
+    local n = per_file[bad_root .. "/" .. f[1]]
+    if (f[2] ~= nil) ~= (n == 1) then all_once = false end
+  end
+  check.ok("skip: one warning per bad file over three epochs, naming it", all_once, out)
+  check.ok("skip: each warning gives the reason", out:find("a/5_gif.jpg: GIF image", 1, true) ~= nil, out)
+  check.ok("skip: stats().skipped counts every epoch", out:find("skipped 18", 1, true) ~= nil, out)
+end
+
 check.run(tests)
 os.execute("rm -rf '" .. tmpdir .. "'")
