@@ -54,3 +54,4 @@ void lmoco_open_eval(lua_State *L);      /* sets field _eval (lua/l_eval.c) */
 void lmoco_open_nn(lua_State *L);        /* sets field _nn (lua/l_nn.c) */
 void lmoco_open_image(lua_State *L);     /* sets fields image and _image (lua/l_image.c) */
 void lmoco_open_data(lua_State *L);      /* sets field _data (lua/l_data.c) */
+void lmoco_open_io(lua_State *L);        /* save, load, safe_open, json_*, _io (lua/l_io.c) */

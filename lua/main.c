@@ -5,8 +5,9 @@
  * tab completion, per-line timing).  Everything that touches Lua runs under
  * lua_pcall with a traceback message handler, so no Lua error ends the process;
  * it ends at the end of input, through os.exit, on a second Ctrl-C while the
- * first is still pending (see on_sigint), or when a script or -e chunk fails
- * (exit status 1). */
+ * first is still pending (see on_sigint), after a deferred Ctrl-C or SIGTERM once
+ * the training loop saved its work (status 130 or 143, see deferred mode), or when
+ * a script or -e chunk fails (exit status 1). */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -60,8 +61,18 @@ static lua_State *global_L;
  * moco_interrupt_requested.
  *
  * At the prompt no Lua code runs; there Ctrl-C only marks the line as cancelled
- * (prompt_interrupted) and the reader throws the partial input away. */
+ * (prompt_interrupted) and the reader throws the partial input away.
+ *
+ * Deferred mode (moco.defer_interrupts(true), turned on by the training loop): Ctrl-C
+ * and SIGTERM only record the signal (deferred_signal); the loop polls it between
+ * steps (moco.interrupt_pending), saves a checkpoint and calls moco.finish_interrupt,
+ * which ends a script with status 128 + signal (130, 143) and returns a REPL line to
+ * the prompt.  A second signal in that mode ends the process at once with that status
+ * (_exit): checkpoints are written atomically, so the last one stays whole.  The mode
+ * ends with the call that turned it on (docall resets it). */
 static volatile sig_atomic_t lua_is_running = 0;
+static volatile sig_atomic_t defer_mode = 0;
+static volatile sig_atomic_t deferred_signal = 0;
 static volatile sig_atomic_t interrupt_pending = 0;
 static volatile sig_atomic_t prompt_interrupted = 0;
 /* Whether Ctrl-C was pressed during the last docall (the REPL then starts its
@@ -85,6 +96,23 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar) {
 static void on_sigint(int sig) {
     if (!pthread_equal(pthread_self(), lua_thread)) {
         pthread_kill(lua_thread, sig); /* async-signal-safe */
+        return;
+    }
+    if (sig == SIGTERM && !defer_mode) { /* the handler outlived deferred mode */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    if (defer_mode && lua_is_running) {
+        static const char first[] = "\n" PROGNAME ": stopping after the current step (signal again to quit "
+                                    "at once)\n";
+        static const char second[] = "\n" PROGNAME ": second signal: quitting now\n";
+        if (deferred_signal) {
+            (void)!write(STDERR_FILENO, second, sizeof second - 1);
+            _exit(128 + sig);
+        }
+        deferred_signal = sig;
+        (void)!write(STDERR_FILENO, first, sizeof first - 1);
         return;
     }
     if (!lua_is_running) {
@@ -113,6 +141,56 @@ static void install_sigint(int restart) {
     sa.sa_flags = restart ? SA_RESTART : 0;
     sigaction(SIGINT, &sa, NULL);
 }
+
+/* moco.defer_interrupts(on) -> the previous setting (see deferred mode above). */
+static int l_defer_interrupts(lua_State *L) {
+    int on = lua_toboolean(L, 1);
+    lua_pushboolean(L, defer_mode);
+    if (on && !defer_mode) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigint;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        sigaction(SIGTERM, &sa, NULL);
+        defer_mode = 1;
+    } else if (!on && defer_mode) {
+        defer_mode = 0; /* a signal already recorded stays pending for finish_interrupt */
+        signal(SIGTERM, SIG_DFL);
+    }
+    return 1;
+}
+
+/* moco.interrupt_pending() -> "SIGINT" | "SIGTERM" | nil */
+static int l_interrupt_pending(lua_State *L) {
+    if (deferred_signal == SIGINT) lua_pushliteral(L, "SIGINT");
+    else if (deferred_signal == SIGTERM) lua_pushliteral(L, "SIGTERM");
+    else lua_pushnil(L);
+    return 1;
+}
+
+/* moco.finish_interrupt(): does what the recorded signal asked, now that the work is
+ * saved: a script exits with status 128 + signal, as if the signal had ended it; a REPL
+ * line stops with "interrupted!".  Does nothing when no signal is pending. */
+static int l_finish_interrupt(lua_State *L) {
+    int sig = deferred_signal;
+    if (!sig) return 0;
+    deferred_signal = 0;
+    if (defer_mode) signal(SIGTERM, SIG_DFL);
+    defer_mode = 0;
+    if (!keep_sigint_handler) {
+        fflush(stdout);
+        fflush(stderr);
+        exit(128 + sig);
+    }
+    return luaL_error(L, "interrupted!");
+}
+
+static const luaL_Reg interrupt_functions[] = {
+    {"defer_interrupts", l_defer_interrupts},
+    {"interrupt_pending", l_interrupt_pending},
+    {"finish_interrupt", l_finish_interrupt},
+    {NULL, NULL}};
 
 /* --- running Lua code ------------------------------------------------------- */
 
@@ -147,6 +225,9 @@ static int docall(lua_State *L, int nargs, int nresults) {
     lua_sethook(L, NULL, 0, 0);
     interrupt_pending = 0;
     moco_interrupt_requested = 0;
+    if (defer_mode) signal(SIGTERM, SIG_DFL);
+    defer_mode = 0;
+    deferred_signal = 0;
     if (!keep_sigint_handler) signal(SIGINT, SIG_DFL);
     lua_remove(L, base);
     return status;
@@ -283,6 +364,7 @@ static int load_moco(lua_State *L) {
         lua_remove(L, -2);
         return report(L, status);
     }
+    luaL_setfuncs(L, interrupt_functions, 0);
     lua_setglobal(L, "moco");
     return LUA_OK;
 }

@@ -50,23 +50,15 @@ function MoCo:__init(opts)
   -- Streams of one seed: 0 = query encoder init, 1 = key encoder init, 2 = queue, 3 = shuffles.
   local function gen(stream) return moco.Generator(self.seed, stream) end
 
-  local function make_encoder(g)
-    local enc = models.get(self.arch, {
-      num_classes = self.dim, in_channels = opts.in_channels, cifar_stem = opts.cifar_stem,
-      width = opts.width, zero_init_residual = opts.zero_init_residual,
-      bn_splits = self.bn_splits, generator = g,
-    })
-    if self.mlp then
-      -- v2's head, as the official code builds it: Linear(dim_mlp, dim_mlp), ReLU, then the
-      -- original fc (so the state dict names are fc.0.* and fc.2.*).
-      local fc = enc.fc
-      local dim_mlp = fc.in_features
-      enc._children[#enc._children] = nil
-      enc.fc = nil
-      enc:add_module("fc", nn.Sequential{ nn.Linear(dim_mlp, dim_mlp, { generator = g }), nn.ReLU(), fc })
-    end
-    return enc
-  end
+  -- The constructor's options as given: checkpoints store them so that moco.checkpoint can
+  -- rebuild the same model.
+  self.options = {}
+  for k, v in pairs(opts) do self.options[k] = v end
+  local encoder_options = {
+    arch = self.arch, dim = self.dim, mlp = self.mlp, bn_splits = self.bn_splits, in_channels = opts.in_channels,
+    cifar_stem = opts.cifar_stem, width = opts.width, zero_init_residual = opts.zero_init_residual,
+  }
+  local function make_encoder(g) return MoCo.make_encoder(encoder_options, g) end
   self:add_module("encoder_q", make_encoder(gen(0)))
   self:add_module("encoder_k", make_encoder(gen(1)))
   self.encoder_q:flatten_parameters()
@@ -84,6 +76,26 @@ function MoCo:__init(opts)
     weight_decay = default(opts.weight_decay, 1e-4),
   })
   self.steps = 0
+end
+
+-- The encoder of a MoCo model (shared with moco.checkpoint.load_encoder): a ResNet with
+-- num_classes = dim, and with mlp v2's head as the official code builds it: Linear(dim_mlp,
+-- dim_mlp), ReLU, then the original fc (so the state dict names are fc.0.* and fc.2.*).
+-- o: arch, dim, mlp, bn_splits, in_channels, cifar_stem, width, zero_init_residual.
+function MoCo.make_encoder(o, g)
+  local enc = models.get(o.arch, {
+    num_classes = o.dim, in_channels = o.in_channels, cifar_stem = o.cifar_stem,
+    width = o.width, zero_init_residual = o.zero_init_residual,
+    bn_splits = o.bn_splits, generator = g,
+  })
+  if o.mlp then
+    local fc = enc.fc
+    local dim_mlp = fc.in_features
+    enc._children[#enc._children] = nil
+    enc.fc = nil
+    enc:add_module("fc", nn.Sequential{ nn.Linear(dim_mlp, dim_mlp, { generator = g }), nn.ReLU(), fc })
+  end
+  return enc
 end
 
 function MoCo:extra_repr()
@@ -162,6 +174,10 @@ end
 function MoCo:step(im_q, im_k)
   if not self.training then error("MoCo:step: the model is in eval mode; call model:train() first", 2) end
   local n = im_q:size(1)
+  if n % self.bn_splits ~= 0 then
+    error(string.format("MoCo:step: the batch of %d images cannot be split into bn_splits = %d equal groups "
+                        .. "(choose --batch-size a multiple of --bn-splits)", n, self.bn_splits), 2)
+  end
   local per_step = self.symmetric and 2 * n or n
   if self.K % per_step ~= 0 then
     error(string.format("MoCo:step: K = %d is not a multiple of the %d keys enqueued per step (batch %d%s)",

@@ -7,12 +7,20 @@
 -- (--arch, --lr, --batch-size, --epochs, --schedule, --cos, --wd, --moco-dim, --moco-k,
 -- --moco-m, --moco-t, --mlp, --aug-plus, --bn-splits, --symmetric, --knn-k, --knn-t ...);
 -- each recipe gives its own defaults.  See docs/recipes.md.
+--
+-- Checkpoints (docs/checkpoints.md): with --out DIR a checkpoint is written after every epoch
+-- (the last --keep-checkpoints of them are kept, the best by kNN as model_best.safetensors);
+-- Ctrl-C or SIGTERM finishes the current step, writes one (into --out, or the current
+-- directory), prints the command that resumes, and exits with status 130/143.
+-- --resume PATH (a checkpoint, or a directory: its latest) continues the run exactly: the
+-- checkpoint's options are used, except those given again on the command line.
 local moco = require "moco"
 local recipe = require "moco.recipe"
 local T = require "moco.transforms"
 local data = require "moco.data"
 local train = require "moco.train"
 local eval = require "moco.eval"
+local checkpoint = require "moco.checkpoint"
 
 local pretrain = {}
 
@@ -57,6 +65,8 @@ local function spec_with(defaults)
     { "knn-subset", 0, "use only the first N training images as the kNN bank (0 = all)" },
     { "train-subset", 0, "train on the first N images only (0 = all)" },
     { "out", "", "output directory for checkpoints and pictures" },
+    { "resume", "", "checkpoint to resume from (or a directory: its latest); its options apply unless given again" },
+    { "keep-checkpoints", 3, "epoch checkpoints kept in --out (0 = all); the best by kNN stays as model_best.safetensors" },
   }
   for _, o in ipairs(spec) do
     local d = defaults[o[1]]
@@ -78,7 +88,96 @@ function pretrain.parse(argv, defaults, description)
     error("unexpected argument '" .. opts._positional[1] .. "' (options start with --; --help lists them)", 0)
   end
   opts._spec = spec
+  -- The command line as given, for the "to resume" hint (argv[0] is the script, negative
+  -- indices the interpreter and its options, as moco-lua sets `arg`).
+  opts._argv = {}
+  for i, v in pairs(argv) do if math.type(i) == "integer" then opts._argv[i] = v end end
   return opts
+end
+
+-- Options that change neither the model nor the batches nor the arithmetic: a resumed run
+-- may change them and still continue exactly.
+local resume_harmless = {
+  workers = true, ["print-freq"] = true, out = true, resume = true, ["keep-checkpoints"] = true,
+  ["knn-every"] = true, ["knn-k"] = true, ["knn-t"] = true, ["knn-subset"] = true,
+}
+
+local function same_value(a, b)
+  if type(a) == "table" and type(b) == "table" then
+    if #a ~= #b then return false end
+    for i = 1, #a do if a[i] ~= b[i] then return false end end
+    return true
+  end
+  return a == b
+end
+
+local function show(v)
+  if type(v) == "table" then return "{" .. table.concat(v, ",") .. "}" end
+  return tostring(v)
+end
+
+-- Takes the options of the run that wrote ckpt, except those given on this command line
+-- (opts changes in place, so the recipe sees them too).  Returns notes about given options
+-- that make the continuation differ from an uninterrupted run.
+function pretrain.apply_checkpoint(opts, ckpt)
+  local saved = ckpt.config
+  if type(saved) ~= "table" then
+    error(ckpt.path .. ": the checkpoint has no recipe options ('config' metadata); build the model with "
+          .. "moco.checkpoint.build_model instead", 0)
+  end
+  local notes = {}
+  for _, o in ipairs(opts._spec) do
+    local name = o[1]
+    local v = saved[name]
+    if name == "start-epoch" then
+      if opts._given[name] then notes[#notes + 1] = "--start-epoch is ignored: the checkpoint says where to start" end
+    elseif name ~= "resume" and v ~= nil then
+      if not opts._given[name] then
+        opts[name] = v
+      elseif not same_value(v, opts[name]) then
+        if name == "epochs" then
+          if opts.cos then
+            notes[#notes + 1] = string.format("--epochs %s (was %s) changes the cosine schedule: learning rates "
+                                              .. "differ from the original run's", show(opts[name]), show(v))
+          end
+        elseif not resume_harmless[name] and name ~= "threads" then -- threads: run() compares the real count
+          notes[#notes + 1] = string.format("--%s %s differs from the checkpoint's %s: the run will not continue "
+                                            .. "exactly as it would have", name, show(opts[name]), show(v))
+        end
+      end
+    end
+  end
+  for _, o in ipairs(opts._spec) do
+    local alias = o[1]:gsub("%-", "_")
+    if alias ~= o[1] then opts[alias] = opts[o[1]] end
+  end
+  return notes
+end
+
+local function shell_quote(s)
+  if s:match("^[%w%-%._/=:,+@]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- "moco-lua recipe.lua <the same options> --resume PATH"
+function pretrain.resume_command(opts, path)
+  local argv = opts._argv or {}
+  local lowest = 0
+  while argv[lowest - 1] ~= nil do lowest = lowest - 1 end
+  local words = { lowest < 0 and argv[lowest] or "moco-lua", argv[0] or "recipe.lua" }
+  local i = 1
+  while argv[i] ~= nil do
+    local a = argv[i]
+    if a == "--resume" then
+      i = i + 1
+    elseif not a:match("^%-%-resume=") then
+      words[#words + 1] = shell_quote(a)
+    end
+    i = i + 1
+  end
+  words[#words + 1] = "--resume"
+  words[#words + 1] = shell_quote(path)
+  return table.concat(words, " ")
 end
 
 -- A subset view: the first n samples of ds, for quick experiments.
@@ -154,9 +253,28 @@ function pretrain.build_model(opts)
   }
 end
 
+local function is_directory(path)
+  return pcall(moco._io.listdir, path)
+end
+
 -- Runs pre-training; returns the model, the history and the last kNN accuracy (or nil).
 function pretrain.run(opts)
+  local ckpt
+  if opts.resume ~= "" then
+    local path = opts.resume
+    if is_directory(path) then
+      path = checkpoint.latest(path)
+      if not path then error(string.format("--resume %s: no checkpoint_*.safetensors in that directory", opts.resume), 0) end
+    end
+    ckpt = checkpoint.load(path)
+    for _, note in ipairs(pretrain.apply_checkpoint(opts, ckpt)) do io.stderr:write("note: ", note, "\n") end
+  end
   if opts.threads > 0 then moco.set_num_threads(opts.threads) end
+  if ckpt and ckpt.blas_threads and ckpt.blas_threads ~= moco.get_num_threads() then
+    io.stderr:write(string.format("note: the checkpoint was written with %d BLAS thread(s), this run has %d: the "
+                                  .. "results will not be bitwise those of an uninterrupted run (--threads %d)\n",
+                                  ckpt.blas_threads, moco.get_num_threads(), ckpt.blas_threads))
+  end
   local train_ds, test_ds, kind, test_transform = pretrain.datasets(opts)
   train_ds = take(train_ds, opts["train-subset"])
   local aug = pretrain.augmentation(opts, kind)
@@ -168,6 +286,21 @@ function pretrain.run(opts)
   print(string.format("moco-lua: %s on %s (%d images, %d steps per epoch); %s",
                       opts.arch, kind, #train_ds, #loader, recipe.describe(opts, opts._spec)))
   print(string.format("encoder: %d parameters; augmentation: %s", model.encoder_q:num_parameters(), tostring(aug)))
+  local start_epoch, start_step, resume_sums, best_knn = opts["start-epoch"], 0, nil, nil
+  local last_checkpoint
+  if ckpt then
+    checkpoint.restore(model, ckpt)
+    start_epoch, start_step, resume_sums, best_knn = ckpt.epoch, ckpt.epoch_step, ckpt.epoch_sums, ckpt.best_knn
+    if start_step >= #loader then
+      error(string.format("%s: %d batches of epoch %d are done but an epoch now has %d (another --batch-size "
+                          .. "or data set?)", ckpt.path, start_step, start_epoch, #loader), 0)
+    end
+    last_checkpoint = ckpt.path
+    print(string.format("resumed from %s: epoch %d%s, global step %d", ckpt.path, start_epoch,
+                        start_step > 0 and string.format(" after its step %d", start_step) or "", ckpt.step))
+  end
+  local out = opts.out
+  if out ~= "" then moco._io.makedirs(out) end
   local monitor
   if opts["knn-every"] > 0 and test_ds then
     local bank_ds = take(train_ds, opts["knn-subset"])
@@ -178,10 +311,40 @@ function pretrain.run(opts)
       return top1
     end
   end
+  -- After every epoch with --out; after an interrupted one always (into "." without --out).
+  local saved_record
+  local function on_epoch_end(epoch, record)
+    if out == "" and not record.interrupted then return end
+    saved_record = record
+    local path, is_best, best = checkpoint.save_epoch(out ~= "" and out or ".", model, {
+      epoch = epoch, record = record, config = opts, best_knn = best_knn, keep = opts["keep-checkpoints"],
+      loader_seed = opts.seed, recipe = opts._argv and opts._argv[0],
+    })
+    best_knn, last_checkpoint = best, path
+    print(string.format("checkpoint: %s%s", path,
+                        is_best and string.format(" (best kNN so far, %.2f%%: copied to model_best.safetensors)", best) or ""))
+  end
+  local function on_interrupt(signal, record)
+    if saved_record ~= record then on_epoch_end(record.epoch, record) end -- the signal came after it ran
+    io.stdout:flush()
+    io.stderr:write(string.format("moco-lua: %s: stopped at epoch %d after step %d of %d; checkpoint saved to %s\n"
+                                  .. "to resume: %s\n", signal, record.epoch, record.steps, #loader, last_checkpoint,
+                                  pretrain.resume_command(opts, last_checkpoint)))
+    io.stderr:flush()
+  end
+  local function on_diverge(epoch, step, loss)
+    error(string.format("training diverged: the loss is %s at epoch %d, step %d; nothing was saved after it. %s",
+                        tostring(loss), epoch, step,
+                        last_checkpoint and string.format("The last good checkpoint is %s: resume from it with a lower "
+                                                          .. "--lr: %s --lr %g", last_checkpoint,
+                                                          pretrain.resume_command(opts, last_checkpoint), opts.lr / 2)
+                                        or "No checkpoint was written (--out DIR keeps one per epoch); lower --lr."), 0)
+  end
   local history = train.fit(model, loader, {
     epochs = opts.epochs, lr = opts.lr, cos = opts.cos, schedule = opts.schedule,
-    warmup_epochs = opts["warmup-epochs"], start_epoch = opts["start-epoch"],
-    print_freq = opts["print-freq"], monitor = monitor, monitor_every = opts["knn-every"],
+    warmup_epochs = opts["warmup-epochs"], start_epoch = start_epoch, start_step = start_step,
+    resume_sums = resume_sums, print_freq = opts["print-freq"], monitor = monitor, monitor_every = opts["knn-every"],
+    on_epoch_end = on_epoch_end, on_interrupt = on_interrupt, on_diverge = on_diverge,
   })
   loader:close()
   local last = history[#history]
