@@ -12,8 +12,8 @@ PREFIX  ?= /usr/local
 CC      ?= cc
 # Debian packages needed to build and run (see docs/architecture.md for why each).
 DEB_PACKAGES = liblua5.4-dev libopenblas-dev libpng-dev libjpeg62-turbo-dev libedit-dev \
-               zlib1g-dev pkg-config dataset-fashion-mnist libjansson-dev
-PKGS    = lua5.4 libedit libpng zlib jansson
+               zlib1g-dev pkg-config dataset-fashion-mnist libcairo2-dev libjansson-dev
+PKGS    = lua5.4 libedit libpng zlib cairo jansson
 
 OPT     ?= -O2
 # The build is for the machine it runs on (AVX2/AVX-512 and FMA where present); override with

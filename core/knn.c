@@ -46,6 +46,14 @@ static int top_k(Neighbour *heap, const float *sims, int64_t N, int k) {
     return n;
 }
 
+/* Rows of similarities per chunk so that a chunk holds at most 64 MiB. */
+static int64_t chunk_rows(int64_t M, int64_t N) {
+    int64_t chunk = (int64_t)(((size_t)64 << 20) / sizeof(float) / (size_t)N);
+    if (chunk < 1) chunk = 1;
+    if (chunk > M) chunk = M > 0 ? M : 1;
+    return chunk;
+}
+
 int knn_predict(int32_t *pred, const float *query, const float *bank, const int32_t *bank_labels, int64_t M,
                 int64_t N, int D, int k, float T, int classes, int topn) {
     if (M < 0 || N <= 0 || D <= 0 || k <= 0 || classes <= 0 || topn <= 0 || !(T > 0))
@@ -58,9 +66,7 @@ int knn_predict(int32_t *pred, const float *query, const float *bank, const int3
                               classes);
     if (k > N) k = (int)N;
     if (topn > classes) topn = classes;
-    int64_t chunk = (int64_t)(((size_t)64 << 20) / sizeof(float) / (size_t)N); /* 64 MiB of similarities */
-    if (chunk < 1) chunk = 1;
-    if (chunk > M) chunk = M > 0 ? M : 1;
+    int64_t chunk = chunk_rows(M, N);
     float *sims = malloc((size_t)chunk * (size_t)N * sizeof(float));
     Neighbour *heap = malloc((size_t)k * sizeof *heap);
     double *scores = malloc((size_t)classes * sizeof *scores);
@@ -95,5 +101,45 @@ int knn_predict(int32_t *pred, const float *query, const float *bank, const int3
     free(sims);
     free(heap);
     free(scores);
+    return 0;
+}
+
+/* Most similar first; equal similarities by ascending index (a deterministic order). */
+static int by_similarity(const void *a, const void *b) {
+    const Neighbour *x = a, *y = b;
+    if (x->sim != y->sim) return x->sim > y->sim ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+int knn_neighbours(int64_t *index, float *sim, const float *query, const float *bank, int64_t M, int64_t N, int D,
+                   int k) {
+    if (M < 0 || N <= 0 || D <= 0 || k <= 0 || k > N)
+        return moco_error("knn_neighbours: invalid arguments (M=%lld N=%lld D=%d k=%d; need 1 <= k <= N)",
+                          (long long)M, (long long)N, D, k);
+    if (N > INT32_MAX) return moco_error("knn_neighbours: feature bank of %lld rows is too large", (long long)N);
+    int64_t chunk = chunk_rows(M, N);
+    float *sims = malloc((size_t)chunk * (size_t)N * sizeof(float));
+    Neighbour *heap = malloc((size_t)k * sizeof *heap);
+    if (!sims || !heap) {
+        free(sims);
+        free(heap);
+        return moco_error("knn_neighbours: out of memory");
+    }
+    for (int64_t start = 0; start < M; start += chunk) {
+        int64_t rows = M - start < chunk ? M - start : chunk;
+        /* sims (rows, N) = query (rows, D) @ bank^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)N, D, 1.0f, query + start * D, D,
+                    bank, D, 0.0f, sims, (int)N);
+        for (int64_t r = 0; r < rows; r++) {
+            int n = top_k(heap, sims + r * N, N, k);
+            qsort(heap, (size_t)n, sizeof *heap, by_similarity);
+            for (int i = 0; i < n; i++) {
+                index[(start + r) * k + i] = heap[i].index;
+                sim[(start + r) * k + i] = heap[i].sim;
+            }
+        }
+    }
+    free(sims);
+    free(heap);
     return 0;
 }

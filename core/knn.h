@@ -13,4 +13,11 @@
 int knn_predict(int32_t *pred, const float *query, const float *bank, const int32_t *bank_labels, int64_t M,
                 int64_t N, int D, int k, float T, int classes, int topn);
 
+/* The k nearest bank rows of each query by cosine similarity (rows L2-normalised), for
+ * retrieval pictures: index (M, k) 0-based bank rows and sim (M, k) their similarities,
+ * most similar first (equal similarities: the smaller index first).  k <= N.  Queries are
+ * processed in chunks as above.  Returns 0 or -1. */
+int knn_neighbours(int64_t *index, float *sim, const float *query, const float *bank, int64_t M, int64_t N, int D,
+                   int k);
+
 #endif

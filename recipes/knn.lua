@@ -1,0 +1,55 @@
+-- recipes/knn.lua: kNN accuracy of a MoCo checkpoint's features, with the official CIFAR-10
+-- demo's monitor (cosine similarity, the k = 200 nearest training images, votes weighted by
+-- exp(sim / 0.1)).  The bank is the training set, the queries the test set.
+--   moco-lua recipes/knn.lua --pretrained quickstart-out/checkpoint.safetensors
+--   moco-lua recipes/knn.lua --pretrained ckpt --data cifar10:/data/cifar-10-batches-bin --features pooled
+--   moco-lua recipes/knn.lua --pretrained random        (an untrained encoder: the baseline)
+-- --features output takes the encoder's output (the projection head, as the demo's monitor
+-- does); pooled takes the backbone's pooled features before the head.  See docs/evaluation.md.
+local recipe = require "moco.recipe"
+local pretrain = require "moco.pretrain"
+local eval = require "moco.eval"
+local data = require "moco.data"
+
+local spec = {
+  { "pretrained", "", "MoCo checkpoint to evaluate, or 'random' for an untrained encoder" },
+  { "data", "fashion-mnist", "dataset: 'fashion-mnist', 'cifar10:ROOT', or a folder with train/ and val/" },
+  { "knn-k", 200, "number of neighbours" },
+  { "knn-t", 0.1, "temperature of the vote weights exp(sim / t)" },
+  { "features", "output", "output (the encoder's output, as the demo's monitor) or pooled (before the head)" },
+  { "bank-subset", 0, "use only the first N training images as the bank (0 = all)" },
+  { "test-subset", 0, "evaluate only the first N test images (0 = all)" },
+  { "image-size", 224, "crop size of the test transform for folder datasets" },
+  { "batch-size", 256, "images per forward pass", short = "b" },
+  { "workers", 2, "data loading threads", short = "j" },
+  { "threads", 0, "BLAS/compute threads (0 = leave the default)" },
+  { "arch", "resnet20", "encoder architecture for --pretrained random" },
+  { "in-channels", 0, "image channels for --pretrained random (0: 1 for fashion-mnist, else 3)" },
+  { "seed", 0, "seed of the random encoder" },
+  { "cache", "", "keep the features in PREFIX.bank.safetensors / PREFIX.test.safetensors and reuse them" },
+}
+local opts = recipe.parse(arg, spec, { description = "kNN accuracy of a checkpoint's features (the official demo's monitor)" })
+if not opts then return end
+if #opts._positional > 0 then error("unexpected argument '" .. opts._positional[1] .. "' (--help lists the options)", 0) end
+if opts.features ~= "output" and opts.features ~= "pooled" then
+  error("--features must be output or pooled, got " .. opts.features, 0)
+end
+if opts.threads > 0 then moco.set_num_threads(opts.threads) end
+
+local train_ds, test_ds, kind, test_transform = pretrain.datasets(opts)
+if not test_ds then error("--data " .. opts.data .. ": no val/ folder to evaluate on", 0) end
+local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (kind == "fashion-mnist" and 1 or 3)
+local net = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
+local bank_ds = train_ds
+if opts["bank-subset"] > 0 and opts["bank-subset"] < #train_ds then bank_ds = data.Subset(train_ds, opts["bank-subset"]) end
+if opts["test-subset"] > 0 and opts["test-subset"] < #test_ds then test_ds = data.Subset(test_ds, opts["test-subset"]) end
+
+print(string.format("knn: %s on %s: %d bank images, %d test images; %s", opts.pretrained, kind, #bank_ds, #test_ds,
+                    recipe.describe(opts, spec)))
+local t0 = moco.time()
+local top1, top5 = eval.knn_monitor(net, bank_ds, test_ds, {
+  transform = test_transform, k = opts["knn-k"], T = opts["knn-t"], batch_size = opts["batch-size"],
+  workers = opts.workers, features = opts.features, cache = opts.cache ~= "" and opts.cache or nil,
+})
+print(string.format("kNN (k=%d, T=%g, cosine, %s features): top-1 %.2f%%  top-5 %.2f%%  (%.1f s)",
+                    opts["knn-k"], opts["knn-t"], opts.features, top1, top5, moco.time() - t0))
