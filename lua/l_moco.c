@@ -12,6 +12,7 @@
 #include "io/idx.h"
 #include "lmoco.h"
 #include "rng.h"
+#include "threads.h"
 
 /* ------------------------------------------------------------ generators */
 
@@ -177,15 +178,19 @@ static int l_default_generator(lua_State *L) {
 
 /* ------------------------------------------------------------ threads */
 
+/* One count for both: libmoco's compute pool (the layers; they run OpenBLAS single-threaded
+ * inside their tasks) and OpenBLAS for the products outside the layers (contrastive logits,
+ * kNN). */
 static int l_set_num_threads(lua_State *L) {
     lua_Integer n = luaL_checkinteger(L, 1);
-    luaL_argcheck(L, n >= 1 && n <= 1024, 1, "must be between 1 and 1024");
+    luaL_argcheck(L, n >= 1 && n <= THREADPOOL_MAX, 1, "must be between 1 and 64");
+    if (threadpool_set_size((int)n)) return lmoco_error(L);
     openblas_set_num_threads((int)n);
     return 0;
 }
 
 static int l_get_num_threads(lua_State *L) {
-    lua_pushinteger(L, openblas_get_num_threads());
+    lua_pushinteger(L, threadpool_size());
     return 1;
 }
 

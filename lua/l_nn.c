@@ -63,6 +63,9 @@
  *      grad_logits may be logits.
  *  workspace_bytes()                              -> integer
  *  free_workspace()
+ *  set_num_threads(n)     size of the compute thread pool the layers run on (core/threads.h),
+ *                         the caller included; 1 runs everything on the calling thread
+ *  get_num_threads()                              -> integer
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -72,6 +75,10 @@
 #include "error.h"
 #include "lmoco.h"
 #include "nn/nn.h"
+#include "threads.h"
+
+#define LMOCO_STR_(x) #x
+#define LMOCO_STR(x) LMOCO_STR_(x)
 
 /* ------------------------------------------------------------ helpers */
 
@@ -681,6 +688,20 @@ static int l_cross_entropy(lua_State *L) {
     return 2;
 }
 
+/* ------------------------------------------------------------ threads */
+
+static int l_set_num_threads(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= THREADPOOL_MAX, 1, "must be between 1 and " LMOCO_STR(THREADPOOL_MAX));
+    if (threadpool_set_size((int)n)) return lmoco_error(L);
+    return 0;
+}
+
+static int l_get_num_threads(lua_State *L) {
+    lua_pushinteger(L, threadpool_size());
+    return 1;
+}
+
 /* ------------------------------------------------------------ registration */
 
 static const luaL_Reg nn_functions[] = {
@@ -705,6 +726,8 @@ static const luaL_Reg nn_functions[] = {
     {"cross_entropy", l_cross_entropy},
     {"workspace_bytes", l_workspace_bytes},
     {"free_workspace", l_free_workspace},
+    {"set_num_threads", l_set_num_threads},
+    {"get_num_threads", l_get_num_threads},
     {NULL, NULL}};
 
 void lmoco_open_nn(lua_State *L) {

@@ -16,14 +16,19 @@
  *    independent float accumulators; a single running float sum would be a serial chain the
  *    compiler may not reorder (no -ffast-math), several times slower;
  *  - rows (small HW, BatchNorm1d's HW = 1): a block of channels at a time, walking the
- *    samples with elementwise accumulators over the block's contiguous cb*HW values. */
+ *    samples with elementwise accumulators over the block's contiguous cb*HW values.
+ * Threads: the channel blocks are the thread pool's tasks (a few per thread); a block's
+ * statistics, outputs and parameter gradients belong to it alone, and no sum crosses
+ * blocks, so results do not depend on the number of threads. */
 #include <math.h>
 
 #include "error.h"
 #include "nn/nn.h"
+#include "nn/vec.h"
+#include "threads.h"
 
-#define LANES 32          /* float accumulators per plane sum (two AVX-512 or four AVX registers) */
-#define PLANE_MIN 64      /* HW from which the planes shape is used */
+#define LANES (2 * VEC_WIDTH) /* float accumulators per plane sum (two vectors) */
+#define PLANE_MIN 16      /* HW from which the planes shape is used */
 #define PLANE_CHANNELS 64 /* channels per block on the planes shape */
 #define ROW_ELEMS 256     /* values (channels * HW) per block on the rows shape */
 #define MAX_BLOCK 256     /* channels per block, either shape */
@@ -39,11 +44,23 @@ int batchnorm_size_init(BatchNormSize *s, int N, int C, int HW, int splits) {
     return 0;
 }
 
-/* Channels in the block starting at c0. */
-static int block_channels(const BatchNormSize *s, int c0) {
+/* Channels per block (the last block may be smaller).  Blocks are the tasks handed to the
+ * thread pool, so there should be a few per thread; the results do not depend on the
+ * blocking (every sum is per channel, or per value position within a channel). */
+static int block_size(const BatchNormSize *s) {
     int cb = s->HW >= PLANE_MIN ? PLANE_CHANNELS : ROW_ELEMS / s->HW;
-    if (cb < 1) cb = 1;
-    return s->C - c0 < cb ? s->C - c0 : cb;
+    int per_task = (s->C + 4 * threadpool_size() - 1) / (4 * threadpool_size());
+    if (cb > per_task) cb = per_task;
+    return cb < 1 ? 1 : cb;
+}
+
+static int block_count(const BatchNormSize *s) { return (s->C + block_size(s) - 1) / block_size(s); }
+
+/* Channels in block `task`, starting at *c0. */
+static int block_channels(const BatchNormSize *s, int task, int *c0) {
+    int cb = block_size(s);
+    *c0 = task * cb;
+    return s->C - *c0 < cb ? s->C - *c0 : cb;
 }
 
 /* Offset of the HW values of sample n, channel c. */
@@ -51,49 +68,61 @@ static inline size_t at(const BatchNormSize *s, int n, int c) { return ((size_t)
 
 /* ------------------------------------------------------------ plane kernels */
 
+/* The plane sums keep LANES = 32 running sums in two vectors (lane j of the pair adds the
+ * values at i + j, i a multiple of 32), then add the tail and the lanes in a fixed order.
+ * Named vector variables rather than an array: GCC keeps an array of accumulators in memory
+ * and the sums then wait on store-to-load forwarding. */
+static float lanes_total(vecf lo, vecf hi, float tail) {
+    float s = tail;
+    for (int j = 0; j < VEC_WIDTH; j++) s += lo[j];
+    for (int j = 0; j < VEC_WIDTH; j++) s += hi[j];
+    return s;
+}
+
 static float plane_sum(const float *x, int n) {
-    float acc[LANES] = {0};
+    vecf lo = {0}, hi = {0};
     int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) acc[j] += x[i + j];
+    for (; i + LANES <= n; i += LANES) {
+        lo += vec_load(x + i);
+        hi += vec_load(x + i + VEC_WIDTH);
+    }
     float s = 0;
     for (; i < n; i++) s += x[i];
-    for (int j = 0; j < LANES; j++) s += acc[j];
-    return s;
+    return lanes_total(lo, hi, s);
 }
 
 /* sum of (x - mean)^2 */
 static float plane_ssd(const float *x, int n, float mean) {
-    float acc[LANES] = {0};
+    vecf lo = {0}, hi = {0};
     int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            float d = x[i + j] - mean;
-            acc[j] += d * d;
-        }
+    for (; i + LANES <= n; i += LANES) {
+        vecf d0 = vec_load(x + i) - mean, d1 = vec_load(x + i + VEC_WIDTH) - mean;
+        lo += d0 * d0;
+        hi += d1 * d1;
+    }
     float s = 0;
     for (; i < n; i++) s += (x[i] - mean) * (x[i] - mean);
-    for (int j = 0; j < LANES; j++) s += acc[j];
-    return s;
+    return lanes_total(lo, hi, s);
 }
 
 /* sum of dy, and of dy * (x - mean) */
 static void plane_dy_sums(const float *dy, const float *x, int n, float mean, float *sum_dy, float *sum_dy_xmu) {
-    float a[LANES] = {0}, b[LANES] = {0};
+    vecf alo = {0}, ahi = {0}, blo = {0}, bhi = {0};
     int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            a[j] += dy[i + j];
-            b[j] += dy[i + j] * (x[i + j] - mean);
-        }
+    for (; i + LANES <= n; i += LANES) {
+        vecf g0 = vec_load(dy + i), g1 = vec_load(dy + i + VEC_WIDTH);
+        alo += g0;
+        ahi += g1;
+        blo += g0 * (vec_load(x + i) - mean);
+        bhi += g1 * (vec_load(x + i + VEC_WIDTH) - mean);
+    }
     float sa = 0, sb = 0;
     for (; i < n; i++) {
         sa += dy[i];
         sb += dy[i] * (x[i] - mean);
     }
-    for (int j = 0; j < LANES; j++) sa += a[j], sb += b[j];
-    *sum_dy = sa;
-    *sum_dy_xmu = sb;
+    *sum_dy = lanes_total(alo, ahi, sa);
+    *sum_dy_xmu = lanes_total(blo, bhi, sb);
 }
 
 /* ------------------------------------------------------------ statistics of one split
@@ -152,8 +181,10 @@ static void split_affine(float *out, const float *inp, const float *scale, const
             for (int j = 0; j < cb; j++) {
                 const float *x = inp + at(s, n, c0 + j);
                 float *y = out + at(s, n, c0 + j);
-                float a = scale[j], b = shift[j];
-                for (int i = 0; i < HW; i++) y[i] = x[i] * a + b;
+                const float a = scale[j], b = shift[j];
+                int i = 0;
+                for (; i + VEC_WIDTH <= HW; i += VEC_WIDTH) vec_store(y + i, vec_load(x + i) * a + b);
+                for (; i < HW; i++) y[i] = x[i] * a + b;
             }
         return;
     }
@@ -168,58 +199,86 @@ static void split_affine(float *out, const float *inp, const float *scale, const
     }
 }
 
+typedef struct BnJob {
+    float *out, *save_mean, *save_invstd, *running_mean, *running_var, *dweight, *dbias;
+    const float *inp, *dout, *weight, *bias, *mean_in, *invstd_in, *rmean_in, *rvar_in;
+    const BatchNormSize *s;
+    float momentum, eps;
+    int training;
+} BnJob;
+
+static void forward_train_block(void *ctx, int task, int thread) {
+    (void)thread;
+    const BnJob *jb = ctx;
+    const BatchNormSize *s = jb->s;
+    const int S = s->splits, C = s->C;
+    const double count = (double)(s->N / S) * s->HW;
+    const float *weight = jb->weight, *bias = jb->bias;
+    int c0, cb = block_channels(s, task, &c0); /* at most MAX_BLOCK */
+    double mean[MAX_BLOCK], ssd[MAX_BLOCK], mean_over_splits[MAX_BLOCK] = {0}, var_over_splits[MAX_BLOCK] = {0};
+    float m[MAX_BLOCK], scale[MAX_BLOCK], shift[MAX_BLOCK];
+    for (int sp = 0; sp < S; sp++) {
+        split_stats(mean, ssd, m, jb->inp, s, sp, c0, cb);
+        for (int j = 0; j < cb; j++) {
+            int c = c0 + j;
+            float invstd = (float)(1.0 / sqrt(ssd[j] / count + jb->eps));
+            jb->save_mean[sp * C + c] = m[j];
+            jb->save_invstd[sp * C + c] = invstd;
+            scale[j] = (weight ? weight[c] : 1.0f) * invstd;
+            shift[j] = (bias ? bias[c] : 0.0f) - m[j] * scale[j];
+            mean_over_splits[j] += mean[j] / S;
+            var_over_splits[j] += ssd[j] / (count - 1) / S; /* unbiased, for the running estimate */
+        }
+        split_affine(jb->out, jb->inp, scale, shift, s, S, sp, c0, cb);
+    }
+    if (jb->running_mean) {
+        const double momentum = jb->momentum;
+        for (int j = 0; j < cb; j++) {
+            int c = c0 + j;
+            jb->running_mean[c] = (float)((1.0 - momentum) * jb->running_mean[c] + momentum * mean_over_splits[j]);
+            jb->running_var[c] = (float)((1.0 - momentum) * jb->running_var[c] + momentum * var_over_splits[j]);
+        }
+    }
+}
+
 int batchnorm_forward_train(float *out, float *save_mean, float *save_invstd, float *running_mean,
                             float *running_var, const float *inp, const float *weight,
                             const float *bias, const BatchNormSize *s, float momentum, float eps) {
-    const int S = s->splits, C = s->C;
-    const double count = (double)(s->N / S) * s->HW;
+    const double count = (double)(s->N / s->splits) * s->HW;
     if (count < 2)
         return moco_error("batchnorm: expected more than 1 value per channel when training, got %d "
-                          "(batch %d, splits %d, H*W %d)", (int)count, s->N, S, s->HW);
-    for (int c0 = 0, cb; c0 < C; c0 += cb) {
-        cb = block_channels(s, c0); /* at most MAX_BLOCK */
-        double mean[MAX_BLOCK], ssd[MAX_BLOCK], mean_over_splits[MAX_BLOCK] = {0}, var_over_splits[MAX_BLOCK] = {0};
-        float m[MAX_BLOCK], scale[MAX_BLOCK], shift[MAX_BLOCK];
-        for (int sp = 0; sp < S; sp++) {
-            split_stats(mean, ssd, m, inp, s, sp, c0, cb);
-            for (int j = 0; j < cb; j++) {
-                int c = c0 + j;
-                float invstd = (float)(1.0 / sqrt(ssd[j] / count + eps));
-                save_mean[sp * C + c] = m[j];
-                save_invstd[sp * C + c] = invstd;
-                scale[j] = (weight ? weight[c] : 1.0f) * invstd;
-                shift[j] = (bias ? bias[c] : 0.0f) - m[j] * scale[j];
-                mean_over_splits[j] += mean[j] / S;
-                var_over_splits[j] += ssd[j] / (count - 1) / S; /* unbiased, for the running estimate */
-            }
-            split_affine(out, inp, scale, shift, s, S, sp, c0, cb);
-        }
-        if (running_mean)
-            for (int j = 0; j < cb; j++) {
-                int c = c0 + j;
-                running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mean_over_splits[j]);
-                running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var_over_splits[j]);
-            }
-    }
+                          "(batch %d, splits %d, H*W %d)", (int)count, s->N, s->splits, s->HW);
+    BnJob jb = {.out = out, .save_mean = save_mean, .save_invstd = save_invstd, .running_mean = running_mean,
+                .running_var = running_var, .inp = inp, .weight = weight, .bias = bias, .s = s,
+                .momentum = momentum, .eps = eps};
+    threadpool_run(block_count(s), threadpool_size(), forward_train_block, &jb);
     return 0;
+}
+
+static void forward_eval_block(void *ctx, int task, int thread) {
+    (void)thread;
+    const BnJob *jb = ctx;
+    const BatchNormSize *s = jb->s;
+    int c0, cb = block_channels(s, task, &c0);
+    float scale[MAX_BLOCK], shift[MAX_BLOCK];
+    for (int j = 0; j < cb; j++) {
+        int c = c0 + j;
+        jb->save_mean[c] = jb->rmean_in[c];
+        jb->save_invstd[c] = (float)(1.0 / sqrt((double)jb->rvar_in[c] + jb->eps));
+        scale[j] = (jb->weight ? jb->weight[c] : 1.0f) * jb->save_invstd[c];
+        shift[j] = (jb->bias ? jb->bias[c] : 0.0f) - jb->rmean_in[c] * scale[j];
+    }
+    split_affine(jb->out, jb->inp, scale, shift, s, 1, 0, c0, cb);
 }
 
 void batchnorm_forward_eval(float *out, float *save_mean, float *save_invstd, const float *inp,
                             const float *running_mean, const float *running_var,
                             const float *weight, const float *bias, const BatchNormSize *s,
                             float eps) {
-    for (int c0 = 0, cb; c0 < s->C; c0 += cb) {
-        cb = block_channels(s, c0);
-        float scale[MAX_BLOCK], shift[MAX_BLOCK];
-        for (int j = 0; j < cb; j++) {
-            int c = c0 + j;
-            save_mean[c] = running_mean[c];
-            save_invstd[c] = (float)(1.0 / sqrt((double)running_var[c] + eps));
-            scale[j] = (weight ? weight[c] : 1.0f) * save_invstd[c];
-            shift[j] = (bias ? bias[c] : 0.0f) - running_mean[c] * scale[j];
-        }
-        split_affine(out, inp, scale, shift, s, 1, 0, c0, cb);
-    }
+    BnJob jb = {.out = out, .save_mean = save_mean, .save_invstd = save_invstd, .inp = inp,
+                .rmean_in = running_mean, .rvar_in = running_var, .weight = weight, .bias = bias,
+                .s = s, .eps = eps};
+    threadpool_run(block_count(s), threadpool_size(), forward_eval_block, &jb);
 }
 
 /* ------------------------------------------------------------ backward
@@ -273,8 +332,11 @@ static void split_dx(float *dinp, const float *dout, const float *inp, const flo
             for (int j = 0; j < cb; j++) {
                 const float *x = inp + at(s, n, c0 + j), *dy = dout + at(s, n, c0 + j);
                 float *dx = dinp + at(s, n, c0 + j);
-                float kj = k[j], sh = shift[j], sl = slope[j], mj = m[j];
-                for (int i = 0; i < HW; i++) dx[i] = kj * dy[i] - sh - sl * (x[i] - mj);
+                const float kj = k[j], sh = shift[j], sl = slope[j], mj = m[j];
+                int i = 0;
+                for (; i + VEC_WIDTH <= HW; i += VEC_WIDTH)
+                    vec_store(dx + i, kj * vec_load(dy + i) - sh - sl * (vec_load(x + i) - mj));
+                for (; i < HW; i++) dx[i] = kj * dy[i] - sh - sl * (x[i] - mj);
             }
         return;
     }
@@ -292,42 +354,55 @@ static void split_dx(float *dinp, const float *dout, const float *inp, const flo
     }
 }
 
-/* The three backward entry points in one: dinp when non-NULL (overwritten), dweight / dbias
- * when non-NULL (accumulated).  In train mode the parameter gradients are by-products of the
- * input gradient's sums, which is why batchnorm_backward exists. */
-static void backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *save_mean, const float *save_invstd, const float *weight,
-                     const BatchNormSize *s, int training) {
+/* One channel block of the backward (see backward below). */
+static void backward_block(void *ctx, int task, int thread) {
+    (void)thread;
+    const BnJob *jb = ctx;
+    const BatchNormSize *s = jb->s;
+    float *dinp = jb->out, *dweight = jb->dweight, *dbias = jb->dbias;
+    const float *dout = jb->dout, *inp = jb->inp, *save_mean = jb->mean_in, *save_invstd = jb->invstd_in;
+    const float *weight = jb->weight;
+    const int training = jb->training;
     const int C = s->C, S = training ? s->splits : 1;
     const double count = (double)(s->N / S) * s->HW;
     const int need_sums = training || dweight || dbias;
-    for (int c0 = 0, cb; c0 < C; c0 += cb) {
-        cb = block_channels(s, c0);
-        double dw[MAX_BLOCK] = {0}, db[MAX_BLOCK] = {0};
-        for (int sp = 0; sp < S; sp++) {
-            double a[MAX_BLOCK] = {0}, b[MAX_BLOCK] = {0};
-            if (need_sums) split_dy_sums(a, b, dout, inp, save_mean, save_invstd, s, S, sp, c0, cb);
-            for (int j = 0; j < cb; j++) db[j] += a[j], dw[j] += b[j];
-            if (!dinp) continue;
-            float k[MAX_BLOCK], shift[MAX_BLOCK], slope[MAX_BLOCK];
-            for (int j = 0; j < cb; j++) {
-                int c = c0 + j;
-                float invstd = save_invstd[sp * C + c];
-                k[j] = (weight ? weight[c] : 1.0f) * invstd;
-                /* train: dx = w * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) with
-                 * xhat = (x - mean) * invstd; eval: the statistics are constants, dx = k * dy */
-                shift[j] = training ? (float)(k[j] * (a[j] / count)) : 0.0f;
-                slope[j] = training ? (float)(k[j] * invstd * (b[j] / count)) : 0.0f;
-            }
-            /* dinp may alias dout: each value is read just before it is overwritten, and the
-             * sums above were taken over this split's values first */
-            split_dx(dinp, dout, inp, save_mean + sp * C + c0, k, shift, slope, s, S, sp, c0, cb);
-        }
+    int c0, cb = block_channels(s, task, &c0);
+    double dw[MAX_BLOCK] = {0}, db[MAX_BLOCK] = {0};
+    for (int sp = 0; sp < S; sp++) {
+        double a[MAX_BLOCK] = {0}, b[MAX_BLOCK] = {0};
+        if (need_sums) split_dy_sums(a, b, dout, inp, save_mean, save_invstd, s, S, sp, c0, cb);
+        for (int j = 0; j < cb; j++) db[j] += a[j], dw[j] += b[j];
+        if (!dinp) continue;
+        float k[MAX_BLOCK], shift[MAX_BLOCK], slope[MAX_BLOCK];
         for (int j = 0; j < cb; j++) {
-            if (dweight) dweight[c0 + j] += (float)dw[j];
-            if (dbias) dbias[c0 + j] += (float)db[j];
+            int c = c0 + j;
+            float invstd = save_invstd[sp * C + c];
+            k[j] = (weight ? weight[c] : 1.0f) * invstd;
+            /* train: dx = w * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) with
+             * xhat = (x - mean) * invstd; eval: the statistics are constants, dx = k * dy */
+            shift[j] = training ? (float)(k[j] * (a[j] / count)) : 0.0f;
+            slope[j] = training ? (float)(k[j] * invstd * (b[j] / count)) : 0.0f;
         }
+        /* dinp may alias dout: each value is read just before it is overwritten, and the
+         * sums above were taken over this split's values first */
+        split_dx(dinp, dout, inp, save_mean + sp * C + c0, k, shift, slope, s, S, sp, c0, cb);
     }
+    for (int j = 0; j < cb; j++) {
+        if (dweight) dweight[c0 + j] += (float)dw[j];
+        if (dbias) dbias[c0 + j] += (float)db[j];
+    }
+}
+
+/* The three backward entry points in one: dinp when non-NULL (overwritten), dweight / dbias
+ * when non-NULL (accumulated).  In train mode the parameter gradients are by-products of the
+ * input gradient's sums, which is why batchnorm_backward exists.  Tasks are channel blocks. */
+static void backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *save_mean, const float *save_invstd, const float *weight,
+                     const BatchNormSize *s, int training) {
+    BnJob jb = {.out = dinp, .dweight = dweight, .dbias = dbias, .dout = dout, .inp = inp,
+                .mean_in = save_mean, .invstd_in = save_invstd, .weight = weight, .s = s,
+                .training = training};
+    threadpool_run(block_count(s), threadpool_size(), backward_block, &jb);
 }
 
 void batchnorm_backward_input(float *dinp, const float *dout, const float *inp,

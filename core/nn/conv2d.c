@@ -1,22 +1,44 @@
-/* core/nn/conv2d.c: 2-D convolution (nn.Conv2d, groups 1, dilation 1) by im2col + sgemm.
+/* core/nn/conv2d.c: 2-D convolution (nn.Conv2d, groups 1, dilation 1) by im2col + sgemm,
+ * batch-parallel on the thread pool (core/threads.h).  3x3 convolutions go to the direct
+ * kernels of conv3x3.c instead when s->use_3x3_kernel says so (the workspace is then theirs,
+ * or the larger of both where a stride-2 input gradient still comes here).
  *
  * The weight (OC,C,KH,KW) is read as a matrix (OC, C*KH*KW) whose column (c*KH+kh)*KW+kw
  * matches row (c*KH+kh)*KW+kw of the im2col matrix, so one image's output (OC, OH*OW) is
  * weight @ col.  To keep sgemm's matrices wide when the feature maps are small, a chunk of
  * `images_per_gemm` = B images is laid side by side: col (CKK, B*OH*OW), one sgemm gives
- * (OC, B*OH*OW), and a cheap scatter puts it back in NCHW order.  The workspace holds
- *     col  (CKK, B*OHOW)                      (absent on the direct 1x1 path)
+ * (OC, B*OH*OW), and a cheap scatter puts it back in NCHW order.  When one image's columns
+ * would not fit in L2 (a 7x7 stem on 224x224 inputs), B = 1 and the output rows are done in
+ * bands of BAND_FLOATS.
+ *
+ * Threads: forward and backward_input hand out one task per chunk of images (per band in
+ * the forward), each image's output written by exactly one task; sgemm runs
+ * single-threaded inside the tasks (threadpool_blas_begin).  backward_params gives each of
+ * s->threads tasks a contiguous slice of the images and a private dweight (task 0 adds
+ * straight into the caller's), summed in task order afterwards, so the result does not
+ * depend on timing.  The 1x1 stride-1 path splits its output channels instead.
+ *
+ * Workspace, per thread t < s->threads (nothing in it survives a call, so every conv of a
+ * network can share one):
+ *     col  (CKK, B*OHOW), or (CKK, band) for banded images   absent on the direct 1x1 path
  *     gemm (OC,  B*OHOW)   only when B > 1    (gemm output, or the gathered dout)
- * and nothing in it survives a call, so every conv of a network can share one. */
+ * followed by s->threads - 1 private dweights (OC, CKK) for backward_params. */
 #include <cblas.h>
 #include <string.h>
 
 #include "error.h"
+#include "nn/conv3x3.h"
 #include "nn/nn.h"
+#include "nn/vec.h"
+#include "threads.h"
 
 /* Aim for at least this many sgemm columns per call: below it OpenBLAS spends its time on
- * packing and thread start-up rather than arithmetic. */
+ * packing rather than arithmetic. */
 #define CONV_TARGET_COLUMNS 512
+/* Largest im2col block (floats) of one image: 512 KiB, so that it and the packed panels
+ * sgemm makes of it stay in a 1 MiB L2 (a 16-channel 28x28 3x3 layer, 441 KiB, is not
+ * cut: its "same" im2col shortcut only applies to whole images). */
+#define BAND_FLOATS (128 * 1024)
 
 int conv2d_size_init(Conv2dSize *s, int N, int C, int H, int W, int OC, int KH, int KW, int stride,
                      int padding) {
@@ -36,6 +58,9 @@ int conv2d_size_init(Conv2dSize *s, int N, int C, int H, int W, int OC, int KH, 
     int per_image = s->OH * s->OW;
     int b = per_image >= CONV_TARGET_COLUMNS ? 1 : (CONV_TARGET_COLUMNS + per_image - 1) / per_image;
     s->images_per_gemm = b < N ? b : N;
+    int t = threadpool_size();
+    s->threads = t < N ? t : N;
+    s->use_3x3_kernel = conv3x3_preferred(s);
     return 0;
 }
 
@@ -44,12 +69,43 @@ static int is_direct(const Conv2dSize *s) {
 }
 
 static int chunk_images(const Conv2dSize *s) { return s->images_per_gemm < 1 ? 1 : s->images_per_gemm; }
+static int thread_count(const Conv2dSize *s) { return s->threads < 1 ? 1 : s->threads; }
+static size_t ckk_of(const Conv2dSize *s) { return (size_t)s->C * s->KH * s->KW; }
 
-size_t conv2d_workspace_size(const Conv2dSize *s) {
+/* Output rows per im2col band of one image (B = 1): all of them unless that exceeds
+ * BAND_FLOATS. */
+static int band_rows(const Conv2dSize *s) {
+    if (chunk_images(s) > 1) return s->OH;
+    size_t row = ckk_of(s) * (size_t)s->OW;
+    int rows = row ? (int)(BAND_FLOATS / row) : s->OH;
+    if (rows < 1) rows = 1;
+    return rows < s->OH ? rows : s->OH;
+}
+
+/* Floats of one thread's slice. */
+static size_t thread_floats(const Conv2dSize *s) {
     if (is_direct(s)) return 0;
     size_t b = (size_t)chunk_images(s), ohow = (size_t)s->OH * s->OW;
-    size_t ckk = (size_t)s->C * s->KH * s->KW;
-    return ckk * b * ohow + (b > 1 ? (size_t)s->OC * b * ohow : 0);
+    if (b == 1) return ckk_of(s) * (size_t)band_rows(s) * s->OW;
+    return ckk_of(s) * b * ohow + (size_t)s->OC * b * ohow;
+}
+
+static int use_3x3(const Conv2dSize *s) { return s->use_3x3_kernel && conv3x3_applies(s); }
+
+static size_t im2col_workspace_size(const Conv2dSize *s);
+
+size_t conv2d_workspace_size(const Conv2dSize *s) {
+    if (use_3x3(s)) {
+        size_t k = conv3x3_workspace_size(s), i = conv3x3_applies_backward_input(s) ? 0 : im2col_workspace_size(s);
+        return k > i ? k : i;
+    }
+    return im2col_workspace_size(s);
+}
+
+static size_t im2col_workspace_size(const Conv2dSize *s) {
+    if (is_direct(s)) return 0;
+    size_t T = (size_t)thread_count(s);
+    return T * thread_floats(s) + (T - 1) * (size_t)s->OC * ckk_of(s);
 }
 
 /* The range [lo, hi) of output columns ow whose input column ow*stride - padding + k lies
@@ -64,9 +120,81 @@ static void valid_range(int k, int extent, int out, int stride, int padding, int
     if (*hi < *lo) *hi = *lo;
 }
 
-/* col rows (CKK) x columns [0, OHOW) at row stride ldc  <-  one image img (C,H,W). */
-static void im2col(float *col, size_t ldc, const float *img, const Conv2dSize *s) {
-    const int H = s->H, W = s->W, OH = s->OH, OW = s->OW, st = s->stride, pad = s->padding;
+/* "Same" stride-1 convolutions (OH = H, OW = W: padding = (K-1)/2) have a shortcut: the
+ * im2col row of kernel tap (kh, kw) is the input plane shifted by dh*W + dw (dh = kh -
+ * padding, dw = kw - padding), except in the |dw| border columns, which would wrap to the
+ * neighbouring row and must be zero, and the |dh| border rows.  One long copy plus a few
+ * stores then replaces OH short row copies.  For a tap, same_shift_span gives the flat
+ * range [*a, *b) of the output plane that the long copy covers (its ends clamped so the
+ * source stays inside the plane; what is clamped off lies in the border columns). */
+static int is_same_stride1(const Conv2dSize *s) {
+    return s->stride == 1 && s->OH == s->H && s->OW == s->W;
+}
+
+static void same_shift_span(const Conv2dSize *s, int dh, int dw, long *a, long *b) {
+    const long W = s->W, plane = (long)s->H * W, shift = dh * W + dw;
+    long d0 = (dh < 0 ? -dh : 0) * W, d1 = (s->H - (dh > 0 ? dh : 0)) * W;
+    *a = d0 > -shift ? d0 : -shift;
+    *b = d1 < plane - shift ? d1 : plane - shift;
+    if (*a > plane) *a = plane; /* maps smaller than the kernel: a tap may reach nothing */
+    if (*b < *a) *b = *a;
+}
+
+/* Zeroes row r of the tap's plane-sized row d where its source column is outside [0, W). */
+static void zero_border_columns(float *d, int W, int rows, int dw) {
+    if (dw == 0) return;
+    int c0 = dw < 0 ? 0 : W - dw, c1 = dw < 0 ? -dw : W;
+    if (c0 < 0) c0 = 0;
+    if (c1 > W) c1 = W;
+    for (int r = 0; r < rows; r++)
+        for (int c = c0; c < c1; c++) d[(size_t)r * W + c] = 0;
+}
+
+static void im2col_same(float *col, size_t ldc, const float *img, const Conv2dSize *s) {
+    const int H = s->H, W = s->W;
+    for (int c = 0; c < s->C; c++) {
+        const float *plane = img + (size_t)c * H * W;
+        for (int kh = 0; kh < s->KH; kh++) {
+            for (int kw = 0; kw < s->KW; kw++) {
+                float *dst = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * ldc;
+                const int dh = kh - s->padding, dw = kw - s->padding;
+                long a, b;
+                same_shift_span(s, dh, dw, &a, &b);
+                memset(dst, 0, (size_t)a * sizeof *dst);
+                memcpy(dst + a, plane + a + (long)dh * W + dw, (size_t)(b - a) * sizeof *dst);
+                memset(dst + b, 0, (size_t)((long)H * W - b) * sizeof *dst);
+                zero_border_columns(dst, W, H, dw);
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col_same; it zeroes the border columns of col first (col is scratch). */
+static void col2im_same_add(float *img, float *col, size_t ldc, const Conv2dSize *s) {
+    const int H = s->H, W = s->W;
+    for (int c = 0; c < s->C; c++) {
+        float *plane = img + (size_t)c * H * W;
+        for (int kh = 0; kh < s->KH; kh++) {
+            for (int kw = 0; kw < s->KW; kw++) {
+                float *src = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * ldc;
+                const int dh = kh - s->padding, dw = kw - s->padding;
+                long a, b;
+                same_shift_span(s, dh, dw, &a, &b);
+                zero_border_columns(src, W, H, dw);
+                vec_add_into(plane + a + (long)dh * W + dw, src + a, (size_t)(b - a));
+            }
+        }
+    }
+}
+
+/* col rows (CKK) x columns [0, (oh1-oh0)*OW) at row stride ldc  <-  output rows [oh0, oh1)
+ * of one image img (C,H,W). */
+static void im2col(float *col, size_t ldc, const float *img, int oh0, int oh1, const Conv2dSize *s) {
+    if (oh0 == 0 && oh1 == s->OH && is_same_stride1(s)) {
+        im2col_same(col, ldc, img, s);
+        return;
+    }
+    const int H = s->H, W = s->W, OW = s->OW, st = s->stride, pad = s->padding;
     for (int c = 0; c < s->C; c++) {
         const float *plane = img + (size_t)c * H * W;
         for (int kh = 0; kh < s->KH; kh++) {
@@ -74,8 +202,8 @@ static void im2col(float *col, size_t ldc, const float *img, const Conv2dSize *s
                 float *dst = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * ldc;
                 int lo, hi;
                 valid_range(kw, W, OW, st, pad, &lo, &hi);
-                for (int oh = 0; oh < OH; oh++) {
-                    float *d = dst + (size_t)oh * OW;
+                for (int oh = oh0; oh < oh1; oh++) {
+                    float *d = dst + (size_t)(oh - oh0) * OW;
                     int ih = oh * st - pad + kh;
                     if (ih < 0 || ih >= H) {
                         memset(d, 0, (size_t)OW * sizeof *d);
@@ -97,9 +225,14 @@ static void im2col(float *col, size_t ldc, const float *img, const Conv2dSize *s
     }
 }
 
-/* img (C,H,W) += the columns of col (the adjoint of im2col); img must be zeroed first. */
-static void col2im_add(float *img, const float *col, size_t ldc, const Conv2dSize *s) {
-    const int H = s->H, W = s->W, OH = s->OH, OW = s->OW, st = s->stride, pad = s->padding;
+/* img (C,H,W) += the columns of col for output rows [oh0, oh1) (the adjoint of im2col).
+ * col is scratch: the "same" shortcut overwrites part of it. */
+static void col2im_add(float *img, float *col, size_t ldc, int oh0, int oh1, const Conv2dSize *s) {
+    if (oh0 == 0 && oh1 == s->OH && is_same_stride1(s)) {
+        col2im_same_add(img, col, ldc, s);
+        return;
+    }
+    const int H = s->H, W = s->W, OW = s->OW, st = s->stride, pad = s->padding;
     for (int c = 0; c < s->C; c++) {
         float *plane = img + (size_t)c * H * W;
         for (int kh = 0; kh < s->KH; kh++) {
@@ -107,57 +240,18 @@ static void col2im_add(float *img, const float *col, size_t ldc, const Conv2dSiz
                 const float *src = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * ldc;
                 int lo, hi;
                 valid_range(kw, W, OW, st, pad, &lo, &hi);
-                for (int oh = 0; oh < OH; oh++) {
+                if (lo >= hi) continue;
+                for (int oh = oh0; oh < oh1; oh++) {
                     int ih = oh * st - pad + kh;
                     if (ih < 0 || ih >= H) continue;
-                    if (lo >= hi) continue;
-                    const float *srow = src + (size_t)oh * OW + lo;
+                    const float *srow = src + (size_t)(oh - oh0) * OW + lo;
                     float *d = plane + (size_t)ih * W + (lo * st - pad + kw);
                     if (st == 1) {
-                        for (int j = 0; j < hi - lo; j++) d[j] += srow[j];
+                        vec_add_into(d, srow, (size_t)(hi - lo));
                     } else {
                         for (int j = 0; j < hi - lo; j++) d[(size_t)j * st] += srow[j];
                     }
                 }
-            }
-        }
-    }
-}
-
-void conv2d_forward(float *out, float *workspace, const float *inp, const float *weight,
-                    const float *bias, const Conv2dSize *s) {
-    const int ohow = s->OH * s->OW, ckk = s->C * s->KH * s->KW, OC = s->OC;
-    const size_t in_image = (size_t)s->C * s->H * s->W, out_image = (size_t)OC * ohow;
-    const int direct = is_direct(s), B = chunk_images(s);
-    for (int n0 = 0; n0 < s->N; n0 += B) {
-        int b = s->N - n0 < B ? s->N - n0 : B;
-        if (b == 1 && B == 1) {
-            /* One image: sgemm writes straight into out, on top of the bias. */
-            float *o = out + (size_t)n0 * out_image;
-            const float *col = inp + (size_t)n0 * in_image;
-            if (!direct) {
-                im2col(workspace, (size_t)ohow, col, s);
-                col = workspace;
-            }
-            if (bias)
-                for (int oc = 0; oc < OC; oc++)
-                    for (int p = 0; p < ohow; p++) o[(size_t)oc * ohow + p] = bias[oc];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, ohow, ckk, 1.0f, weight, ckk,
-                        col, ohow, bias ? 1.0f : 0.0f, o, ohow);
-            continue;
-        }
-        size_t ld = (size_t)B * ohow; /* row stride of col and of the gemm output */
-        float *col = workspace, *tmp = workspace + (size_t)ckk * ld;
-        for (int i = 0; i < b; i++) im2col(col + (size_t)i * ohow, ld, inp + (size_t)(n0 + i) * in_image, s);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, b * ohow, ckk, 1.0f, weight, ckk,
-                    col, (int)ld, 0.0f, tmp, (int)ld);
-        for (int i = 0; i < b; i++) {
-            float *o = out + (size_t)(n0 + i) * out_image;
-            for (int oc = 0; oc < OC; oc++) {
-                const float *t = tmp + (size_t)oc * ld + (size_t)i * ohow;
-                float *d = o + (size_t)oc * ohow;
-                float bv = bias ? bias[oc] : 0.0f;
-                for (int p = 0; p < ohow; p++) d[p] = t[p] + bv;
             }
         }
     }
@@ -172,79 +266,235 @@ static void gather_dout(float *g, size_t ld, const float *dout, int n0, int b, c
                    ohow * sizeof *g);
 }
 
-void conv2d_backward_input(float *dinp, float *workspace, const float *dout, const float *weight,
-                           const Conv2dSize *s) {
-    const int ohow = s->OH * s->OW, ckk = s->C * s->KH * s->KW, OC = s->OC;
-    const size_t in_image = (size_t)s->C * s->H * s->W, out_image = (size_t)OC * ohow;
+/* ------------------------------------------------------------ forward */
+
+typedef struct ConvJob {
+    float *out, *dinp, *dweight, *workspace;
+    const float *inp, *dout, *weight, *bias;
+    const Conv2dSize *s;
+    int bands;  /* bands per image (forward, B = 1) */
+    int tasks;  /* backward_params: slices of the batch */
+} ConvJob;
+
+/* One image's output rows [oh0, oh1) (B = 1), written straight by sgemm on top of the bias. */
+static void forward_band(const ConvJob *j, float *ws, int n, int oh0, int oh1) {
+    const Conv2dSize *s = j->s;
+    const int ohow = s->OH * s->OW, ckk = (int)ckk_of(s), OC = s->OC;
+    const int cols = (oh1 - oh0) * s->OW;
+    float *o = j->out + (size_t)n * OC * ohow + (size_t)oh0 * s->OW;
+    const float *col = j->inp + (size_t)n * s->C * s->H * s->W;
+    int ldcol = ohow;
+    if (!is_direct(s)) {
+        im2col(ws, (size_t)cols, col, oh0, oh1, s);
+        col = ws, ldcol = cols;
+    }
+    if (j->bias)
+        for (int oc = 0; oc < OC; oc++)
+            for (int p = 0; p < cols; p++) o[(size_t)oc * ohow + p] = j->bias[oc];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, ckk, 1.0f, j->weight, ckk, col, ldcol,
+                j->bias ? 1.0f : 0.0f, o, ohow);
+}
+
+static void forward_task(void *ctx, int task, int thread) {
+    const ConvJob *j = ctx;
+    const Conv2dSize *s = j->s;
+    float *ws = j->workspace ? j->workspace + (size_t)thread * thread_floats(s) : NULL;
     const int B = chunk_images(s);
-    if (is_direct(s)) {
-        /* dinp_n (C, HW) = weight^T (C, OC) @ dout_n (OC, HW) */
-        for (int n = 0; n < s->N; n++)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->C, ohow, OC, 1.0f, weight, s->C,
-                        dout + (size_t)n * out_image, ohow, 0.0f, dinp + (size_t)n * in_image, ohow);
+    if (B == 1) {
+        int n = task / j->bands, band = task % j->bands, rows = band_rows(s);
+        int oh0 = band * rows, oh1 = oh0 + rows < s->OH ? oh0 + rows : s->OH;
+        forward_band(j, ws, n, oh0, oh1);
         return;
     }
-    for (int n0 = 0; n0 < s->N; n0 += B) {
-        int b = s->N - n0 < B ? s->N - n0 : B;
-        size_t ld = (size_t)B * ohow;
-        float *dcol = workspace;
-        const float *g = dout + (size_t)n0 * out_image;
-        size_t ldg = (size_t)ohow;
-        if (B > 1) {
-            float *gb = workspace + (size_t)ckk * ld;
-            gather_dout(gb, ld, dout, n0, b, s);
-            g = gb, ldg = ld;
-        }
-        /* dcol (CKK, b*ohow) = weight^T (CKK, OC) @ g (OC, b*ohow) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, b * ohow, OC, 1.0f, weight, ckk, g,
-                    (int)ldg, 0.0f, dcol, (int)ld);
-        for (int i = 0; i < b; i++) {
-            float *img = dinp + (size_t)(n0 + i) * in_image;
-            memset(img, 0, in_image * sizeof *img);
-            col2im_add(img, dcol + (size_t)i * ohow, ld, s);
+    const int ohow = s->OH * s->OW, ckk = (int)ckk_of(s), OC = s->OC;
+    const size_t in_image = (size_t)s->C * s->H * s->W, out_image = (size_t)OC * ohow;
+    const int n0 = task * B, b = s->N - n0 < B ? s->N - n0 : B;
+    const size_t ld = (size_t)B * ohow; /* row stride of col and of the gemm output */
+    float *col = ws, *tmp = ws + (size_t)ckk * ld;
+    for (int i = 0; i < b; i++) im2col(col + (size_t)i * ohow, ld, j->inp + (size_t)(n0 + i) * in_image, 0, s->OH, s);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, b * ohow, ckk, 1.0f, j->weight, ckk, col,
+                (int)ld, 0.0f, tmp, (int)ld);
+    for (int i = 0; i < b; i++) {
+        float *o = j->out + (size_t)(n0 + i) * out_image;
+        for (int oc = 0; oc < OC; oc++) {
+            const float *t = tmp + (size_t)oc * ld + (size_t)i * ohow;
+            float *d = o + (size_t)oc * ohow;
+            float bv = j->bias ? j->bias[oc] : 0.0f;
+            for (int p = 0; p < ohow; p++) d[p] = t[p] + bv;
         }
     }
 }
 
-void conv2d_backward_params(float *dweight, float *dbias, float *workspace, const float *dout,
-                            const float *inp, const Conv2dSize *s) {
-    const int ohow = s->OH * s->OW, ckk = s->C * s->KH * s->KW, OC = s->OC;
+static int chunk_count(const Conv2dSize *s) { return (s->N + chunk_images(s) - 1) / chunk_images(s); }
+
+void conv2d_forward(float *out, float *workspace, const float *inp, const float *weight,
+                    const float *bias, const Conv2dSize *s) {
+    if (use_3x3(s)) {
+        conv3x3_forward(out, workspace, inp, weight, bias, s);
+        return;
+    }
+    ConvJob j = {.out = out, .workspace = workspace, .inp = inp, .weight = weight, .bias = bias, .s = s};
+    j.bands = (s->OH + band_rows(s) - 1) / band_rows(s);
+    int tasks = chunk_images(s) == 1 ? s->N * j.bands : chunk_count(s);
+    int blas = thread_count(s) > 1 ? threadpool_blas_begin() : 1;
+    threadpool_run(tasks, thread_count(s), forward_task, &j);
+    threadpool_blas_end(blas);
+}
+
+/* ------------------------------------------------------------ backward_input */
+
+static void backward_input_task(void *ctx, int task, int thread) {
+    const ConvJob *j = ctx;
+    const Conv2dSize *s = j->s;
+    const int ohow = s->OH * s->OW, ckk = (int)ckk_of(s), OC = s->OC;
     const size_t in_image = (size_t)s->C * s->H * s->W, out_image = (size_t)OC * ohow;
     const int B = chunk_images(s);
+    if (is_direct(s)) {
+        /* dinp_n (C, HW) = weight^T (C, OC) @ dout_n (OC, HW) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->C, ohow, OC, 1.0f, j->weight, s->C,
+                    j->dout + (size_t)task * out_image, ohow, 0.0f, j->dinp + (size_t)task * in_image, ohow);
+        return;
+    }
+    float *ws = j->workspace + (size_t)thread * thread_floats(s);
+    const int n0 = task * B, b = s->N - n0 < B ? s->N - n0 : B;
+    if (B == 1) {
+        /* In bands of output rows: dcol (CKK, rows*OW) = weight^T @ those rows of dout, added
+         * into the image band by band (bands overlap in input rows, so one task does all). */
+        const int rows = band_rows(s);
+        float *img = j->dinp + (size_t)n0 * in_image;
+        memset(img, 0, in_image * sizeof *img);
+        for (int oh0 = 0; oh0 < s->OH; oh0 += rows) {
+            int oh1 = oh0 + rows < s->OH ? oh0 + rows : s->OH, cols = (oh1 - oh0) * s->OW;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, cols, OC, 1.0f, j->weight, ckk,
+                        j->dout + (size_t)n0 * out_image + (size_t)oh0 * s->OW, ohow, 0.0f, ws, cols);
+            col2im_add(img, ws, (size_t)cols, oh0, oh1, s);
+        }
+        return;
+    }
+    const size_t ld = (size_t)B * ohow;
+    float *dcol = ws, *g = ws + (size_t)ckk * ld;
+    gather_dout(g, ld, j->dout, n0, b, s);
+    /* dcol (CKK, b*ohow) = weight^T (CKK, OC) @ g (OC, b*ohow) */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, b * ohow, OC, 1.0f, j->weight, ckk, g, (int)ld,
+                0.0f, dcol, (int)ld);
+    for (int i = 0; i < b; i++) {
+        float *img = j->dinp + (size_t)(n0 + i) * in_image;
+        memset(img, 0, in_image * sizeof *img);
+        col2im_add(img, dcol + (size_t)i * ohow, ld, 0, s->OH, s);
+    }
+}
+
+void conv2d_backward_input(float *dinp, float *workspace, const float *dout, const float *weight,
+                           const Conv2dSize *s) {
+    if (use_3x3(s) && conv3x3_applies_backward_input(s)) {
+        conv3x3_backward_input(dinp, workspace, dout, weight, s);
+        return;
+    }
+    ConvJob j = {.dinp = dinp, .workspace = workspace, .dout = dout, .weight = weight, .s = s};
+    int blas = thread_count(s) > 1 ? threadpool_blas_begin() : 1;
+    threadpool_run(is_direct(s) ? s->N : chunk_count(s), thread_count(s), backward_input_task, &j);
+    threadpool_blas_end(blas);
+}
+
+/* ------------------------------------------------------------ backward_params */
+
+/* Task t of j->tasks: dw (OC, CKK) += the gradient from its slice of the batch. */
+static void backward_params_task(void *ctx, int task, int thread) {
+    const ConvJob *j = ctx;
+    const Conv2dSize *s = j->s;
+    const int ohow = s->OH * s->OW, ckk = (int)ckk_of(s), OC = s->OC, B = chunk_images(s);
+    const size_t in_image = (size_t)s->C * s->H * s->W, out_image = (size_t)OC * ohow;
+    float *ws = j->workspace + (size_t)thread * thread_floats(s);
+    float *dw = j->dweight;
+    if (task > 0) {
+        dw = j->workspace + (size_t)thread_count(s) * thread_floats(s) + (size_t)(task - 1) * OC * ckk;
+        memset(dw, 0, (size_t)OC * ckk * sizeof *dw);
+    }
+    long c0, c1; /* this task's chunks */
+    threadpool_split(chunk_count(s), j->tasks, task, &c0, &c1);
+    for (long c = c0; c < c1; c++) {
+        const int n0 = (int)c * B, b = s->N - n0 < B ? s->N - n0 : B;
+        if (B == 1) {
+            const int rows = band_rows(s);
+            for (int oh0 = 0; oh0 < s->OH; oh0 += rows) {
+                int oh1 = oh0 + rows < s->OH ? oh0 + rows : s->OH, cols = (oh1 - oh0) * s->OW;
+                im2col(ws, (size_t)cols, j->inp + (size_t)n0 * in_image, oh0, oh1, s);
+                /* dw (OC, CKK) += dout rows (OC, cols) @ col^T (cols, CKK) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, ckk, cols, 1.0f,
+                            j->dout + (size_t)n0 * out_image + (size_t)oh0 * s->OW, ohow, ws, cols, 1.0f, dw, ckk);
+            }
+            continue;
+        }
+        const size_t ld = (size_t)B * ohow;
+        float *col = ws, *g = ws + (size_t)ckk * ld;
+        for (int i = 0; i < b; i++) im2col(col + (size_t)i * ohow, ld, j->inp + (size_t)(n0 + i) * in_image, 0, s->OH, s);
+        gather_dout(g, ld, j->dout, n0, b, s);
+        /* dw (OC, CKK) += g (OC, b*ohow) @ col^T (b*ohow, CKK) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, ckk, b * ohow, 1.0f, g, (int)ld, col, (int)ld,
+                    1.0f, dw, ckk);
+    }
+}
+
+/* The 1x1 stride-1 path: task t owns output channels [lo, hi) of dweight (OC, C) and adds
+ * dout_n rows (hi-lo, HW) @ inp_n^T (HW, C) for every image; no workspace. */
+static void backward_params_direct_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const ConvJob *j = ctx;
+    const Conv2dSize *s = j->s;
+    const int hw = s->OH * s->OW, C = s->C, OC = s->OC;
+    long lo, hi;
+    threadpool_split(OC, j->tasks, task, &lo, &hi);
+    for (int n = 0; n < s->N; n++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(hi - lo), C, hw, 1.0f,
+                    j->dout + ((size_t)n * OC + lo) * hw, hw, j->inp + (size_t)n * C * hw, hw, 1.0f,
+                    j->dweight + (size_t)lo * C, C);
+}
+
+/* dweight += the private sums of tasks 1 .. tasks-1, in task order; task = a range of
+ * the weight's elements. */
+static void reduce_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const ConvJob *j = ctx;
+    const Conv2dSize *s = j->s;
+    const size_t size = (size_t)s->OC * ckk_of(s);
+    const float *priv = j->workspace + (size_t)thread_count(s) * thread_floats(s);
+    long lo, hi;
+    threadpool_split((long)size, thread_count(s), task, &lo, &hi);
+    for (int t = 1; t < j->tasks; t++) vec_add_into(j->dweight + lo, priv + (t - 1) * size + lo, (size_t)(hi - lo));
+}
+
+void conv2d_backward_params(float *dweight, float *dbias, float *workspace, const float *dout,
+                            const float *inp, const Conv2dSize *s) {
+    const int ohow = s->OH * s->OW, OC = s->OC;
+    const size_t out_image = (size_t)OC * ohow;
     if (dbias) {
         for (int oc = 0; oc < OC; oc++) {
             double acc = 0;
             for (int n = 0; n < s->N; n++) {
                 const float *d = dout + (size_t)n * out_image + (size_t)oc * ohow;
-                float part = 0;
-                for (int p = 0; p < ohow; p++) part += d[p];
-                acc += part;
+                vecf part = {0};
+                int p = 0;
+                for (; p + VEC_WIDTH <= ohow; p += VEC_WIDTH) part += vec_load(d + p);
+                float rest = 0;
+                for (; p < ohow; p++) rest += d[p];
+                acc += vec_sum(part) + rest;
             }
             dbias[oc] += (float)acc;
         }
     }
-    if (is_direct(s)) {
-        /* dweight (OC, C) += dout_n (OC, HW) @ inp_n^T (HW, C) */
-        for (int n = 0; n < s->N; n++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, s->C, ohow, 1.0f,
-                        dout + (size_t)n * out_image, ohow, inp + (size_t)n * in_image, ohow, 1.0f,
-                        dweight, s->C);
+    if (use_3x3(s)) {
+        conv3x3_backward_params(dweight, workspace, dout, inp, s);
         return;
     }
-    for (int n0 = 0; n0 < s->N; n0 += B) {
-        int b = s->N - n0 < B ? s->N - n0 : B;
-        size_t ld = (size_t)B * ohow;
-        float *col = workspace;
-        for (int i = 0; i < b; i++) im2col(col + (size_t)i * ohow, ld, inp + (size_t)(n0 + i) * in_image, s);
-        const float *g = dout + (size_t)n0 * out_image;
-        size_t ldg = (size_t)ohow;
-        if (B > 1) {
-            float *gb = workspace + (size_t)ckk * ld;
-            gather_dout(gb, ld, dout, n0, b, s);
-            g = gb, ldg = ld;
-        }
-        /* dweight (OC, CKK) += g (OC, b*ohow) @ col^T (b*ohow, CKK) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, ckk, b * ohow, 1.0f, g, (int)ldg, col,
-                    (int)ld, 1.0f, dweight, ckk);
+    ConvJob j = {.dweight = dweight, .workspace = workspace, .dout = dout, .inp = inp, .s = s};
+    int blas = thread_count(s) > 1 ? threadpool_blas_begin() : 1;
+    if (is_direct(s)) {
+        j.tasks = thread_count(s) < OC ? thread_count(s) : OC;
+        threadpool_run(j.tasks, thread_count(s), backward_params_direct_task, &j);
+    } else {
+        j.tasks = thread_count(s) < chunk_count(s) ? thread_count(s) : chunk_count(s);
+        threadpool_run(j.tasks, thread_count(s), backward_params_task, &j);
+        if (j.tasks > 1) threadpool_run(thread_count(s), thread_count(s), reduce_task, &j);
     }
+    threadpool_blas_end(blas);
 }

@@ -16,8 +16,11 @@
  * validated by the *_size_init helpers and by the Lua binding; these functions trust the
  * pointers they are given to be as large as the shape comments say.
  *
- * Threading: the heavy work is cblas_sgemm, parallel inside OpenBLAS; the elementwise
- * loops here are single-threaded and written to vectorise. */
+ * Threading: the layers split their work over libmoco's thread pool (core/threads.h):
+ * convolutions by images, batch norm by channels, elementwise ops by ranges; the sgemm
+ * calls inside run single-threaded.  Results never depend on timing; where a sum is split
+ * across tasks (conv2d_backward_params) they depend on the number of tasks, which is fixed
+ * by the pool size when the sizes are set up. */
 #ifndef MOCO_NN_H
 #define MOCO_NN_H
 
@@ -28,10 +31,13 @@
  * out (N,OC,OH,OW) = conv(inp (N,C,H,W), weight (OC,C,KH,KW)) + bias (OC), with square
  * stride and zero padding (dilation 1, groups 1), PyTorch's nn.Conv2d:
  *     OH = (H + 2*padding - KH) / stride + 1   (floor), and the same for OW.
- * Method: im2col + cblas_sgemm.  The columns of `images_per_gemm` images are laid side by
- * side so that small late-stage feature maps (4x4 in a CIFAR ResNet) still give sgemm a wide
- * matrix; a 1x1 stride-1 unpadded conv with large maps skips im2col and multiplies the input
- * directly; other 1x1 convs only subsample in their im2col. */
+ * Method: 3x3 convolutions (most of a ResNet) use direct kernels that keep a tile of
+ * outputs x channels in vector registers (use_3x3_kernel); their forward sums in the order
+ * of PyTorch's oneDNN kernel, so its results are bit-identical.  The rest is im2col +
+ * cblas_sgemm: the columns of `images_per_gemm` images are laid side by side so that small
+ * late-stage feature maps (4x4 in a CIFAR ResNet) still give sgemm a wide matrix; a 1x1
+ * stride-1 unpadded conv with large maps skips im2col and multiplies the input directly;
+ * other 1x1 convs only subsample in their im2col. */
 typedef struct Conv2dSize {
     int N, C, H, W;          /* input */
     int OC, KH, KW;          /* output channels, kernel */
@@ -39,14 +45,22 @@ typedef struct Conv2dSize {
     int OH, OW;              /* derived */
     int images_per_gemm;     /* set by conv2d_size_init; may be lowered (>= 1) before the
                               * workspace query, e.g. by tests that exercise every path */
+    int threads;             /* threads a call may use, each with its own workspace slice:
+                              * min(threadpool_size(), N) at conv2d_size_init; may be
+                              * lowered (>= 1) before the workspace query */
+    int use_3x3_kernel;      /* 1: 3x3 convs of stride 1 or 2 use the vectorised direct
+                              * kernels (conv3x3.c) instead of im2col + sgemm (stride 2 only
+                              * for forward and backward_params); set by conv2d_size_init
+                              * where they apply and are faster; may be cleared, or set for
+                              * any 3x3 conv of stride <= 2 and padding <= 2 (tests) */
 } Conv2dSize;
 
 /* Fills *s (derived fields included) or returns -1 naming the bad size. */
 int conv2d_size_init(Conv2dSize *s, int N, int C, int H, int W, int OC, int KH, int KW, int stride,
                      int padding);
 /* Floats of workspace that forward, backward_input and backward_params each need (0 when
- * none: the direct 1x1 path).  One workspace may be shared by every conv in a network:
- * nothing in it survives a call. */
+ * none: the direct 1x1 path), for s->threads threads.  One workspace may be shared by every
+ * conv in a network: nothing in it survives a call. */
 size_t conv2d_workspace_size(const Conv2dSize *s);
 /* bias may be NULL. */
 void conv2d_forward(float *out, float *workspace, const float *inp, const float *weight,

@@ -391,6 +391,16 @@ function BatchNorm:backward_input(x, gy)
   return self.grad_input
 end
 
+-- Both gradients in one pass over the data (train mode computes the parameter gradients'
+-- sums for the input gradient anyway).
+function BatchNorm:backward(x, gy)
+  if not (self._grad_enabled and self.affine) then return self:backward_input(x, gy) end
+  self.grad_input = C.batchnorm_backward(gy, x, self.save_mean, self.save_invstd, self.weight,
+                                         self._batch_stats, self.grad_weight, self.grad_bias,
+                                         reuse(self, "grad_input", x:shape()))
+  return self.grad_input
+end
+
 function BatchNorm:backward_params(x, gy)
   if self.affine then
     C.batchnorm_backward_params(gy, x, self.save_mean, self.save_invstd, self.grad_weight, self.grad_bias)

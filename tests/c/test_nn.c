@@ -112,6 +112,10 @@ static double conv_reference_max_diff(const ConvCase *c) {
     return m;
 }
 
+/* 1 or 0: the next test_conv calls force the vectorised 3x3 kernels on or off (they apply
+ * to any 3x3 conv of stride <= 2); -1 keeps conv2d_size_init's choice. */
+static int force_3x3 = -1;
+
 /* images_per_gemm = 0 keeps conv2d_size_init's choice. */
 static void test_conv(int N, int C, int H, int W, int OC, int K, int stride, int padding, int with_bias,
                       int images_per_gemm) {
@@ -121,8 +125,10 @@ static void test_conv(int N, int C, int H, int W, int OC, int K, int stride, int
     CHECK("conv2d_size_init", rc == 0, "%s", moco_last_error());
     if (rc) return;
     if (images_per_gemm) c.s.images_per_gemm = images_per_gemm;
-    snprintf(tag, sizeof tag, "conv2d k%d s%d p%d %s N%d C%d %dx%d OC%d B%d", K, stride, padding,
-             with_bias ? "bias" : "nobias", N, C, H, W, OC, c.s.images_per_gemm);
+    if (force_3x3 >= 0) c.s.use_3x3_kernel = force_3x3;
+    snprintf(tag, sizeof tag, "conv2d k%d s%d p%d %s N%d C%d %dx%d OC%d B%d%s", K, stride, padding,
+             with_bias ? "bias" : "nobias", N, C, H, W, OC, c.s.images_per_gemm,
+             c.s.use_3x3_kernel ? " 3x3" : "");
     long nin = (long)N * C * H * W, nw = (long)OC * C * K * K, nout = (long)N * OC * c.s.OH * c.s.OW;
     c.inp = randn_buf(nin, 1);
     c.weight = randn_buf(nw, 0.5f);
@@ -200,6 +206,32 @@ static void test_conv_all(void) {
     CHECK("conv2d kernel larger than input is an error",
           conv2d_size_init(&s, 1, 1, 2, 2, 1, 5, 5, 1, 1) == -1 && strstr(moco_last_error(), "larger"),
           "message: %s", moco_last_error());
+}
+
+/* The vectorised 3x3 kernels (conv3x3.c): stride 1 and 2, paddings 0-2, channel counts that
+ * are not multiples of the vector width, a map smaller than the kernel, and 17 input
+ * channels (two blocks of the 16-channel sums); stride 2 takes its input gradient from
+ * im2col.  Run last, on a stream of its own, so the other tests keep their data. */
+static void test_conv_3x3(void) {
+    rng_seed(&rng, 1234, 3);
+    force_3x3 = 1;
+    test_conv(2, 3, 6, 6, 4, 3, 1, 1, 1, 0);
+    test_conv(3, 17, 5, 6, 20, 3, 1, 1, 0, 0);
+    test_conv(2, 3, 6, 5, 4, 3, 1, 0, 1, 0);
+    test_conv(2, 2, 5, 5, 3, 3, 1, 2, 0, 0);
+    test_conv(2, 3, 7, 7, 4, 3, 2, 1, 1, 0);
+    test_conv(2, 16, 8, 9, 16, 3, 2, 1, 0, 0);
+    test_conv(2, 2, 2, 2, 3, 3, 1, 1, 1, 0);
+    force_3x3 = 0;
+    test_conv(2, 16, 8, 8, 32, 3, 1, 1, 1, 0); /* a shape the kernels take by default, without them */
+    force_3x3 = -1;
+    Conv2dSize s;
+    CHECK("conv2d 16-channel 3x3 takes the vectorised kernels",
+          conv2d_size_init(&s, 4, 16, 28, 28, 16, 3, 3, 1, 1) == 0 && s.use_3x3_kernel == 1,
+          "use_3x3_kernel %d", s.use_3x3_kernel);
+    CHECK("conv2d 3-channel 3x3 stem keeps im2col",
+          conv2d_size_init(&s, 4, 3, 32, 32, 64, 3, 3, 1, 1) == 0 && s.use_3x3_kernel == 0,
+          "use_3x3_kernel %d", s.use_3x3_kernel);
 }
 
 /* ------------------------------------------------------------ batch norm */
@@ -608,5 +640,6 @@ int main(void) {
     test_linear(0);
     test_normalize();
     test_cross_entropy();
+    test_conv_3x3();
     CHECK_DONE();
 }

@@ -1,0 +1,54 @@
+/* core/threads.h: libmoco's pool of compute threads, for batch-parallel layers (ggml's way:
+ * our own few threads, created once, splitting the work of one call).
+ *
+ * threadpool_run(ntasks, max_threads, fn, ctx) calls fn(ctx, task, thread) once for every
+ * task in [0, ntasks) and returns when all have finished.  The calling thread is thread 0
+ * and takes part; up to max_threads - 1 workers take the rest, one task at a time from a
+ * shared counter, so uneven tasks balance themselves.
+ *
+ * Ownership rule: a task owns what its index selects (images of the batch, channels, an
+ * accumulator of its own), and may use the scratch of its `thread` (0 <= thread <
+ * max_threads), which no other thread touches during the run.  It writes nothing another
+ * task reads or writes.  Results must not depend on which thread ran a task: a reduction
+ * across tasks is done after the run, in task order, so it depends on the number of tasks
+ * (the caller's choice) and never on timing.
+ *
+ * Threads and cores: the pool has threadpool_size() threads including the caller (default:
+ * the environment variable MOCO_NUM_THREADS when it holds a valid count, else the cores
+ * this process may run on).  Its workers spin for a few tens of microseconds
+ * after a run (consecutive layers follow each other closely) and then sleep on a condition
+ * variable, so an idle pool costs no CPU.  BLAS calls made inside tasks must be
+ * single-threaded: see threadpool_blas_begin.
+ *
+ * Nesting and re-entry: a run from inside a task, or from another thread while the pool is
+ * busy, executes its tasks serially on the calling thread (correct, just not parallel). */
+#ifndef MOCO_THREADS_H
+#define MOCO_THREADS_H
+
+#define THREADPOOL_MAX 64
+
+typedef void (*ThreadpoolTask)(void *ctx, int task, int thread);
+
+/* Threads a run uses, the caller included (>= 1). */
+int threadpool_size(void);
+/* Sets the size (1 .. THREADPOOL_MAX); workers are (re)started on the next run.  Returns -1
+ * for a size out of range, or when called from inside a task. */
+int threadpool_set_size(int n);
+/* Runs fn(ctx, task, thread) for task = 0 .. ntasks - 1 on at most max_threads threads
+ * (thread < max_threads) and returns when all are done (ntasks <= 0: none).  When workers
+ * cannot be started (pthread_create fails) every task runs on the caller as thread 0. */
+void threadpool_run(int ntasks, int max_threads, ThreadpoolTask fn, void *ctx);
+/* Part `part` of `parts` near-equal contiguous ranges of [0, n): [*lo, *hi). */
+void threadpool_split(long n, int parts, int part, long *lo, long *hi);
+/* Stops and joins the workers (tests, leak checkers); a later run starts them again. */
+void threadpool_shutdown(void);
+
+/* OpenBLAS keeps its own thread count, used when a single big product is computed outside
+ * the pool.  Tasks that call BLAS concurrently need it at 1 (several threads each running
+ * a multi-threaded sgemm would oversubscribe the cores, and OpenBLAS's spinning helpers
+ * would steal them from the pool).  begin returns the previous count for end to restore;
+ * both cost a few nanoseconds when nothing changes. */
+int threadpool_blas_begin(void);
+void threadpool_blas_end(int previous);
+
+#endif
