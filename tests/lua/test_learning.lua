@@ -1,6 +1,7 @@
 -- tests/lua/test_learning.lua: MoCo learns.  A short run on a Fashion-MNIST subset (from the
 -- Debian package): the contrastive loss falls over training, and the kNN accuracy of the
--- learned features clearly beats the same encoder at its random initialisation.
+-- learned features clearly beats the same encoder at its random initialisation (20 short
+-- epochs: at 10, the margin over random varied from -0.1 to +6 points across seeds).
 package.path = "tests/lua/?.lua;" .. package.path
 local check = require "check"
 local moco = require "moco"
@@ -23,7 +24,7 @@ function tests.moco_learns_on_fashion_mnist()
                                                                   features = "pooled" })
   end
   local random_top1 = knn()
-  local history = moco.train.fit(model, loader, { epochs = 10, lr = 0.03, cos = true, print_freq = 0, log = function() end })
+  local history = moco.train.fit(model, loader, { epochs = 20, lr = 0.03, cos = true, print_freq = 0, log = function() end })
   local learned_top1 = knn()
   print(string.format("loss by epoch: %s", table.concat((function()
     local t = {}
