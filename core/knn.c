@@ -1,7 +1,7 @@
 /* core/knn.c: weighted kNN over cosine similarities (see knn.h). */
+#include "gemm.h"
 #include "knn.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,7 +79,7 @@ int knn_predict(int32_t *pred, const float *query, const float *bank, const int3
     for (int64_t start = 0; start < M; start += chunk) {
         int64_t rows = M - start < chunk ? M - start : chunk;
         /* sims (rows, N) = query (rows, D) @ bank^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)N, D, 1.0f, query + start * D, D,
+        moco_sgemm(0, 1, (int)rows, (int)N, D, 1.0f, query + start * D, D,
                     bank, D, 0.0f, sims, (int)N);
         for (int64_t r = 0; r < rows; r++) {
             int n = top_k(heap, sims + r * N, N, k);
@@ -128,7 +128,7 @@ int knn_neighbours(int64_t *index, float *sim, const float *query, const float *
     for (int64_t start = 0; start < M; start += chunk) {
         int64_t rows = M - start < chunk ? M - start : chunk;
         /* sims (rows, N) = query (rows, D) @ bank^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)N, D, 1.0f, query + start * D, D,
+        moco_sgemm(0, 1, (int)rows, (int)N, D, 1.0f, query + start * D, D,
                     bank, D, 0.0f, sims, (int)N);
         for (int64_t r = 0; r < rows; r++) {
             int n = top_k(heap, sims + r * N, N, k);

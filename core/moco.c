@@ -1,7 +1,7 @@
 /* core/moco.c: queue, InfoNCE, momentum update, shuffling (see moco.h). */
+#include "gemm.h"
 #include "moco.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -38,7 +38,7 @@ int moco_infonce(InfoNceResult *out, float *logits, float *dq, const float *q, c
     const int L = K + 1;
     /* l_neg (N, K) = q (N, dim) @ queue (dim, K), written into columns 1..K of logits */
     if (K > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, K, dim, 1.0f, q, dim, queue, K, 0.0f,
+        moco_sgemm(0, 0, N, K, dim, 1.0f, q, dim, queue, K, 0.0f,
                     logits + 1, L);
     double loss = 0;
     int top1 = 0, top5 = 0;
@@ -77,7 +77,7 @@ int moco_infonce(InfoNceResult *out, float *logits, float *dq, const float *q, c
             for (int d = 0; d < dim; d++) dq[(int64_t)i * dim + d] = g0 * k[(int64_t)i * dim + d];
         }
         if (K > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dim, K, 1.0f, logits + 1, L, queue, K,
+            moco_sgemm(0, 1, N, dim, K, 1.0f, logits + 1, L, queue, K,
                         1.0f, dq, dim);
         for (int64_t i = 0; i < (int64_t)N * dim; i++) dq[i] /= T;
     }

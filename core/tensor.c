@@ -1,7 +1,7 @@
 /* core/tensor.c: float32 tensors with shared reference-counted storage (see tensor.h). */
+#include "gemm.h"
 #include "tensor.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -604,7 +604,7 @@ int tensor_matmul_into(Tensor *out, const Tensor *a, int trans_a, const Tensor *
         tensor_scale_(out, beta);
         return 0;
     }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+    moco_sgemm(trans_a ? 1 : 0, trans_b ? 1 : 0,
                 (int)m, (int)n, (int)k, alpha, a->data, (int)a->shape[1], b->data, (int)b->shape[1], beta,
                 out->data, (int)n);
     return 0;

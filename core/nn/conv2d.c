@@ -23,9 +23,9 @@
  *     col  (CKK, B*OHOW), or (CKK, band) for banded images   absent on the direct 1x1 path
  *     gemm (OC,  B*OHOW)   only when B > 1    (gemm output, or the gathered dout)
  * followed by s->threads - 1 private dweights (OC, CKK) for backward_params. */
-#include <cblas.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "error.h"
 #include "nn/conv3x3.h"
 #include "nn/nn.h"
@@ -291,7 +291,7 @@ static void forward_band(const ConvJob *j, float *ws, int n, int oh0, int oh1) {
     if (j->bias)
         for (int oc = 0; oc < OC; oc++)
             for (int p = 0; p < cols; p++) o[(size_t)oc * ohow + p] = j->bias[oc];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, cols, ckk, 1.0f, j->weight, ckk, col, ldcol,
+    moco_sgemm(0, 0, OC, cols, ckk, 1.0f, j->weight, ckk, col, ldcol,
                 j->bias ? 1.0f : 0.0f, o, ohow);
 }
 
@@ -312,7 +312,7 @@ static void forward_task(void *ctx, int task, int thread) {
     const size_t ld = (size_t)B * ohow; /* row stride of col and of the gemm output */
     float *col = ws, *tmp = ws + (size_t)ckk * ld;
     for (int i = 0; i < b; i++) im2col(col + (size_t)i * ohow, ld, j->inp + (size_t)(n0 + i) * in_image, 0, s->OH, s);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, b * ohow, ckk, 1.0f, j->weight, ckk, col,
+    moco_sgemm(0, 0, OC, b * ohow, ckk, 1.0f, j->weight, ckk, col,
                 (int)ld, 0.0f, tmp, (int)ld);
     for (int i = 0; i < b; i++) {
         float *o = j->out + (size_t)(n0 + i) * out_image;
@@ -351,7 +351,7 @@ static void backward_input_task(void *ctx, int task, int thread) {
     const int B = chunk_images(s);
     if (is_direct(s)) {
         /* dinp_n (C, HW) = weight^T (C, OC) @ dout_n (OC, HW) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->C, ohow, OC, 1.0f, j->weight, s->C,
+        moco_sgemm(1, 0, s->C, ohow, OC, 1.0f, j->weight, s->C,
                     j->dout + (size_t)task * out_image, ohow, 0.0f, j->dinp + (size_t)task * in_image, ohow);
         return;
     }
@@ -365,7 +365,7 @@ static void backward_input_task(void *ctx, int task, int thread) {
         memset(img, 0, in_image * sizeof *img);
         for (int oh0 = 0; oh0 < s->OH; oh0 += rows) {
             int oh1 = oh0 + rows < s->OH ? oh0 + rows : s->OH, cols = (oh1 - oh0) * s->OW;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, cols, OC, 1.0f, j->weight, ckk,
+            moco_sgemm(1, 0, ckk, cols, OC, 1.0f, j->weight, ckk,
                         j->dout + (size_t)n0 * out_image + (size_t)oh0 * s->OW, ohow, 0.0f, ws, cols);
             col2im_add(img, ws, (size_t)cols, oh0, oh1, s);
         }
@@ -375,7 +375,7 @@ static void backward_input_task(void *ctx, int task, int thread) {
     float *dcol = ws, *g = ws + (size_t)ckk * ld;
     gather_dout(g, ld, j->dout, n0, b, s);
     /* dcol (CKK, b*ohow) = weight^T (CKK, OC) @ g (OC, b*ohow) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, b * ohow, OC, 1.0f, j->weight, ckk, g, (int)ld,
+    moco_sgemm(1, 0, ckk, b * ohow, OC, 1.0f, j->weight, ckk, g, (int)ld,
                 0.0f, dcol, (int)ld);
     for (int i = 0; i < b; i++) {
         float *img = j->dinp + (size_t)(n0 + i) * in_image;
@@ -420,7 +420,7 @@ static void backward_params_task(void *ctx, int task, int thread) {
                 int oh1 = oh0 + rows < s->OH ? oh0 + rows : s->OH, cols = (oh1 - oh0) * s->OW;
                 im2col(ws, (size_t)cols, j->inp + (size_t)n0 * in_image, oh0, oh1, s);
                 /* dw (OC, CKK) += dout rows (OC, cols) @ col^T (cols, CKK) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, ckk, cols, 1.0f,
+                moco_sgemm(0, 1, OC, ckk, cols, 1.0f,
                             j->dout + (size_t)n0 * out_image + (size_t)oh0 * s->OW, ohow, ws, cols, 1.0f, dw, ckk);
             }
             continue;
@@ -430,7 +430,7 @@ static void backward_params_task(void *ctx, int task, int thread) {
         for (int i = 0; i < b; i++) im2col(col + (size_t)i * ohow, ld, j->inp + (size_t)(n0 + i) * in_image, 0, s->OH, s);
         gather_dout(g, ld, j->dout, n0, b, s);
         /* dw (OC, CKK) += g (OC, b*ohow) @ col^T (b*ohow, CKK) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, ckk, b * ohow, 1.0f, g, (int)ld, col, (int)ld,
+        moco_sgemm(0, 1, OC, ckk, b * ohow, 1.0f, g, (int)ld, col, (int)ld,
                     1.0f, dw, ckk);
     }
 }
@@ -445,7 +445,7 @@ static void backward_params_direct_task(void *ctx, int task, int thread) {
     long lo, hi;
     threadpool_split(OC, j->tasks, task, &lo, &hi);
     for (int n = 0; n < s->N; n++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(hi - lo), C, hw, 1.0f,
+        moco_sgemm(0, 1, (int)(hi - lo), C, hw, 1.0f,
                     j->dout + ((size_t)n * OC + lo) * hw, hw, j->inp + (size_t)n * C * hw, hw, 1.0f,
                     j->dweight + (size_t)lo * C, C);
 }
