@@ -68,19 +68,7 @@ local C = core._data
 local data = {}
 
 -- Options not in `known` are errors: a typo must not silently fall back to a default.
-local function check_options(fn, opts, known)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(fn .. ": options must be a table, got " .. type(opts), 3) end
-  for k in pairs(opts) do
-    if known[k] == nil then
-      local names = {}
-      for name in pairs(known) do names[#names + 1] = name end
-      table.sort(names)
-      error(string.format("%s: unknown option %q (known: %s)", fn, tostring(k), table.concat(names, ", ")), 3)
-    end
-  end
-  return opts
-end
+local check_options = require("moco.nn").check_options
 
 local function default(v, d)
   if v == nil then return d end
