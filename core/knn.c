@@ -54,6 +54,59 @@ static int64_t chunk_rows(int64_t M, int64_t N) {
     return chunk;
 }
 
+/* The part both classifiers share: for each query row (in chunks of chunk_rows rows, one
+ * sgemm per chunk), the k most similar bank rows, handed to visit(ctx, row, heap, n) in heap
+ * order.  Returns 0, or -1 naming `fn` when memory runs out or visit fails. */
+typedef int (*NeighbourVisit)(void *ctx, int64_t row, Neighbour *heap, int n);
+
+static int scan_neighbours(const char *fn, const float *query, const float *bank, int64_t M, int64_t N, int D,
+                           int k, NeighbourVisit visit, void *ctx) {
+    int64_t chunk = chunk_rows(M, N);
+    float *sims = malloc((size_t)chunk * (size_t)N * sizeof(float));
+    Neighbour *heap = malloc((size_t)k * sizeof *heap);
+    int rc = 0;
+    if (!sims || !heap) {
+        rc = moco_error("%s: out of memory", fn);
+        goto done;
+    }
+    for (int64_t start = 0; start < M && rc == 0; start += chunk) {
+        int64_t rows = M - start < chunk ? M - start : chunk;
+        /* sims (rows, N) = query (rows, D) @ bank^T */
+        moco_sgemm(0, 1, (int)rows, (int)N, D, 1.0f, query + start * D, D, bank, D, 0.0f, sims, (int)N);
+        for (int64_t r = 0; r < rows && rc == 0; r++) rc = visit(ctx, start + r, heap, top_k(heap, sims + r * N, N, k));
+    }
+done:
+    free(sims);
+    free(heap);
+    return rc;
+}
+
+typedef struct PredictContext {
+    int32_t *pred;
+    const int32_t *bank_labels;
+    double *scores;
+    float T;
+    int classes, topn;
+} PredictContext;
+
+/* Votes weighted by exp(sim / T); classes ranked by score, ties to the smaller index. */
+static int predict_row(void *ctx, int64_t row, Neighbour *heap, int n) {
+    PredictContext *c = ctx;
+    memset(c->scores, 0, (size_t)c->classes * sizeof *c->scores);
+    for (int i = 0; i < n; i++) c->scores[c->bank_labels[heap[i].index]] += exp((double)(heap[i].sim / c->T));
+    int32_t *out = c->pred + row * c->topn;
+    for (int t = 0; t < c->topn; t++) {
+        int best = -1;
+        for (int cl = 0; cl < c->classes; cl++) {
+            int taken = 0;
+            for (int u = 0; u < t; u++) taken |= out[u] == cl;
+            if (!taken && (best < 0 || c->scores[cl] > c->scores[best])) best = cl;
+        }
+        out[t] = best;
+    }
+    return 0;
+}
+
 int knn_predict(int32_t *pred, const float *query, const float *bank, const int32_t *bank_labels, int64_t M,
                 int64_t N, int D, int k, float T, int classes, int topn) {
     if (M < 0 || N <= 0 || D <= 0 || k <= 0 || classes <= 0 || topn <= 0 || !(T > 0))
@@ -66,42 +119,11 @@ int knn_predict(int32_t *pred, const float *query, const float *bank, const int3
                               classes);
     if (k > N) k = (int)N;
     if (topn > classes) topn = classes;
-    int64_t chunk = chunk_rows(M, N);
-    float *sims = malloc((size_t)chunk * (size_t)N * sizeof(float));
-    Neighbour *heap = malloc((size_t)k * sizeof *heap);
-    double *scores = malloc((size_t)classes * sizeof *scores);
-    if (!sims || !heap || !scores) {
-        free(sims);
-        free(heap);
-        free(scores);
-        return moco_error("knn: out of memory");
-    }
-    for (int64_t start = 0; start < M; start += chunk) {
-        int64_t rows = M - start < chunk ? M - start : chunk;
-        /* sims (rows, N) = query (rows, D) @ bank^T */
-        moco_sgemm(0, 1, (int)rows, (int)N, D, 1.0f, query + start * D, D,
-                    bank, D, 0.0f, sims, (int)N);
-        for (int64_t r = 0; r < rows; r++) {
-            int n = top_k(heap, sims + r * N, N, k);
-            memset(scores, 0, (size_t)classes * sizeof *scores);
-            for (int i = 0; i < n; i++) scores[bank_labels[heap[i].index]] += exp((double)(heap[i].sim / T));
-            int32_t *out = pred + (start + r) * topn;
-            /* classes by descending score; ties go to the smaller class index */
-            for (int t = 0; t < topn; t++) {
-                int best = -1;
-                for (int c = 0; c < classes; c++) {
-                    int taken = 0;
-                    for (int u = 0; u < t; u++) taken |= out[u] == c;
-                    if (!taken && (best < 0 || scores[c] > scores[best])) best = c;
-                }
-                out[t] = best;
-            }
-        }
-    }
-    free(sims);
-    free(heap);
-    free(scores);
-    return 0;
+    PredictContext c = {pred, bank_labels, malloc((size_t)classes * sizeof(double)), T, classes, topn};
+    if (!c.scores) return moco_error("knn: out of memory");
+    int rc = scan_neighbours("knn", query, bank, M, N, D, k, predict_row, &c);
+    free(c.scores);
+    return rc;
 }
 
 /* Most similar first; equal similarities by ascending index (a deterministic order). */
@@ -111,35 +133,28 @@ static int by_similarity(const void *a, const void *b) {
     return (x->index > y->index) - (x->index < y->index);
 }
 
+typedef struct NeighboursContext {
+    int64_t *index;
+    float *sim;
+    int k;
+} NeighboursContext;
+
+static int neighbours_row(void *ctx, int64_t row, Neighbour *heap, int n) {
+    NeighboursContext *c = ctx;
+    qsort(heap, (size_t)n, sizeof *heap, by_similarity);
+    for (int i = 0; i < n; i++) {
+        c->index[row * c->k + i] = heap[i].index;
+        c->sim[row * c->k + i] = heap[i].sim;
+    }
+    return 0;
+}
+
 int knn_neighbours(int64_t *index, float *sim, const float *query, const float *bank, int64_t M, int64_t N, int D,
                    int k) {
     if (M < 0 || N <= 0 || D <= 0 || k <= 0 || k > N)
         return moco_error("knn_neighbours: invalid arguments (M=%lld N=%lld D=%d k=%d; need 1 <= k <= N)",
                           (long long)M, (long long)N, D, k);
     if (N > INT32_MAX) return moco_error("knn_neighbours: feature bank of %lld rows is too large", (long long)N);
-    int64_t chunk = chunk_rows(M, N);
-    float *sims = malloc((size_t)chunk * (size_t)N * sizeof(float));
-    Neighbour *heap = malloc((size_t)k * sizeof *heap);
-    if (!sims || !heap) {
-        free(sims);
-        free(heap);
-        return moco_error("knn_neighbours: out of memory");
-    }
-    for (int64_t start = 0; start < M; start += chunk) {
-        int64_t rows = M - start < chunk ? M - start : chunk;
-        /* sims (rows, N) = query (rows, D) @ bank^T */
-        moco_sgemm(0, 1, (int)rows, (int)N, D, 1.0f, query + start * D, D,
-                    bank, D, 0.0f, sims, (int)N);
-        for (int64_t r = 0; r < rows; r++) {
-            int n = top_k(heap, sims + r * N, N, k);
-            qsort(heap, (size_t)n, sizeof *heap, by_similarity);
-            for (int i = 0; i < n; i++) {
-                index[(start + r) * k + i] = heap[i].index;
-                sim[(start + r) * k + i] = heap[i].sim;
-            }
-        }
-    }
-    free(sims);
-    free(heap);
-    return 0;
+    NeighboursContext c = {index, sim, k};
+    return scan_neighbours("knn_neighbours", query, bank, M, N, D, k, neighbours_row, &c);
 }
