@@ -26,7 +26,7 @@ local plot = require "moco.plot"
 local T = require "moco.transforms"
 local data = require "moco.data"
 
-local IMAGENET_MEAN, IMAGENET_STD = { 0.485, 0.456, 0.406 }, { 0.229, 0.224, 0.225 }
+local IMAGENET_MEAN, IMAGENET_STD = pretrain.IMAGENET_MEAN, pretrain.IMAGENET_STD
 
 local spec = {
   { "pretrained", "", "MoCo checkpoint, or 'random' for an untrained encoder (the baseline)" },

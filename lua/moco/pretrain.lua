@@ -27,6 +27,10 @@ local pretrain = {}
 local IMAGENET_MEAN, IMAGENET_STD = { 0.485, 0.456, 0.406 }, { 0.229, 0.224, 0.225 }
 local CIFAR_MEAN, CIFAR_STD = { 0.4914, 0.4822, 0.4465 }, { 0.2023, 0.1994, 0.2010 }
 local FMNIST_MEAN, FMNIST_STD = { 0.2860 }, { 0.3530 }
+-- The per-dataset normalisation statistics, for recipes that build their own pipelines.
+pretrain.IMAGENET_MEAN, pretrain.IMAGENET_STD = IMAGENET_MEAN, IMAGENET_STD
+pretrain.CIFAR_MEAN, pretrain.CIFAR_STD = CIFAR_MEAN, CIFAR_STD
+pretrain.FMNIST_MEAN, pretrain.FMNIST_STD = FMNIST_MEAN, FMNIST_STD
 
 -- Every option a MoCo recipe understands; a recipe overrides the defaults it cares about.
 local function spec_with(defaults)
