@@ -194,16 +194,116 @@ static const luaL_Reg interrupt_functions[] = {
 
 /* --- running Lua code ------------------------------------------------------- */
 
-/* Message handler: turns any error value into a string with a traceback. */
-static int traceback_handler(lua_State *L) {
+/* --- error messages -------------------------------------------------------------
+ *
+ * A user's mistake (a bad option, a missing file, a wrong shape, a damaged checkpoint)
+ * must read as one line saying what was wrong; a bug of moco-lua must keep its traceback
+ * so that it can be reported.  The message handler tells them apart by who raised the
+ * error (level 1 of the stack when the handler runs):
+ *  - a C function (error(), assert(), a binding's luaL_error): a deliberate check, so a
+ *    user error.  Positions that point into moco's own Lua modules ("lua/moco/nn.lua:30: ")
+ *    are removed: they say where the check lives, not what the user did.
+ *  - the Lua VM itself (indexing nil, calling a nil value ...): a programming error.
+ *    Inside moco's modules or recipes it is an internal error and keeps its position and
+ *    traceback; in the user's own code (a script, a REPL line) the message names the
+ *    user's file and line, which is all they need.
+ *  - "interrupted!" (Ctrl-C) is never traced.
+ * MOCO_DEBUG=1 (any value but "" and "0") traces every error, unchanged. */
+
+/* Where moco's own Lua files live: <exedir> in a build tree, <exedir>/../share/moco-lua when
+ * installed (set by set_module_path); "" when unknown. */
+static char moco_home[PATH_MAX];
+
+static int debug_errors(void) {
+    const char *v = getenv("MOCO_DEBUG");
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+static int is_name_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* If s starts with "lua/moco/<name>.lua:<line>: ", returns its length, else 0. */
+static size_t library_position_length(const char *s) {
+    static const char mark[] = "lua/moco/";
+    size_t n = sizeof mark - 1;
+    if (strncmp(s, mark, n) != 0) return 0;
+    size_t name = n;
+    while (is_name_char(s[n])) n++;
+    if (n == name || strncmp(s + n, ".lua:", 5) != 0) return 0;
+    n += 5;
+    size_t digits = n;
+    while (s[n] >= '0' && s[n] <= '9') n++;
+    if (n == digits || s[n] != ':' || s[n + 1] != ' ') return 0;
+    return n + 2;
+}
+
+/* Pushes msg without the positions inside moco's Lua modules (with whatever path or
+ * "..." precedes "lua/moco/" in the same word).  Sets *vm_error when such a position is
+ * followed by a Lua VM message ("attempt to ..."), i.e. a bug re-raised by error(e, 0). */
+static void push_without_library_positions(lua_State *L, const char *msg, int *vm_error) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    const char *word = msg; /* the start of the current word */
+    const char *p = msg;
+    while (*p != '\0') {
+        size_t len = library_position_length(p);
+        if (len > 0) {
+            if (strncmp(p + len, "attempt to ", 11) == 0) *vm_error = 1;
+            luaL_addlstring(&b, msg, (size_t)(word - msg)); /* up to the word holding it */
+            msg = word = p = p + len;
+            continue;
+        }
+        if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\'' || *p == '"' || *p == '(') word = p + 1;
+        p++;
+    }
+    luaL_addstring(&b, msg);
+    luaL_pushresult(&b);
+}
+
+/* Whether a chunk source ("@path") is one of moco's Lua modules or recipes. */
+static int is_moco_source(const char *source) {
+    if (source == NULL || source[0] != '@' || moco_home[0] == '\0') return 0;
+    char real[PATH_MAX];
+    if (realpath(source + 1, real) == NULL) return 0;
+    size_t n = strlen(moco_home);
+    if (strncmp(real, moco_home, n) != 0 || real[n] != '/') return 0;
+    return strncmp(real + n, "/lua/moco/", 10) == 0 || strncmp(real + n, "/recipes/", 9) == 0;
+}
+
+static int ends_with(const char *s, const char *tail) {
+    size_t a = strlen(s), b = strlen(tail);
+    return a >= b && strcmp(s + a - b, tail) == 0;
+}
+
+/* The message handler of every protected call (see above). */
+static int message_handler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
+    if (msg == NULL) { /* an error object that is not a string: nobody's check made it */
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
             msg = lua_tostring(L, -1);
         else
             msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        luaL_traceback(L, L, msg, 1);
+        return 1;
+    }
+    if (debug_errors()) {
+        luaL_traceback(L, L, msg, 1);
+        return 1;
+    }
+    int internal = 0;
+    lua_Debug ar;
+    if (!ends_with(msg, "interrupted!") && lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar))
+        internal = strcmp(ar.what, "C") != 0 && is_moco_source(ar.source);
+    int vm_error = 0;
+    if (!internal) {
+        push_without_library_positions(L, msg, &vm_error);
+        if (!vm_error) return 1;
+        lua_pop(L, 1);
     }
     luaL_traceback(L, L, msg, 1);
+    lua_pushliteral(L, "\n(an internal error of moco-lua: please report it with this traceback)");
+    lua_concat(L, 2);
     return 1;
 }
 
@@ -211,7 +311,7 @@ static int traceback_handler(lua_State *L) {
  * armed.  Same results and status as lua_pcall. */
 static int docall(lua_State *L, int nargs, int nresults) {
     int base = lua_gettop(L) - nargs; /* the function's slot */
-    lua_pushcfunction(L, traceback_handler);
+    lua_pushcfunction(L, message_handler);
     lua_insert(L, base);
     moco_interrupt_requested = 0;
     interrupt_pending = 0;
@@ -285,14 +385,20 @@ static void print_usage(FILE *out) {
         "Arguments after the script go to it, in the table 'arg' and as '...', e.g.\n"
         "  %s recipe.lua --option value\n"
         "\n"
+        "A recipe shipped with moco-lua runs by its name: '%s quickstart [options]' or\n"
+        "'%s run NAME [options]'; '%s run' lists them, 'NAME --help' shows its options.\n"
+        "\n"
         "With no script and no -e, %s starts the REPL: expressions print their\n"
         "values ('1+2', or '=expr'), unfinished statements continue on the next line,\n"
         "TAB completes names ('moco.tr' TAB), Ctrl-C interrupts the running line,\n"
         "Ctrl-D exits; lines taking over a second print their time.  History is kept\n"
         "in ~/%s.\n"
         "\n"
-        "Environment: MOCO_LUA_PATH is put in front of package.path.\n",
-        PROGNAME, PROGNAME, PROGNAME, HISTORY_FILE);
+        "Errors print one line; an internal error of moco-lua also prints its traceback.\n"
+        "\n"
+        "Environment: MOCO_LUA_PATH is put in front of package.path; MOCO_DEBUG=1 prints\n"
+        "the traceback of every error.  See also: man moco-lua.\n",
+        PROGNAME, PROGNAME, PROGNAME, PROGNAME, PROGNAME, PROGNAME, HISTORY_FILE);
 }
 
 /* Directory of the running executable (not of argv[0], which may be a symlink or
@@ -335,6 +441,82 @@ static void set_module_path(lua_State *L) {
     lua_concat(L, pieces + 1);
     lua_setfield(L, -2, "path");
     lua_pop(L, 1);
+}
+
+/* Sets moco_home: the directory holding lua/moco/ and recipes/ (a build tree: the
+ * executable's directory; installed: <prefix>/share/moco-lua), resolved, or "". */
+static void find_moco_home(void) {
+    char dir[PATH_MAX], probe[PATH_MAX + 48];
+    moco_home[0] = '\0';
+    if (executable_dir(dir, sizeof dir) != 0) return;
+    snprintf(probe, sizeof probe, "%s/lua/moco/init.lua", dir);
+    if (access(probe, R_OK) != 0) snprintf(probe, sizeof probe, "%s/../share/moco-lua", dir);
+    else snprintf(probe, sizeof probe, "%s", dir);
+    if (realpath(probe, moco_home) == NULL) moco_home[0] = '\0';
+}
+
+/* --- recipes by name ------------------------------------------------------------
+ *
+ * `moco-lua quickstart` and `moco-lua run quickstart` run <moco_home>/recipes/quickstart.lua
+ * (a file of that name in the current directory wins over a recipe); `moco-lua run` lists
+ * the recipes with the first line of their header comment. */
+
+/* Fills path with the recipe file for name ("quickstart" or "quickstart.lua"); 0 if found. */
+static int find_recipe(const char *name, char *path, size_t size) {
+    if (moco_home[0] == '\0' || name[0] == '\0' || strchr(name, '/') != NULL) return -1;
+    size_t len = strlen(name);
+    int has_ext = len > 4 && strcmp(name + len - 4, ".lua") == 0;
+    int n = snprintf(path, size, "%s/recipes/%s%s", moco_home, name, has_ext ? "" : ".lua");
+    if (n < 0 || (size_t)n >= size) return -1;
+    return access(path, R_OK) == 0 ? 0 : -1;
+}
+
+static int compare_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+#define MAX_RECIPES 256
+
+/* Prints the recipes and what each does (the text after "-- recipes/NAME.lua: " on the
+ * first line of the file).  0 on success. */
+static int list_recipes(FILE *out) {
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/recipes", moco_home);
+    DIR *d = moco_home[0] ? opendir(dir) : NULL;
+    if (d == NULL) {
+        fprintf(stderr, "%s: cannot find the recipes directory (%s)\n", PROGNAME, moco_home[0] ? dir : "unknown");
+        return 1;
+    }
+    char *names[MAX_RECIPES];
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL && count < MAX_RECIPES) {
+        size_t len = strlen(entry->d_name);
+        if (len > 4 && strcmp(entry->d_name + len - 4, ".lua") == 0 && entry->d_name[0] != '.') {
+            names[count] = strdup(entry->d_name);
+            if (names[count] != NULL) count++;
+        }
+    }
+    closedir(d);
+    qsort(names, (size_t)count, sizeof *names, compare_names);
+    fprintf(out, "recipes in %s (run one with '%s NAME [options]'; 'NAME --help' lists its options):\n",
+            dir, PROGNAME);
+    for (int i = 0; i < count; i++) {
+        char path[2 * PATH_MAX], line[512] = "";
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        FILE *f = fopen(path, "r");
+        if (f != NULL) {
+            if (fgets(line, sizeof line, f) == NULL) line[0] = '\0';
+            fclose(f);
+        }
+        line[strcspn(line, "\r\n")] = '\0';
+        const char *what = strstr(line, ".lua: ");
+        what = what ? what + 6 : "";
+        names[i][strlen(names[i]) - 4] = '\0';
+        fprintf(out, "  %-12s %.*s%s\n", names[i], 66, what, strlen(what) > 66 ? "..." : "");
+        free(names[i]);
+    }
+    return 0;
 }
 
 /* Makes arg[0] the script, arg[1..] its arguments and negative indices the
@@ -416,8 +598,12 @@ static int run_inline_options(lua_State *L, char **argv, int script) {
     return 1;
 }
 
+/* The file of a recipe named on the command line ("moco-lua quickstart"); "" when the
+ * script argument is a path. */
+static char recipe_path[PATH_MAX + 64];
+
 static int run_script(lua_State *L, char **argv, int argc, int script) {
-    const char *name = argv[script];
+    const char *name = recipe_path[0] ? recipe_path : argv[script];
     /* "-" is standard input, unless it came after "--" (then it is a file name) */
     if (strcmp(name, "-") == 0 && strcmp(argv[script - 1], "--") != 0) name = NULL;
     int status = luaL_loadfile(L, name);
@@ -976,6 +1162,24 @@ int main(int argc, char **argv) {
     if (flags & OPT_HELP) {
         print_usage(stdout);
         return 0;
+    }
+    find_moco_home();
+    if (script < argc && strcmp(argv[script], "-") != 0 && access(argv[script], R_OK) != 0) {
+        const char *name = argv[script];
+        if (strcmp(name, "run") == 0) { /* moco-lua run [NAME|PATH] */
+            if (script + 1 >= argc) return list_recipes(stdout);
+            name = argv[++script];
+            if (access(name, R_OK) == 0) name = NULL; /* a path: run it as it is */
+        }
+        if (name != NULL && find_recipe(name, recipe_path, sizeof recipe_path) != 0) {
+            recipe_path[0] = '\0';
+            if (script > 0 && strcmp(argv[script - 1], "run") == 0) {
+                fprintf(stderr, "%s: no recipe named '%s'\n", PROGNAME, name);
+                list_recipes(stderr);
+                return 1;
+            }
+            /* not a recipe either: luaL_loadfile reports the missing file */
+        }
     }
     lua_State *L = luaL_newstate();
     if (L == NULL) {

@@ -70,9 +70,40 @@ else fail "-- ends options" "$(shown)"; fi
 
 printf 'local x = 1\nerror("bo" .. "om")\n' >"$tmp/err.lua"
 run "$exe" "$tmp/err.lua"
-if [ "$rc" -eq 1 ] && err_has "^moco-lua: $tmp/err.lua:2: boom" && err_has 'stack traceback'; then
-  pass "script error: exit 1, file and line on stderr"
-else fail "script error: exit 1, file and line on stderr" "$(shown)"; fi
+if [ "$rc" -eq 1 ] && err_has "^moco-lua: $tmp/err.lua:2: boom" && ! err_has 'stack traceback' &&
+   [ "$(wc -l <"$tmp/err")" -eq 1 ]; then
+  pass "script error: exit 1, one line with file and line, no traceback"
+else fail "script error: exit 1, one line with file and line, no traceback" "$(shown)"; fi
+
+MOCO_DEBUG=1 run "$exe" "$tmp/err.lua"
+if [ "$rc" -eq 1 ] && err_has "$tmp/err.lua:2: boom" && err_has 'stack traceback'; then
+  pass "MOCO_DEBUG=1 adds the traceback"
+else fail "MOCO_DEBUG=1 adds the traceback" "$(shown)"; fi
+
+printf 'local t = nil\nprint(t.x)\n' >"$tmp/bug.lua"
+run "$exe" "$tmp/bug.lua"
+if [ "$rc" -eq 1 ] && err_has "$tmp/bug.lua:2: attempt to index a nil value" && ! err_has 'stack traceback'; then
+  pass "runtime error in the user's script: its file and line, no traceback"
+else fail "runtime error in the user's script: its file and line, no traceback" "$(shown)"; fi
+
+# A check inside moco's modules: the message, without the module's file and line.
+run "$exe" -e 'moco.nn.Conv2d(3, 4, 3, {strid = 1})'
+if [ "$rc" -eq 1 ] && err_has "^moco-lua: nn.Conv2d: unknown option 'strid'" && ! err_has 'lua/moco/' &&
+   ! err_has 'traceback' && [ "$(wc -l <"$tmp/err")" -eq 1 ]; then
+  pass "library check: one clean line, no lua/moco/x.lua:NN: prefix"
+else fail "library check: one clean line, no lua/moco/x.lua:NN: prefix" "$(shown)"; fi
+
+run "$exe" -e 'moco.checkpoint.load("'"$tmp"'/none.safetensors")'
+if [ "$rc" -eq 1 ] && err_has "^moco-lua: $tmp/none.safetensors: cannot open: No such file" && ! err_has 'traceback'; then
+  pass "missing file: one line naming it"
+else fail "missing file: one line naming it" "$(shown)"; fi
+
+# A Lua VM error inside moco's own modules is a bug: it keeps its position and traceback.
+run "$exe" -e 'moco.eval.standardize(5)'
+if [ "$rc" -eq 1 ] && err_has 'lua/moco/eval.lua:[0-9]*: attempt to index a number value' && err_has 'stack traceback' &&
+   err_has 'internal error of moco-lua'; then
+  pass "internal error keeps its traceback"
+else fail "internal error keeps its traceback" "$(shown)"; fi
 
 printf 'x = = 1\n' >"$tmp/syntax.lua"
 run "$exe" "$tmp/syntax.lua"
