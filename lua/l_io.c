@@ -501,6 +501,24 @@ static int l_copy_file(lua_State *L) {
     return 0;
 }
 
+/* _io.write_file(path, text): replaces path atomically (core/io/atomic.c), so a report or a
+ * config.json is never seen half-written; the error names the file and the reason. */
+static int l_write_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    AtomicFile af;
+    if (atomic_file_begin(&af, path)) return lmoco_error(L);
+    if (len > 0 && fwrite(text, 1, len, af.f) != len) {
+        int e = errno;
+        atomic_file_write_error(&af, e);
+        atomic_file_abort(&af);
+        return lmoco_error(L);
+    }
+    if (atomic_file_commit(&af)) return lmoco_error(L);
+    return 0;
+}
+
 /* ------------------------------------------------------------ registration */
 
 static const luaL_Reg safefile_methods[] = {
@@ -508,7 +526,8 @@ static const luaL_Reg safefile_methods[] = {
     {"metadata", sf_metadata}, {"close", sf_close}, {NULL, NULL}};
 
 static const luaL_Reg io_functions[] = {
-    {"listdir", l_listdir}, {"makedirs", l_makedirs}, {"copy_file", l_copy_file}, {NULL, NULL}};
+    {"listdir", l_listdir}, {"makedirs", l_makedirs}, {"copy_file", l_copy_file},
+    {"write_file", l_write_file}, {NULL, NULL}};
 
 void lmoco_open_io(lua_State *L) {
     luaL_newmetatable(L, MOCO_SAFEFILE_MT);

@@ -12,7 +12,8 @@ local opts = pretrain.parse(arg, {
   schedule = {}, symmetric = false, mlp = false,
 }, "MoCo on CIFAR-10 with the official demo's settings")
 if not opts then return end
-if not opts.data:match("^cifar10:") then
-  error("--data must be cifar10:/path/to/cifar-10-batches-bin (the official binary version)", 0)
-end
-pretrain.run(opts)
+pretrain.run(opts, { check_data = function(data)
+  if not data:match("^cifar10:") then
+    error("--data must be cifar10:/path/to/cifar-10-batches-bin (the official binary version)", 0)
+  end
+end })

@@ -11,5 +11,6 @@ local opts = pretrain.parse(arg, {
   mlp = false, ["aug-plus"] = false, cos = false, ["image-size"] = 224,
 }, "MoCo v1 pre-training (He et al. 2020) on an ImageNet-style folder")
 if not opts then return end
-if opts.data == "" then error("--data is required: a folder with train/<class>/<image files>", 0) end
-pretrain.run(opts)
+pretrain.run(opts, { check_data = function(data)
+  if data == "" then error("--data (or DIR) is required: a folder with train/<class>/<image files>", 0) end
+end })

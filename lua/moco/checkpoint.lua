@@ -10,6 +10,8 @@
 --   checkpoint.export_backbone(ckpt_path, out)    -- encoder_q, torchvision names, no fc
 --   report = checkpoint.load_torchvision(net, path [, {strict=, prefix=}])
 --   path, is_best = checkpoint.save_epoch(dir, model, record_info)   -- names, last N, best
+--   ok, why = checkpoint.check_values(model | tensors)  -- finite, |x| < checkpoint.MAX_ABS
+--   ckpt, notes = checkpoint.latest_usable(dir, run_id)  -- newest loadable, else the previous
 --
 -- What a checkpoint holds (names follow the official code's state dict, module.* as
 -- DistributedDataParallel writes them; our extras under optimizer.* and rng.*):
@@ -27,7 +29,14 @@
 -- the moco.MoCo options), config (JSON: the recipe's options), loader (JSON: seed, epoch,
 -- position), epoch_sums (JSON: the running sums of a partly done epoch), knn, best_knn,
 -- blas_threads (results are bitwise reproducible for a given count), recipe (the script),
--- created_by.
+-- run_id (the run directory's, see moco.rundir), history (JSON: train.fit's records of the
+-- epochs so far, so the curves survive a resume), created_by.
+--
+-- Nothing in a checkpoint decides a path, a deletion or an amount of work: `config` is
+-- read for settings only (moco.pretrain takes paths from the command line or the run
+-- directory), and a checkpoint is written only after check_values found every weight,
+-- buffer, queue entry and momentum value finite and below MAX_ABS in magnitude (a diverged
+-- run's weights of 1e28 are refused, so "the last good checkpoint" is good).
 --
 -- The loader needs no state of its own: a batch depends only on (seed, epoch, position)
 -- (lua/moco/data.lua), so epoch + epoch_step + the seed in config put it back exactly.
@@ -35,11 +44,15 @@
 local moco = require "moco"
 local nn = require "moco.nn"
 local builder = require "moco.builder"
+local rundir = require "moco.rundir"
 
 local checkpoint = {}
 
 checkpoint.FORMAT = "moco-lua checkpoint 1"
 local BEST_NAME = "model_best.safetensors"
+-- Weights, statistics and the queue of a healthy run stay far below this (|w| ~ 1, BN
+-- running variances ~ 100); a diverged run passes it long before float32 overflows.
+checkpoint.MAX_ABS = 1e8
 
 local function shape_str(t) return "[" .. table.concat(t:shape(), ", ") .. "]" end
 
@@ -85,13 +98,16 @@ local function set_generator_bytes(g, t, where)
   g:set_state{ w1, w2, w3, w4 }
 end
 
--- The recipe options worth keeping: the spec's names when opts came from moco.recipe,
--- else every plain field.
+-- The recipe options worth keeping: the spec's names when opts came from moco.recipe
+-- (without the options that name files or directories: those belong to the machine, and
+-- a checkpoint never chooses a path), else every plain field.
 local function config_of(opts)
   if opts == nil then return nil end
   local out = {}
   if opts._spec then
-    for _, o in ipairs(opts._spec) do out[o[1]] = opts[o[1]] end
+    for _, o in ipairs(opts._spec) do
+      if not o.path then out[o[1]] = opts[o[1]] end
+    end
   else
     for k, v in pairs(opts) do
       local tv = type(v)
@@ -118,12 +134,83 @@ local function check_model(model, fn)
   end
 end
 
+-- ------------------------------------------------------------------ value checks
+
+local CHUNK = 1 << 20
+
+-- The largest |x| of t (NaN when t holds a NaN), in chunks so that no copy of a large
+-- tensor is ever made.
+local function max_abs(t)
+  local n = t:numel()
+  if n == 0 then return 0 end
+  local flat = t:dim() == 1 and t or t:reshape(n)
+  local m = 0
+  for start = 1, n, CHUNK do
+    local c = flat:narrow(1, start, math.min(CHUNK, n - start + 1))
+    local hi = c:max()
+    local negated <close> = c:neg()
+    local lo = negated:max()
+    if hi ~= hi or lo ~= lo then return 0 / 0 end
+    m = math.max(m, hi, lo)
+  end
+  return m
+end
+checkpoint.max_abs = max_abs
+
+-- The tensors a checkpoint of model holds, by their checkpoint names.
+local function model_tensors(model)
+  local t = {}
+  for _, enc in ipairs{ "encoder_q", "encoder_k" } do
+    for name, v in pairs(model[enc]:state_dict()) do t["module." .. enc .. "." .. name] = v end
+  end
+  t["module.queue"] = model.queue
+  local opt = model.optimizer
+  if opt and opt.momentum_buffer then t["optimizer.momentum_buffer"] = opt.momentum_buffer end
+  return t
+end
+
+-- Whether every float tensor of a model (or of a name -> tensor table, as checkpoint.load
+-- returns) is finite and below MAX_ABS in magnitude.  Returns true, or false and a
+-- sentence naming the first bad tensor.  Integer counters (num_batches_tracked, queue_ptr)
+-- and the generator's bytes are not weights and are skipped.
+function checkpoint.check_values(src)
+  local tensors = (type(src) == "table" and src.encoder_q) and model_tensors(src) or src
+  for _, name in ipairs(sorted_keys(tensors)) do
+    if not (is_integer_buffer(name) or name == "module.queue_ptr" or name:match("^rng%.")) then
+      local m = max_abs(tensors[name])
+      if m ~= m then return false, string.format("tensor '%s' holds NaN", name) end
+      if m == math.huge then return false, string.format("tensor '%s' holds an infinite value", name) end
+      if m >= checkpoint.MAX_ABS then
+        return false, string.format("tensor '%s' holds a value of magnitude %.3g (the bound is %g)", name, m,
+                                    checkpoint.MAX_ABS)
+      end
+    end
+  end
+  return true
+end
+
 -- ------------------------------------------------------------------ save
 
 local save_fields = {
   epoch = true, epoch_step = true, config = true, knn = true, best_knn = true, optimizer = true,
-  sums = true, loader = true, recipe = true,
+  sums = true, loader = true, recipe = true, run_id = true, history = true,
 }
+
+-- History records as a checkpoint stores them: the finite numbers and booleans of each
+-- (epoch, loss, acc1, lr, knn, complete ...), not the running sums or other tables.
+function checkpoint.plain_records(history)
+  local out = {}
+  for i, r in ipairs(history or {}) do
+    local t = {}
+    for k, v in pairs(r) do
+      if type(k) == "string" and (type(v) == "boolean" or (type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge)) then
+        t[k] = v
+      end
+    end
+    out[i] = t
+  end
+  return out
+end
 
 -- info: epoch (the next epoch to run), epoch_step (batches of it done, default 0), config
 -- (recipe options), knn, best_knn, optimizer (default model.optimizer), sums (the running
@@ -132,6 +219,11 @@ function checkpoint.save(path, model, info)
   check_model(model, "save")
   info = nn.check_options("checkpoint.save", info, save_fields)
   if type(path) ~= "string" then error("checkpoint.save: path must be a string, got " .. type(path), 2) end
+  local healthy, why = checkpoint.check_values(model)
+  if not healthy then
+    error(string.format("%s: not saved: %s; the model has diverged (every weight must be finite and below %g)",
+                        path, why, checkpoint.MAX_ABS), 2)
+  end
   local tensors, dtypes = {}, {}
   local function add(name, t, dtype)
     tensors[name] = t
@@ -173,6 +265,8 @@ function checkpoint.save(path, model, info)
   if info.sums then meta.epoch_sums = moco.json_encode(info.sums) end
   if info.loader then meta.loader = moco.json_encode(info.loader) end
   if info.recipe then meta.recipe = info.recipe end
+  if info.run_id then meta.run_id = info.run_id end
+  if info.history then meta.history = moco.json_encode(checkpoint.plain_records(info.history)) end
   moco.save(path, tensors, meta, { dtypes = dtypes })
   return path
 end
@@ -219,9 +313,13 @@ function checkpoint.load(path)
     knn = number_field(path, meta, "knn"), best_knn = number_field(path, meta, "best_knn"),
     config = decode(path, meta, "config"), model_options = decode(path, meta, "model"),
     optimizer = decode(path, meta, "optimizer"), epoch_sums = decode(path, meta, "epoch_sums"),
-    loader = decode(path, meta, "loader"), recipe = meta.recipe,
+    loader = decode(path, meta, "loader"), recipe = meta.recipe, run_id = meta.run_id,
+    history = decode(path, meta, "history"),
     blas_threads = integer_field(path, meta, "blas_threads", nil),
   }
+  if ckpt.history ~= nil and type(ckpt.history) ~= "table" then
+    error(path .. ": metadata 'history' is not a list of records", 2)
+  end
   if type(ckpt.model_options) ~= "table" or type(ckpt.model_options.arch) ~= "string" then
     error(path .. ": the checkpoint has no usable 'model' metadata (the moco.MoCo options)", 2)
   end
@@ -255,13 +353,8 @@ function checkpoint.restore(model, ckpt)
     end
   end
   -- Every tensor the model has, with its shape; then nothing the model does not know.
-  local wanted = {}
-  for _, enc in ipairs{ "encoder_q", "encoder_k" } do
-    for name, t in pairs(model[enc]:state_dict()) do wanted["module." .. enc .. "." .. name] = t end
-  end
-  wanted["module.queue"] = model.queue
+  local wanted = model_tensors(model)
   local opt = model.optimizer
-  if opt.momentum_buffer then wanted["optimizer.momentum_buffer"] = opt.momentum_buffer end
   local missing = {}
   for _, name in ipairs(sorted_keys(wanted)) do
     local src = T[name]
@@ -307,9 +400,42 @@ function checkpoint.restore(model, ckpt)
   return model
 end
 
+local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16 }
+
+-- The 'model' metadata must describe the tensors the file holds before anything is built
+-- from it: otherwise a few bytes of metadata (K = 10^12, width = 1000) could make the
+-- loader allocate without bound.  shape_of(name) gives a tensor's shape (a table) or nil.
+local function check_options_against_tensors(path, o, shape_of, with_queue)
+  local stem = STEM_CHANNELS[o.arch]
+  if stem == nil then error(string.format("%s: metadata 'model' names an unknown architecture '%s'", path, tostring(o.arch)), 3) end
+  local conv = shape_of("module.encoder_q.conv1.weight")
+  local want = math.max(1, math.floor(stem * (o.width or 1) + 0.5))
+  if not (conv and #conv == 4 and conv[1] == want and conv[2] == (o.in_channels or 3)) then
+    error(string.format("%s: its tensors do not match its metadata 'model' (%s): module.encoder_q.conv1.weight is %s",
+                        path, describe(o), conv and ("[" .. table.concat(conv, ", ") .. "]") or "missing"), 3)
+  end
+  local fc = shape_of(o.mlp and "module.encoder_q.fc.2.weight" or "module.encoder_q.fc.weight")
+  if not (fc and #fc == 2 and fc[1] == o.dim) then
+    error(string.format("%s: its tensors do not match its metadata 'model' (%s): the encoder's last fc is %s", path,
+                        describe(o), fc and ("[" .. table.concat(fc, ", ") .. "]") or "missing"), 3)
+  end
+  if with_queue then
+    local q = shape_of("module.queue")
+    if not q then error(path .. ": missing tensors: module.queue", 3) end
+    if not (#q == 2 and q[1] == o.dim and q[2] == o.K) then
+      error(string.format("%s: its tensors do not match its metadata 'model' (%s): module.queue is %s", path, describe(o),
+                          q and ("[" .. table.concat(q, ", ") .. "]") or "missing"), 3)
+    end
+  end
+end
+
 -- A moco.MoCo rebuilt from the checkpoint's own options, with every state restored.
 function checkpoint.build_model(src)
   local ckpt = as_checkpoint(src, "build_model")
+  check_options_against_tensors(ckpt.path, ckpt.model_options, function(name)
+    local t = ckpt.tensors[name]
+    return t and t:shape() or nil
+  end, true)
   local opts = {}
   for k, v in pairs(ckpt.model_options) do opts[k] = v end
   local ok, model = pcall(moco.MoCo, opts)
@@ -332,6 +458,10 @@ function checkpoint.load_encoder(path, opts)
   end
   local o = decode(path, meta, "model")
   if type(o) ~= "table" then error(path .. ": the checkpoint has no 'model' metadata", 2) end
+  check_options_against_tensors(path, o, function(name)
+    local ok, _, shape = pcall(f.info, f, name)
+    return ok and shape or nil
+  end, false)
   local enc_opts = {
     arch = o.arch, dim = o.dim, mlp = o.mlp, bn_splits = opts.bn_splits or 1, in_channels = o.in_channels,
     cifar_stem = o.cifar_stem, width = o.width,
@@ -464,31 +594,9 @@ end
 
 -- ------------------------------------------------------------------ epoch checkpoints
 
--- "checkpoint_0003.safetensors" (epoch 3 finished) or "checkpoint_0004_step000120.safetensors"
--- (120 batches of epoch 4 done, after an interruption).  Progress orders them.
-local function parse_name(name)
-  local e = name:match("^checkpoint_(%d+)%.safetensors$")
-  if e then return tonumber(e) + 1, 0 end
-  local e2, s = name:match("^checkpoint_(%d+)_step(%d+)%.safetensors$")
-  if e2 then return tonumber(e2), tonumber(s) end
-  return nil
-end
-
--- The checkpoints in dir, oldest first: {{name=, epoch=, step=}, ...}.
-function checkpoint.list(dir)
-  local list = {}
-  local ok, names = pcall(moco._io.listdir, dir)
-  if not ok then return list end
-  for _, name in ipairs(names) do
-    local e, s = parse_name(name)
-    if e then list[#list + 1] = { name = name, path = dir .. "/" .. name, epoch = e, step = s } end
-  end
-  table.sort(list, function(a, b)
-    if a.epoch ~= b.epoch then return a.epoch < b.epoch end
-    return a.step < b.step
-  end)
-  return list
-end
+-- The checkpoints in dir, oldest first: {{name=, path=, epoch=, step=}, ...} (names as
+-- moco.rundir.parse_checkpoint_name reads them).
+function checkpoint.list(dir) return rundir.checkpoints(dir) end
 
 -- The most advanced checkpoint in dir, or nil.
 function checkpoint.latest(dir)
@@ -496,8 +604,41 @@ function checkpoint.latest(dir)
   return list[#list] and list[#list].path or nil
 end
 
+-- The newest checkpoint of dir that loads (with load, default checkpoint.load), belongs to
+-- the run run_id (when given) and holds healthy values; a newer one that is corrupt, truncated or diverged is passed
+-- over with a note.  Returns ckpt (from checkpoint.load) and the notes, or nil and the
+-- notes when none is usable.  A checkpoint of another run is an error: a run directory
+-- belongs to one run, so something copied files into it.
+function checkpoint.latest_usable(dir, run_id, load)
+  load = load or checkpoint.load
+  local list = checkpoint.list(dir)
+  local notes = {}
+  for i = #list, 1, -1 do
+    local path = list[i].path
+    local ok, ckpt = pcall(load, path)
+    local why
+    if not ok then
+      why = tostring(ckpt)
+    else
+      if run_id and ckpt.run_id ~= run_id then
+        error(string.format("%s belongs to %s, not to the run %s of %s/config.json: a run directory belongs to one "
+                            .. "run; move the file away (or resume from it as a file: --resume %s)", path,
+                            ckpt.run_id and ("the run " .. ckpt.run_id) or "no run", run_id, dir, path), 0)
+      end
+      local healthy, bad = true, nil
+      if ckpt.tensors then healthy, bad = checkpoint.check_values(ckpt.tensors) end
+      if healthy then return ckpt, notes end
+      why = bad
+    end
+    notes[#notes + 1] = string.format("%s cannot be resumed (%s)%s", path, why,
+                                      i > 1 and "; trying the previous checkpoint" or "")
+  end
+  return nil, notes
+end
+
 local epoch_fields = {
   epoch = true, record = true, config = true, best_knn = true, keep = true, loader_seed = true, recipe = true,
+  run_id = true, history = true,
 }
 
 -- Saves the checkpoint of a training epoch into dir (the train.fit on_epoch_end hook of
@@ -524,17 +665,11 @@ function checkpoint.save_epoch(dir, model, info)
   moco._io.makedirs(dir)
   checkpoint.save(path, model, {
     epoch = next_epoch, epoch_step = epoch_step, config = info.config, knn = record.knn, best_knn = best,
-    sums = sums, recipe = info.recipe,
+    sums = sums, recipe = info.recipe, run_id = info.run_id, history = info.history,
     loader = { seed = info.loader_seed, epoch = next_epoch, position = epoch_step },
   })
   if is_best then moco._io.copy_file(path, dir .. "/" .. BEST_NAME) end
-  local keep = info.keep or 3
-  if keep > 0 then
-    local list = checkpoint.list(dir)
-    for i = 1, #list - keep do
-      if list[i].name ~= name then os.remove(list[i].path) end
-    end
-  end
+  rundir.prune(dir, info.keep or 3, name)
   return path, is_best, best
 end
 

@@ -26,37 +26,9 @@
 local moco = require "moco"
 local nn = require "moco.nn"
 local data = require "moco.data"
+local progress = require "moco.progress"
 
 local eval = {}
-
-local function fmt_eta(s)
-  if s >= 3600 then return string.format("%dh%02dm", s // 3600, (s % 3600) // 60) end
-  if s >= 60 then return string.format("%dm%02ds", s // 60, math.floor(s % 60)) end
-  return string.format("%.0fs", s)
-end
-
--- A progress bar on stderr when it is a terminal (logs redirected to files stay clean):
---   features [==========>          ] 30720/60000  51%  2410 img/s  eta 12s
--- Redrawn at most ten times a second, and at the end.
-local function progress_bar(label, total)
-  if not moco.isatty("stderr") then return function() end end
-  local t0, last = moco.time(), -1
-  return function(done)
-    local now = moco.time()
-    if done < total and now - last < 0.1 then return end
-    last = now
-    local width = 24
-    local filled = total > 0 and math.floor(width * done / total) or width
-    local bar = string.rep("=", filled) .. (filled < width and ">" or "") .. string.rep(" ", width - filled - 1)
-    local rate = done / math.max(now - t0, 1e-9)
-    io.stderr:write(string.format("\r%s [%s] %d/%d %3d%%  %.0f img/s  eta %s ", label, bar, done, total,
-                                  total > 0 and 100 * done // total or 100, rate,
-                                  fmt_eta(rate > 0 and (total - done) / rate or 0)))
-    if done >= total then io.stderr:write("\n") end
-    io.stderr:flush()
-  end
-end
-eval.progress_bar = progress_bar
 
 -- The feature cache (see the header).  moco.save/moco.load come with checkpoints; without
 -- them the cache is an error rather than silently ignored.
@@ -130,7 +102,7 @@ function eval.extract_features(net, source, opts)
   local n = #loader.dataset
   local feats, labels
   local row = 1
-  local show = progress_bar(opts.label or "features", n)
+  local bar = progress.Bar(opts.label or "features", n)
   local ok, err = pcall(function()
     loader:set_epoch(0)
     for images, batch_labels in loader:iter() do
@@ -145,9 +117,10 @@ function eval.extract_features(net, source, opts)
       feats:narrow(1, row, b):copy(out)
       labels:narrow(1, row, b):copy(batch_labels)
       row = row + b
-      show(row - 1)
+      bar:update(row - 1)
     end
   end)
+  bar:finish()
   net:train(was_training)
   if own_loader then loader:close() end
   if not ok then error(err, 0) end

@@ -8,6 +8,8 @@
 --   img, rows = plot.retrieval_grid{query_dataset=, query_features=, bank_dataset=,
 --                                   bank_features=, queries=10 | {positions}, k=8,
 --                                   scale=, path=, title=}
+--   img = plot.augmentation_pairs{dataset=, transform=T.TwoCrops(aug) | aug, n=8, scale=,
+--                                 seed=0, path=, title=}
 --   path = plot.output_path(dir, "curves.png")     -- creates dir when missing
 -- Every function returns a moco.Image (RGB) and, given `path`, also writes it as PNG (or
 -- JPEG by the extension).
@@ -196,6 +198,75 @@ function plot.retrieval_grid(opts)
   }
   save(img, opts.path)
   return img, rows
+end
+
+-- ------------------------------------------------------------------ augmentations
+
+-- The Normalize that ends a pipeline (to undo it for display), or nil.
+local function final_normalize(t)
+  if type(t) ~= "table" then return nil end
+  if t.kind == "TwoCrops" then return final_normalize(t.transform) end
+  if t.kind == "Normalize" then return t end
+  if t.kind == "Compose" and t.transforms and #t.transforms > 0 then return final_normalize(t.transforms[#t.transforms]) end
+  return nil
+end
+
+local function is_tensor(x)
+  local mt = getmetatable(x)
+  return type(x) == "userdata" and type(mt) == "table" and mt.__name == "moco.Tensor"
+end
+
+-- A view (an Image, or a tensor in [0, 1] once the final Normalize is undone) as an Image.
+local function view_image(view, norm)
+  if not is_tensor(view) then return view end
+  if norm then
+    local mean, std = {}, {}
+    for i = 1, #norm.std do mean[i], std[i] = -norm.mean[i] / norm.std[i], 1 / norm.std[i] end
+    view = moco.transforms.F.normalize(view, mean, std) -- x * std + mean
+  end
+  return moco.image.from_tensor(view:clamp(0, 1))
+end
+
+-- For each of the first n samples of a dataset: the image, then the two augmented views
+-- of the pair MoCo trains on (query and key), one pair per row, enlarged so that a 28-pixel
+-- image shows at 112 pixels.  transform: T.TwoCrops(aug), or aug (applied twice).  The
+-- draws come from moco.Generator(seed), so the picture is reproducible.
+function plot.augmentation_pairs(opts)
+  opts = nn.check_options("plot.augmentation_pairs", opts, {
+    dataset = true, transform = true, n = true, scale = true, seed = true, path = true, title = true,
+  })
+  local ds, t = opts.dataset, opts.transform
+  if ds == nil or t == nil then error("plot.augmentation_pairs: dataset and transform are required", 2) end
+  local aug = (type(t) == "table" and t.kind == "TwoCrops") and t.transform or t
+  local norm = final_normalize(aug)
+  local n = math.min(opts.n or 8, #ds)
+  if n < 1 then error("plot.augmentation_pairs: the dataset is empty", 2) end
+  local gen = moco.Generator(opts.seed or 0)
+  local tiles, size = {}, nil
+  local F = moco.transforms.F
+  for i = 1, n do
+    local image, label = ds:get(i)
+    local q = view_image(aug(image, gen), norm)
+    local k = view_image(aug(image, gen), norm)
+    local w, h = q:size()
+    size = size or math.max(w, h)
+    -- the original at the views' size (shorter side, then the centre), so cells stay small
+    local shown = image
+    local iw, ih = image:size()
+    if iw ~= w or ih ~= h then shown = F.center_crop(F.resize(image, math.min(w, h)), { h, w }) end
+    local caption = class_name(ds, label)
+    tiles[#tiles + 1] = { image = shown, border = 0x808080, caption = caption }
+    tiles[#tiles + 1] = { image = q, border = QUERY_BLUE, caption = "query" }
+    tiles[#tiles + 1] = { image = k, border = 0xff7f0e, caption = "key" }
+  end
+  local scale = opts.scale or math.max(1, math.floor(112 / size + 0.5))
+  local img = C.tile_grid{
+    tiles = tiles, cols = 3, scale = scale, border = math.max(2, scale), first_column_gap = 14,
+    title = opts.title or "Augmentation: each row is one image and the two views of its pair",
+    headers = { "image", "view 1", "view 2" },
+  }
+  save(img, opts.path)
+  return img
 end
 
 return plot

@@ -1,19 +1,36 @@
 -- lua/moco/pretrain.lua: what the MoCo recipes share (moco.pretrain).
 --
 --   local opts = pretrain.parse(arg, defaults, description)  -- official flag names
---   pretrain.run(opts)                                       -- data, model, loop, monitor
+--   local model, history, knn, run = pretrain.run(opts)      -- data, model, loop, monitor
+--   pretrain.write_report(run)                               -- after adding run.results
 --
 -- The options and their names follow the official main_moco.py and the CIFAR-10 demo
--- (--arch, --lr, --batch-size, --epochs, --schedule, --cos, --wd, --moco-dim, --moco-k,
--- --moco-m, --moco-t, --mlp, --aug-plus, --bn-splits, --symmetric, --knn-k, --knn-t ...);
--- each recipe gives its own defaults.  See docs/recipes.md.
+-- (--arch, --lr/--learning-rate, --batch-size/-b, --epochs, --schedule, --cos, --wd/
+-- --weight-decay, --moco-dim, --moco-k, --moco-m, --moco-t, --mlp, --aug-plus, --bn-splits,
+-- --symmetric, --knn-k, --knn-t ..., and the dataset as a bare argument); each recipe gives
+-- its own defaults.  See docs/recipes.md.
 --
--- Checkpoints (docs/checkpoints.md): with --out DIR a checkpoint is written after every epoch
--- (the last --keep-checkpoints of them are kept, the best by kNN as model_best.safetensors);
--- Ctrl-C or SIGTERM finishes the current step, writes one (into --out, or the current
--- directory), prints the command that resumes, and exits with status 130/143.
--- --resume PATH (a checkpoint, or a directory: its latest) continues the run exactly: the
--- checkpoint's options are used, except those given again on the command line.
+-- Every run owns a run directory (moco.rundir; --out DIR, default runs/<recipe>-<date>,
+-- printed at start): config.json first (so an unwritable directory fails before any data
+-- is loaded), a checkpoint after every epoch (the last --keep-checkpoints kept, the best by
+-- kNN as model_best.safetensors), log.jsonl, the pictures and report.html (refreshed every
+-- epoch).  Ctrl-C or SIGTERM finishes the current step, writes a checkpoint, prints the
+-- command that resumes, and exits with status 130/143.
+--
+-- Resuming (docs/checkpoints.md): --resume DIR continues the run in DIR with nothing else
+-- on the command line: the settings come from its newest usable checkpoint (a corrupt,
+-- truncated or diverged newer one is passed over with a note), the paths (the data) from
+-- DIR/config.json, and options given again on the command line override both, with a note
+-- when that changes the results.  --resume FILE starts a new run directory from that
+-- checkpoint (unless FILE lies in the run directory it belongs to: then that run goes on).
+-- --resume auto continues the newest run of this recipe (or --out DIR) if it has a
+-- checkpoint and starts a new run otherwise, so one command can be repeated after a crash.
+-- A checkpoint never chooses a path or a deletion: --out, --data, --keep-checkpoints come
+-- from the command line or the run directory, never from a file's metadata.
+--
+-- Options are checked before any data is loaded (--arch, --epochs >= 1, --moco-k against
+-- the keys enqueued per step, ...), and against the data sizes right after the datasets
+-- are opened (the batch against the training set, --knn-k against the kNN bank).
 local moco = require "moco"
 local recipe = require "moco.recipe"
 local T = require "moco.transforms"
@@ -21,6 +38,8 @@ local data = require "moco.data"
 local train = require "moco.train"
 local eval = require "moco.eval"
 local checkpoint = require "moco.checkpoint"
+local rundir = require "moco.rundir"
+local progress = require "moco.progress"
 
 local pretrain = {}
 
@@ -32,45 +51,56 @@ pretrain.IMAGENET_MEAN, pretrain.IMAGENET_STD = IMAGENET_MEAN, IMAGENET_STD
 pretrain.CIFAR_MEAN, pretrain.CIFAR_STD = CIFAR_MEAN, CIFAR_STD
 pretrain.FMNIST_MEAN, pretrain.FMNIST_STD = FMNIST_MEAN, FMNIST_STD
 
+local ARCHS = { "resnet18", "resnet20", "resnet34", "resnet50" }
+pretrain.ARCHS = ARCHS
+
 -- Every option a MoCo recipe understands; a recipe overrides the defaults it cares about.
+-- path = true: names a file or directory (never taken from a checkpoint); local_only: a
+-- setting of this machine or this invocation, also never taken from a checkpoint.
 local function spec_with(defaults)
   local spec = {
-    { "data", "", "dataset: a folder with train/ (and val/) class folders, 'cifar10:ROOT', or 'fashion-mnist'" },
-    { "arch", "resnet50", "encoder: resnet18, resnet34, resnet50, resnet20", short = "a" },
+    { "data", "", "dataset: a folder with train/ (and val/) class folders, 'cifar10:ROOT', or 'fashion-mnist' "
+                  .. "(also as the bare argument DIR)", path = true },
+    { "arch", "resnet50", "encoder architecture", short = "a", choices = ARCHS },
     { "in-channels", 3, "image channels (1 for Fashion-MNIST)" },
     { "cifar-stem", false, "3x3 stride-1 stem without max-pool (small images)" },
-    { "width", 1, "channel width multiplier of the encoder" },
+    { "width", 1, "channel width multiplier of the encoder", type = "number" },
     { "image-size", 224, "crop size of the augmentation" },
-    { "workers", 2, "data loading threads", short = "j" },
-    { "epochs", 200, "number of total epochs to run" },
-    { "start-epoch", 0, "epoch to start at (0-based)" },
-    { "batch-size", 256, "mini-batch size", short = "b" },
-    { "lr", 0.03, "initial learning rate" },
+    { "workers", 2, "data loading threads", short = "j", metavar = "N" },
+    { "epochs", 200, "number of total epochs to run", metavar = "N" },
+    { "start-epoch", 0, "epoch to start at (0-based; a resumed run starts where its checkpoint says)", metavar = "N" },
+    { "batch-size", 256, "mini-batch size", short = "b", metavar = "N" },
+    { "lr", 0.03, "initial learning rate", aliases = { "learning-rate" }, metavar = "LR" },
     { "schedule", { 120, 160 }, "epochs at which the lr drops by 10x (ignored with --cos)" },
     { "cos", false, "cosine learning-rate schedule" },
-    { "warmup-epochs", 0, "linear warm-up epochs" },
-    { "momentum", 0.9, "SGD momentum" },
-    { "wd", 1e-4, "weight decay" },
-    { "print-freq", 10, "print every N steps", short = "p" },
+    { "warmup-epochs", 0, "linear warm-up epochs", metavar = "N" },
+    { "momentum", 0.9, "SGD momentum", metavar = "M" },
+    { "wd", 1e-4, "weight decay", aliases = { "weight-decay" }, metavar = "W" },
+    { "print-freq", 10, "print every N steps when the output is not a terminal (0: never)", short = "p",
+      metavar = "N" },
     { "seed", 0, "seed of every random stream (model, queue, shuffles, data)" },
-    { "threads", 0, "BLAS/compute threads (0 = leave the default)" },
-    { "moco-dim", 128, "feature dimension" },
-    { "moco-k", 65536, "queue size (number of negative keys)" },
-    { "moco-m", 0.999, "momentum of the key encoder" },
-    { "moco-t", 0.07, "softmax temperature" },
+    { "threads", 0, "BLAS/compute threads (0 = leave the default)", metavar = "N" },
+    { "moco-dim", 128, "feature dimension", metavar = "DIM" },
+    { "moco-k", 65536, "queue size (number of negative keys)", metavar = "K" },
+    { "moco-m", 0.999, "momentum of the key encoder", metavar = "M" },
+    { "moco-t", 0.07, "softmax temperature", metavar = "T" },
     { "mlp", false, "MLP projection head (MoCo v2)" },
     { "aug-plus", false, "MoCo v2 augmentation (blur, color jitter with p=0.8)" },
-    { "bn-splits", 8, "batch-norm groups: shuffling BN on one process" },
-    { "no-shuffle", false, "disable the key batch shuffle (to see what shuffling BN prevents)" },
+    { "bn-splits", 8, "batch-norm groups: shuffling BN on one process", metavar = "N" },
+    { "shuffle", true, "shuffle the key batch across the BN groups (--no-shuffle shows what shuffling BN prevents)" },
     { "symmetric", false, "symmetric loss (the CIFAR-10 demo's option)" },
-    { "knn-every", 0, "run the kNN monitor every N epochs (0 = never)" },
-    { "knn-k", 200, "k of the kNN monitor" },
-    { "knn-t", 0.1, "temperature of the kNN monitor" },
-    { "knn-subset", 0, "use only the first N training images as the kNN bank (0 = all)" },
-    { "train-subset", 0, "train on the first N images only (0 = all)" },
-    { "out", "", "output directory for checkpoints and pictures" },
-    { "resume", "", "checkpoint to resume from (or a directory: its latest); its options apply unless given again" },
-    { "keep-checkpoints", 3, "epoch checkpoints kept in --out (0 = all); the best by kNN stays as model_best.safetensors" },
+    { "knn-every", 0, "run the kNN monitor every N epochs (0 = never)", metavar = "N" },
+    { "knn-k", 200, "k of the kNN monitor", metavar = "K" },
+    { "knn-t", 0.1, "temperature of the kNN monitor", metavar = "T" },
+    { "knn-subset", 0, "use only the first N training images as the kNN bank (0 = all)", metavar = "N" },
+    { "train-subset", 0, "train on the first N images only (0 = all)", metavar = "N" },
+    { "out", "", "run directory (default runs/<recipe>-<date>): checkpoints, log.jsonl, config.json, "
+                 .. "pictures, report.html", path = true, metavar = "DIR" },
+    { "resume", "", "continue a run: a run directory, a checkpoint file, or 'auto' (the newest run of this recipe, "
+                    .. "or --out DIR, if it has a checkpoint; else start)", path = true, metavar = "DIR|FILE|auto" },
+    { "keep-checkpoints", 3, "epoch checkpoints kept in the run directory (0 = all); the best by kNN stays as "
+                             .. "model_best.safetensors", local_only = true, metavar = "N" },
+    { "quiet", false, "no progress bar and no periodic step lines (epoch lines stay)", local_only = true },
   }
   for _, o in ipairs(spec) do
     local d = defaults[o[1]]
@@ -86,24 +116,32 @@ end
 
 function pretrain.parse(argv, defaults, description)
   local spec = spec_with(defaults or {})
-  local opts = recipe.parse(argv, spec, { description = description })
+  local opts = recipe.parse(argv, spec, {
+    description = description,
+    positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
+  })
   if not opts then return nil end
   if #opts._positional > 0 then
     error("unexpected argument '" .. opts._positional[1] .. "' (options start with --; --help lists them)", 0)
   end
-  opts._spec = spec
-  -- The command line as given, for the "to resume" hint (argv[0] is the script, negative
-  -- indices the interpreter and its options, as moco-lua sets `arg`).
+  -- The command line as given, for the "to resume" hint and the run's name (argv[0] is the
+  -- script, negative indices the interpreter and its options, as moco-lua sets `arg`).
   opts._argv = {}
   for i, v in pairs(argv) do if math.type(i) == "integer" then opts._argv[i] = v end end
   return opts
+end
+
+-- The recipe's name, for run directories: "quickstart" for recipes/quickstart.lua.
+function pretrain.recipe_name(opts)
+  local script = opts._argv and opts._argv[0] or "pretrain"
+  return (script:match("([^/]+)$"):gsub("%.lua$", ""))
 end
 
 -- Options that change neither the model nor the batches nor the arithmetic: a resumed run
 -- may change them and still continue exactly.
 local resume_harmless = {
   workers = true, ["print-freq"] = true, out = true, resume = true, ["keep-checkpoints"] = true,
-  ["knn-every"] = true, ["knn-k"] = true, ["knn-t"] = true, ["knn-subset"] = true,
+  ["knn-every"] = true, ["knn-k"] = true, ["knn-t"] = true, ["knn-subset"] = true, quiet = true,
 }
 
 local function same_value(a, b)
@@ -120,10 +158,26 @@ local function show(v)
   return tostring(v)
 end
 
--- Takes the options of the run that wrote ckpt, except those given on this command line
--- (opts changes in place, so the recipe sees them too).  Returns notes about given options
--- that make the continuation differ from an uninterrupted run.
-function pretrain.apply_checkpoint(opts, ckpt)
+-- Whether v (read from a file) has the type of option o.
+local function fits(o, v)
+  local kind = recipe.kind_of(o)
+  if kind == "integer" then return math.type(v) == "integer" end
+  if kind == "number" then return type(v) == "number" end
+  if kind == "list" then
+    if type(v) ~= "table" then return false end
+    for _, x in ipairs(v) do if type(x) ~= "number" then return false end end
+    return true
+  end
+  return type(v) == kind
+end
+
+-- Takes the settings of the run that wrote ckpt, except the options given on this command
+-- line (opts changes in place, so the recipe sees them too).  Paths and local settings
+-- (path / local_only in the spec) never come from the checkpoint: they come from the
+-- command line, else from dir_options (the config.json of the run directory being
+-- resumed), else the default.  Returns notes about given options that make the
+-- continuation differ from an uninterrupted run.
+function pretrain.apply_checkpoint(opts, ckpt, dir_options)
   local saved = ckpt.config
   if type(saved) ~= "table" then
     error(ckpt.path .. ": the checkpoint has no recipe options ('config' metadata); build the model with "
@@ -132,13 +186,24 @@ function pretrain.apply_checkpoint(opts, ckpt)
   local notes = {}
   for _, o in ipairs(opts._spec) do
     local name = o[1]
-    local v = saved[name]
     if name == "start-epoch" then
       if opts._given[name] then notes[#notes + 1] = "--start-epoch is ignored: the checkpoint says where to start" end
-    elseif name ~= "resume" and v ~= nil then
+    elseif o.path or o.local_only then
+      local v = dir_options and dir_options[name]
+      if not opts._given[name] and name ~= "out" and name ~= "resume" and v ~= nil and fits(o, v) then opts[name] = v end
+    else
+      local v = saved[name]
+      if v ~= nil and not fits(o, v) then
+        error(string.format("%s: the checkpoint's option '%s' is %s, not a %s", ckpt.path, name, show(v), recipe.kind_of(o)), 0)
+      end
+      if v ~= nil and o.choices then
+        local known = false
+        for _, c in ipairs(o.choices) do if c == v then known = true end end
+        if not known then error(string.format("%s: the checkpoint's --%s '%s' is unknown here", ckpt.path, name, show(v)), 0) end
+      end
       if not opts._given[name] then
-        opts[name] = v
-      elseif not same_value(v, opts[name]) then
+        if v ~= nil then opts[name] = v end
+      elseif v ~= nil and not same_value(v, opts[name]) then
         if name == "epochs" then
           if opts.cos then
             notes[#notes + 1] = string.format("--epochs %s (was %s) changes the cosine schedule: learning rates "
@@ -151,10 +216,7 @@ function pretrain.apply_checkpoint(opts, ckpt)
       end
     end
   end
-  for _, o in ipairs(opts._spec) do
-    local alias = o[1]:gsub("%-", "_")
-    if alias ~= o[1] then opts[alias] = opts[o[1]] end
-  end
+  recipe.set_aliases(opts, opts._spec)
   return notes
 end
 
@@ -163,25 +225,89 @@ local function shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
--- "moco-lua recipe.lua <the same options> --resume PATH"
-function pretrain.resume_command(opts, path)
+-- "moco-lua recipe.lua --resume DIR" (with the interpreter's own options, if any): the run
+-- directory holds everything else.  extra: more words ("--lr", "0.01").
+function pretrain.resume_command(opts, dir, extra)
   local argv = opts._argv or {}
   local lowest = 0
   while argv[lowest - 1] ~= nil do lowest = lowest - 1 end
-  local words = { lowest < 0 and argv[lowest] or "moco-lua", argv[0] or "recipe.lua" }
-  local i = 1
-  while argv[i] ~= nil do
-    local a = argv[i]
-    if a == "--resume" then
-      i = i + 1
-    elseif not a:match("^%-%-resume=") then
-      words[#words + 1] = shell_quote(a)
-    end
-    i = i + 1
-  end
+  local words = {}
+  for i = lowest, -1 do words[#words + 1] = shell_quote(argv[i]) end
+  if #words == 0 then words[1] = "moco-lua" end
+  words[#words + 1] = shell_quote(argv[0] or "recipe.lua")
   words[#words + 1] = "--resume"
-  words[#words + 1] = shell_quote(path)
+  words[#words + 1] = shell_quote(dir)
+  for _, w in ipairs(extra or {}) do words[#words + 1] = shell_quote(w) end
   return table.concat(words, " ")
+end
+
+local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
+
+-- Checks the options that need no data (before any is loaded).
+function pretrain.validate(opts)
+  local function at_least(name, lo)
+    if opts[name] < lo then fail("--%s must be at least %s, got %s", name, tostring(lo), tostring(opts[name])) end
+  end
+  at_least("epochs", 1)
+  at_least("batch-size", 1)
+  at_least("bn-splits", 1)
+  at_least("moco-dim", 1)
+  at_least("moco-k", 1)
+  at_least("workers", 0)
+  at_least("print-freq", 0)
+  at_least("knn-every", 0)
+  at_least("knn-k", 1)
+  at_least("knn-subset", 0)
+  at_least("train-subset", 0)
+  at_least("keep-checkpoints", 0)
+  at_least("warmup-epochs", 0)
+  at_least("image-size", 1)
+  at_least("threads", 0)
+  at_least("start-epoch", 0)
+  local known = false
+  for _, a in ipairs(ARCHS) do if a == opts.arch then known = true end end
+  if not known then fail("--arch %s is not known (choose from %s)", tostring(opts.arch), table.concat(ARCHS, ", ")) end
+  if opts["start-epoch"] >= opts.epochs then
+    fail("--start-epoch %d is not before --epochs %d: nothing to train", opts["start-epoch"], opts.epochs)
+  end
+  if opts["in-channels"] ~= 1 and opts["in-channels"] ~= 3 then
+    fail("--in-channels must be 1 (gray) or 3 (RGB), got %d", opts["in-channels"])
+  end
+  if not (opts.width > 0) then fail("--width must be positive, got %s", tostring(opts.width)) end
+  if not (opts["moco-t"] > 0) then fail("--moco-t must be positive, got %s", tostring(opts["moco-t"])) end
+  if not (opts["knn-t"] > 0) then fail("--knn-t must be positive, got %s", tostring(opts["knn-t"])) end
+  if not (opts["moco-m"] >= 0 and opts["moco-m"] <= 1) then fail("--moco-m must be in [0, 1], got %s", tostring(opts["moco-m"])) end
+  if not (opts.lr >= 0) then fail("--lr must not be negative, got %s", tostring(opts.lr)) end
+  if not (opts.wd >= 0) then fail("--wd must not be negative, got %s", tostring(opts.wd)) end
+  if not (opts.momentum >= 0) then fail("--momentum must not be negative, got %s", tostring(opts.momentum)) end
+  local b, splits = opts["batch-size"], opts["bn-splits"]
+  if b % splits ~= 0 then
+    fail("--batch-size %d cannot be split into --bn-splits %d equal groups (choose a multiple of %d)", b, splits, splits)
+  end
+  local keys = opts.symmetric and 2 * b or b
+  local k = opts["moco-k"]
+  if k % keys ~= 0 then
+    fail("--moco-k %d must be a multiple of the %d keys enqueued per step (--batch-size %d%s), as the official code "
+         .. "asserts; e.g. --moco-k %d", k, keys, b, opts.symmetric and ", twice with --symmetric" or "",
+         math.max(keys, k // keys * keys))
+  end
+end
+
+-- Checks the options against the data, right after the datasets are opened.
+function pretrain.validate_data(opts, train_ds, test_ds)
+  local b = opts["batch-size"]
+  if #train_ds < b then
+    fail("--batch-size %d is larger than the training set (%d images%s): there is not one full batch to train on "
+         .. "(the last incomplete batch is dropped, as in the official code)", b, #train_ds,
+         opts["train-subset"] > 0 and ", --train-subset " .. opts["train-subset"] or "")
+  end
+  if opts["knn-every"] > 0 and test_ds then
+    local bank = opts["knn-subset"] > 0 and math.min(opts["knn-subset"], #train_ds) or #train_ds
+    if opts["knn-k"] > bank then
+      fail("--knn-k %d is larger than the kNN bank (%d training images%s)", opts["knn-k"], bank,
+           opts["knn-subset"] > 0 and ", --knn-subset " .. opts["knn-subset"] or "")
+    end
+  end
 end
 
 -- A subset view: the first n samples of ds, for quick experiments.
@@ -251,47 +377,209 @@ end
 function pretrain.build_model(opts)
   return moco.MoCo{
     arch = opts.arch, dim = opts["moco-dim"], K = opts["moco-k"], m = opts["moco-m"], T = opts["moco-t"],
-    mlp = opts.mlp, bn_splits = opts["bn-splits"], symmetric = opts.symmetric, shuffle = not opts["no-shuffle"],
+    mlp = opts.mlp, bn_splits = opts["bn-splits"], symmetric = opts.symmetric, shuffle = opts.shuffle,
     in_channels = opts["in-channels"], cifar_stem = opts["cifar-stem"], width = opts.width,
     lr = opts.lr, momentum = opts.momentum, weight_decay = opts.wd, seed = opts.seed,
   }
 end
 
-local function is_directory(path)
-  return pcall(moco._io.listdir, path)
+-- What --resume asks for: {ckpt = (checkpoint.load's table) | nil, run = an existing run
+-- (rundir.open) to continue | nil, dir_options = the options of the run directory the
+-- settings come from | nil, notes = {...}}.  No ckpt and no run: a fresh run.
+-- how.load reads a checkpoint (default checkpoint.load; moco.lincls has its own), how.kind
+-- is the kind of run directory expected ("pretrain" by default).
+function pretrain.resume_plan(opts, how)
+  how = how or {}
+  local load, kind = how.load or checkpoint.load, how.kind or "pretrain"
+  local resume, notes = opts.resume, {}
+  local function open_run(dir)
+    local run = rundir.open(dir)
+    if run.config.kind ~= nil and run.config.kind ~= kind then
+      error(string.format("--resume %s: that is a %s run (recipe %s), not a %s run", dir, tostring(run.config.kind),
+                          tostring(run.recipe), kind), 0)
+    end
+    return run
+  end
+  local out_given = opts._given.out and opts.out ~= ""
+  local function same_dir(a, b) return (a:gsub("/+$", "")) == (b:gsub("/+$", "")) end
+  if resume == "" then return { notes = notes } end
+  if resume == "auto" then
+    local dir = out_given and opts.out or rundir.latest(pretrain.recipe_name(opts))
+    if not (dir and rundir.read_config(dir)) then
+      notes[1] = string.format("--resume auto: %s: starting a new run",
+                               dir and (dir .. " holds no run yet") or ("no earlier run of this recipe in " .. rundir.BASE .. "/"))
+      return { notes = notes }
+    end
+    local run = open_run(dir)
+    local ckpt, skipped = checkpoint.latest_usable(dir, run.id, load)
+    for _, n in ipairs(skipped) do notes[#notes + 1] = n end
+    if not ckpt then
+      notes[#notes + 1] = string.format("--resume auto: %s has no usable checkpoint yet: starting its run from the beginning", dir)
+      return { run = run, dir_options = run.config.options, notes = notes, restart = true }
+    end
+    return { ckpt = ckpt, run = run, dir_options = run.config.options, notes = notes }
+  end
+  if rundir.is_directory(resume) then
+    local source = open_run(resume)
+    local ckpt, skipped = checkpoint.latest_usable(resume, source.id, load)
+    for _, n in ipairs(skipped) do notes[#notes + 1] = n end
+    if not ckpt then
+      error(string.format("--resume %s: no usable checkpoint in that directory%s", resume,
+                          #skipped > 0 and (":\n  " .. table.concat(skipped, "\n  ")) or " (no checkpoint_*.safetensors)"), 0)
+    end
+    if out_given and not same_dir(opts.out, resume) then
+      notes[#notes + 1] = string.format("starting a new run in %s from %s", opts.out, ckpt.path)
+      return { ckpt = ckpt, dir_options = source.config.options, notes = notes }
+    end
+    return { ckpt = ckpt, run = source, dir_options = source.config.options, notes = notes }
+  end
+  local ckpt = load(resume)
+  local healthy, why = true, nil
+  if ckpt.tensors then healthy, why = checkpoint.check_values(ckpt.tensors) end
+  if not healthy then error(string.format("--resume %s: cannot resume from it: %s", resume, why), 0) end
+  local dir = resume:match("^(.*)/[^/]*$") or "."
+  local c = rundir.read_config(dir)
+  if c and ckpt.run_id == c.run_id and (not out_given or same_dir(opts.out, dir)) then
+    local run = open_run(dir)
+    return { ckpt = ckpt, run = run, dir_options = run.config.options, notes = notes }
+  end
+  notes[#notes + 1] = string.format("%s is not in its own run directory: starting a new run from it", resume)
+  return { ckpt = ckpt, notes = notes }
 end
 
--- Runs pre-training; returns the model, the history and the last kNN accuracy (or nil).
-function pretrain.run(opts)
-  local ckpt
-  if opts.resume ~= "" then
-    local path = opts.resume
-    if is_directory(path) then
-      path = checkpoint.latest(path)
-      if not path then error(string.format("--resume %s: no checkpoint_*.safetensors in that directory", opts.resume), 0) end
-    end
-    ckpt = checkpoint.load(path)
-    for _, note in ipairs(pretrain.apply_checkpoint(opts, ckpt)) do io.stderr:write("note: ", note, "\n") end
+local function result_line(label, value) return { label, value } end
+
+-- draw(tmp_path) writes a picture; it lands at path by a rename, so that a full disk or a
+-- failed encoder never leaves half a PNG where a reader (report.html) looks.
+function pretrain.atomic_picture(path, draw)
+  local dir, name = path:match("^(.*)/([^/]+)$")
+  local tmp = (dir and (dir .. "/.") or ".") .. (name or path) .. ".tmp.png"
+  local ok, err = pcall(draw, tmp)
+  if ok then ok, err = os.rename(tmp, path) end
+  if not ok then
+    os.remove(tmp)
+    error(err, 0)
   end
+  return path
+end
+
+-- Rewrites the run's pictures of the curves and its report.html from run.history,
+-- run.results (a list of {label, value}) and run.pictures (extra {title, file, caption}).
+function pretrain.write_report(run)
+  local plot = require "moco.plot"
+  local report = require "moco.report"
+  local history = run.history or {}
+  local pictures = {}
+  if #history > 0 then
+    local curves = run:path("training-curves.png")
+    pretrain.atomic_picture(curves, function(p)
+      plot.training_curves(run.curves_history or history, { path = p, title = run.title })
+    end)
+    pictures[#pictures + 1] = { title = "Training curves", file = curves,
+                                caption = "InfoNCE loss, contrastive accuracy, kNN monitor and learning rate per epoch" }
+  end
+  for _, p in ipairs(run.pictures or {}) do pictures[#pictures + 1] = p end
+  local results = {}
+  local last = history[#history]
+  if last then
+    results[#results + 1] = result_line("last epoch", string.format("%d (%s)", last.epoch,
+                                        last.complete and "complete" or string.format("%d steps", last.steps or 0)))
+    results[#results + 1] = result_line("InfoNCE loss (epoch mean)", string.format("%.4f", last.loss))
+    results[#results + 1] = result_line("contrastive acc@1 / acc@5", string.format("%.2f%% / %.2f%%", last.acc1, last.acc5))
+  end
+  local best
+  for _, r in ipairs(history) do if r.knn and (not best or r.knn > best) then best = r.knn end end
+  if best then results[#results + 1] = result_line("best kNN top-1 during training", string.format("%.2f%%", best)) end
+  for _, r in ipairs(run.results or {}) do results[#results + 1] = r end
+  report.write(run:path("report.html"), {
+    title = run.title, status = run.status, results = results, pictures = pictures, history = history,
+    options = run.config.options,
+    facts = { { "run directory", run.dir }, { "run id", run.id }, { "recipe", run.recipe }, { "created", run.config.created },
+              { "command", run.config.command }, { "resumed", run.config.resumed and #run.config.resumed or 0 } },
+  })
+end
+
+-- write_report, but a failure (a full disk, say) is a warning: the report must never stop
+-- a training run (the next checkpoint will say what is wrong, if anything is).
+function pretrain.refresh_report(run)
+  local ok, err = pcall(pretrain.write_report, run)
+  if not ok then io.stderr:write("warning: ", run:path("report.html"), " not refreshed: ", tostring(err), "\n") end
+  return ok
+end
+
+-- Runs pre-training; returns the model, the history, the last kNN accuracy (or nil) and
+-- the run directory (a moco.rundir run with .history, .results, .pictures for the report).
+-- how.check_data(data) may raise a recipe's own message about --data (after the settings
+-- of a resumed run are known, so `--resume DIR` alone passes).
+function pretrain.run(opts, how)
+  how = how or {}
+  progress.set_quiet(opts.quiet)
+  local plan = pretrain.resume_plan(opts)
+  local ckpt = plan.ckpt
+  for _, note in ipairs(plan.notes) do io.stderr:write("note: ", note, "\n") end
+  if ckpt then
+    for _, note in ipairs(pretrain.apply_checkpoint(opts, ckpt, plan.dir_options)) do io.stderr:write("note: ", note, "\n") end
+  elseif plan.run then -- --resume auto restarting a run that has no checkpoint yet: its own settings
+    for _, o in ipairs(opts._spec) do
+      local v = plan.dir_options[o[1]]
+      if not opts._given[o[1]] and o[1] ~= "out" and o[1] ~= "resume" and v ~= nil and fits(o, v) then opts[o[1]] = v end
+    end
+    recipe.set_aliases(opts, opts._spec)
+  end
+  if how.check_data then how.check_data(opts.data) end
+  pretrain.validate(opts)
   if opts.threads > 0 then moco.set_num_threads(opts.threads) end
   if ckpt and ckpt.blas_threads and ckpt.blas_threads ~= moco.get_num_threads() then
     io.stderr:write(string.format("note: the checkpoint was written with %d BLAS thread(s), this run has %d: the "
                                   .. "results will not be bitwise those of an uninterrupted run (--threads %d)\n",
                                   ckpt.blas_threads, moco.get_num_threads(), ckpt.blas_threads))
   end
-  local train_ds, test_ds, kind, test_transform = pretrain.datasets(opts)
-  train_ds = take(train_ds, opts["train-subset"])
+
+  -- The run directory, before any data: config.json is written now, so a directory that
+  -- cannot be written is found before the first epoch's work.
+  local name = pretrain.recipe_name(opts)
+  local command = table.concat(opts._argv or {}, " ", 0)
+  local run = plan.run
+  if run then
+    opts.out = run.dir
+    recipe.set_aliases(opts, opts._spec)
+    run:save_config(recipe.values(opts, opts._spec), {
+      at = os.date("%Y-%m-%dT%H:%M:%S"), command = command, from = ckpt and ckpt.path or "the beginning",
+    })
+  else
+    run = rundir.create(opts._given.out and opts.out or nil, { recipe = name, kind = "pretrain", command = command })
+    opts.out = run.dir
+    recipe.set_aliases(opts, opts._spec)
+    run:save_config(recipe.values(opts, opts._spec))
+  end
+  print(string.format("run directory: %s (checkpoints, log.jsonl, config.json, report.html)", run.dir))
+
+  local opened, train_ds, test_ds, kind, test_transform = pcall(function()
+    local tr, te, k, tt = pretrain.datasets(opts)
+    tr = take(tr, opts["train-subset"])
+    pretrain.validate_data(opts, tr, te)
+    return tr, te, k, tt
+  end)
+  if not opened then -- refused before training: leave no half-made run directory behind
+    run:abandon()
+    error(train_ds, 0)
+  end
+  if opts["knn-every"] > 0 and not test_ds then
+    io.stderr:write("note: --knn-every: the dataset has no test set (no val/ folder): the kNN monitor is off\n")
+  end
   local aug = pretrain.augmentation(opts, kind)
   local loader = data.Loader(train_ds, {
     batch_size = opts["batch-size"], transform = T.TwoCrops(aug), workers = opts.workers,
     shuffle = true, drop_last = true, seed = opts.seed,
   })
+  local _ <close> = setmetatable({}, { __close = function() loader:close() end })
   local model = pretrain.build_model(opts)
   print(string.format("moco-lua: %s on %s (%d images, %d steps per epoch); %s",
                       opts.arch, kind, #train_ds, #loader, recipe.describe(opts, opts._spec)))
   print(string.format("encoder: %d parameters; augmentation: %s", model.encoder_q:num_parameters(), tostring(aug)))
   local start_epoch, start_step, resume_sums, best_knn = opts["start-epoch"], 0, nil, nil
   local last_checkpoint
+  local history = {}
   if ckpt then
     checkpoint.restore(model, ckpt)
     start_epoch, start_step, resume_sums, best_knn = ckpt.epoch, ckpt.epoch_step, ckpt.epoch_sums, ckpt.best_knn
@@ -299,60 +587,104 @@ function pretrain.run(opts)
       error(string.format("%s: %d batches of epoch %d are done but an epoch now has %d (another --batch-size "
                           .. "or data set?)", ckpt.path, start_step, start_epoch, #loader), 0)
     end
+    -- the curves of the epochs before the resume (a partly done epoch is redone from its sums)
+    for _, r in ipairs(ckpt.history or {}) do
+      if type(r) == "table" and type(r.epoch) == "number" and r.epoch < start_epoch then history[#history + 1] = r end
+    end
     last_checkpoint = ckpt.path
     print(string.format("resumed from %s: epoch %d%s, global step %d", ckpt.path, start_epoch,
                         start_step > 0 and string.format(" after its step %d", start_step) or "", ckpt.step))
   end
-  local out = opts.out
-  if out ~= "" then moco._io.makedirs(out) end
+  run.history = history
+  run.title = string.format("%s: MoCo (%s, %s) on %s", name, opts.arch, opts.mlp and "v2 head" or "v1 head", kind)
+  run.results, run.pictures = {}, {}
+  local preview = run:path("augmentation.png")
+  local plot = require "moco.plot"
+  local drawn, why = pcall(pretrain.atomic_picture, preview, function(p)
+    plot.augmentation_pairs{ dataset = train_ds, transform = aug, n = 8, seed = opts.seed, path = p }
+  end)
+  if drawn then
+    run.pictures[#run.pictures + 1] = { title = "Augmentation", file = preview,
+                                        caption = "each row: an image, then the two augmented views MoCo contrasts" }
+  else
+    io.stderr:write("warning: ", preview, " not written: ", tostring(why), "\n")
+  end
+  if start_epoch >= opts.epochs then
+    print(string.format("nothing to train: the run finished its %d epochs (a larger --epochs continues it)", opts.epochs))
+  end
+  run.status = string.format("training: epoch %d of %d", start_epoch, opts.epochs)
+  pretrain.refresh_report(run)
+
   local monitor
   if opts["knn-every"] > 0 and test_ds then
     local bank_ds = take(train_ds, opts["knn-subset"])
     monitor = function()
-      local top1 = eval.knn_monitor(model:encoder(), bank_ds, test_ds, {
+      return (eval.knn_monitor(model:encoder(), bank_ds, test_ds, {
         transform = test_transform, k = opts["knn-k"], T = opts["knn-t"], workers = opts.workers,
-      })
-      return top1
+      }))
     end
   end
-  -- After every epoch with --out; after an interrupted one always (into "." without --out).
+  local function diverged(what)
+    local hint
+    if last_checkpoint then
+      hint = string.format("The last good checkpoint is %s: resume from it with a lower --lr: %s", last_checkpoint,
+                           pretrain.resume_command(opts, run.dir, { "--lr", string.format("%g", opts.lr / 2) }))
+    else
+      hint = "No checkpoint was written before it; lower --lr."
+    end
+    run:log{ type = "diverged", what = what }
+    error(string.format("training diverged: %s; nothing was saved after it. %s", what, hint), 0)
+  end
+  -- After every epoch, and after an interrupted one.
   local saved_record
   local function on_epoch_end(epoch, record)
-    if out == "" and not record.interrupted then return end
     saved_record = record
-    local path, is_best, best = checkpoint.save_epoch(out ~= "" and out or ".", model, {
+    local healthy, why = checkpoint.check_values(model)
+    if not healthy then diverged(string.format("after epoch %d, step %d, %s", epoch, record.steps, why)) end
+    local path, is_best, best = checkpoint.save_epoch(run.dir, model, {
       epoch = epoch, record = record, config = opts, best_knn = best_knn, keep = opts["keep-checkpoints"],
-      loader_seed = opts.seed, recipe = opts._argv and opts._argv[0],
+      loader_seed = opts.seed, recipe = opts._argv and opts._argv[0], run_id = run.id, history = history,
     })
     best_knn, last_checkpoint = best, path
+    local entry = { type = "epoch", checkpoint = path }
+    for k, v in pairs(record) do if k ~= "sums" then entry[k] = v end end
+    run:log(entry)
+    run.status = record.complete and string.format("training: epoch %d of %d done", epoch, opts.epochs)
+                 or string.format("stopped in epoch %d after step %d of %d", epoch, record.steps, #loader)
+    pretrain.refresh_report(run)
     print(string.format("checkpoint: %s%s", path,
                         is_best and string.format(" (best kNN so far, %.2f%%: copied to model_best.safetensors)", best) or ""))
   end
   local function on_interrupt(signal, record)
     if saved_record ~= record then on_epoch_end(record.epoch, record) end -- the signal came after it ran
+    run:log{ type = "interrupted", signal = signal, epoch = record.epoch, step = record.steps }
     io.stdout:flush()
     io.stderr:write(string.format("moco-lua: %s: stopped at epoch %d after step %d of %d; checkpoint saved to %s\n"
                                   .. "to resume: %s\n", signal, record.epoch, record.steps, #loader, last_checkpoint,
-                                  pretrain.resume_command(opts, last_checkpoint)))
+                                  pretrain.resume_command(opts, run.dir)))
     io.stderr:flush()
   end
   local function on_diverge(epoch, step, loss)
-    error(string.format("training diverged: the loss is %s at epoch %d, step %d; nothing was saved after it. %s",
-                        tostring(loss), epoch, step,
-                        last_checkpoint and string.format("The last good checkpoint is %s: resume from it with a lower "
-                                                          .. "--lr: %s --lr %g", last_checkpoint,
-                                                          pretrain.resume_command(opts, last_checkpoint), opts.lr / 2)
-                                        or "No checkpoint was written (--out DIR keeps one per epoch); lower --lr."), 0)
+    diverged(string.format("the loss is %s at epoch %d, step %d", tostring(loss), epoch, step))
   end
-  local history = train.fit(model, loader, {
-    epochs = opts.epochs, lr = opts.lr, cos = opts.cos, schedule = opts.schedule,
-    warmup_epochs = opts["warmup-epochs"], start_epoch = start_epoch, start_step = start_step,
-    resume_sums = resume_sums, print_freq = opts["print-freq"], monitor = monitor, monitor_every = opts["knn-every"],
-    on_epoch_end = on_epoch_end, on_interrupt = on_interrupt, on_diverge = on_diverge,
-  })
-  loader:close()
+  local function on_step(info)
+    info.type = "step"
+    run:log(info)
+  end
+  if start_epoch < opts.epochs then
+    train.fit(model, loader, {
+      epochs = opts.epochs, lr = opts.lr, cos = opts.cos, schedule = opts.schedule,
+      warmup_epochs = opts["warmup-epochs"], start_epoch = start_epoch, start_step = start_step,
+      resume_sums = resume_sums, print_freq = opts["print-freq"], monitor = monitor, monitor_every = opts["knn-every"],
+      on_epoch_end = on_epoch_end, on_interrupt = on_interrupt, on_diverge = on_diverge, on_step = on_step,
+      history = history,
+    })
+  end
   local last = history[#history]
-  return model, history, last and last.knn
+  run.status = string.format("finished: %d epoch%s", opts.epochs, opts.epochs == 1 and "" or "s")
+  pretrain.refresh_report(run)
+  print("report: " .. run:path("report.html"))
+  return model, history, last and last.knn, run
 end
 
 return pretrain

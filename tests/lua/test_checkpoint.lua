@@ -215,6 +215,74 @@ function tests.checkpoint_bad_input()
   check.ok("(queue was random)", before:get(1, 1) ~= 7)
 end
 
+-- Metadata cannot make a loader build what the file does not hold (issue 12: file content
+-- never decides an unbounded amount of work).
+function tests.metadata_cannot_inflate_the_model()
+  local model = tiny_model()
+  local p = path("honest.safetensors")
+  checkpoint.save(p, model, { epoch = 1 })
+  local tensors, meta = moco.load(p)
+  local dtypes = {}
+  do
+    local f <close> = moco.safe_open(p)
+    for _, k in ipairs(f:keys()) do local dt = f:info(k); if dt ~= "F32" then dtypes[k] = dt end end
+  end
+  local function craft(name, change)
+    local o = moco.json_decode(meta.model)
+    change(o)
+    local m = {}
+    for k, v in pairs(meta) do m[k] = v end
+    m.model = moco.json_encode(o)
+    moco.save(path(name), tensors, m, { dtypes = dtypes })
+    return path(name)
+  end
+  local huge_k = craft("huge_k.safetensors", function(o) o.K = 1 << 40 end)
+  check.raises("a K the queue does not have is refused before building", "module.queue is [16, 64]",
+               checkpoint.build_model, huge_k)
+  local wide = craft("wide.safetensors", function(o) o.width = 1000 end)
+  check.raises("a width the weights do not have is refused", "module.encoder_q.conv1.weight is [4, 1, 3, 3]",
+               checkpoint.build_model, wide)
+  check.raises("... by load_encoder too", "module.encoder_q.conv1.weight is [4, 1, 3, 3]", checkpoint.load_encoder, wide)
+  local big_dim = craft("dim.safetensors", function(o) o.dim = 1 << 30 end)
+  check.raises("a dim the head does not have is refused by load_encoder", "the encoder's last fc is [16, 16]",
+               checkpoint.load_encoder, big_dim)
+  check.ok("the honest checkpoint still loads", pcall(checkpoint.build_model, p))
+end
+
+function tests.check_values_and_fallback()
+  local model = tiny_model()
+  check.ok("a fresh model is healthy", checkpoint.check_values(model))
+  local w = model.encoder_q.conv1.weight
+  local keep = w:get(1, 1, 1, 1)
+  for _, case in ipairs{ { 0 / 0, "holds NaN" }, { math.huge, "holds an infinite value" },
+                         { 2e8, "holds a value of magnitude 2e+08 (the bound is 1e+08)" } } do
+    w:set(1, 1, 1, 1, case[1])
+    local ok, why = checkpoint.check_values(model)
+    check.ok("check_values: " .. case[2], not ok and why:find("tensor 'module.encoder_q.conv1.weight' " .. case[2], 1, true), why)
+    check.raises("save refuses it: " .. case[2], "not saved: tensor 'module.encoder_q.conv1.weight'", checkpoint.save,
+                 path("refused.safetensors"), model, {})
+  end
+  check.ok("nothing written by a refused save", io.open(path("refused.safetensors")) == nil)
+  w:set(1, 1, 1, 1, keep)
+  -- a directory whose newest checkpoint is truncated, and whose next one diverged
+  local dir = path("fallback")
+  moco._io.makedirs(dir)
+  checkpoint.save_epoch(dir, model, { epoch = 0, record = { complete = true }, run_id = "r1", keep = 0 })
+  local tensors, meta = moco.load(dir .. "/checkpoint_0000.safetensors")
+  tensors["module.queue"]:fill(1e30)
+  meta.epoch = "2"
+  local dtypes = { ["module.queue_ptr"] = "I64", ["rng.shuffle_generator"] = "U8" }
+  for k in pairs(tensors) do if k:match("num_batches_tracked$") then dtypes[k] = "I64" end end
+  moco.save(dir .. "/checkpoint_0001.safetensors", tensors, meta, { dtypes = dtypes })
+  local good = read_file(dir .. "/checkpoint_0000.safetensors")
+  write_file(dir .. "/checkpoint_0002.safetensors", good:sub(1, #good // 2))
+  local ckpt, notes = checkpoint.latest_usable(dir, "r1")
+  check.eq("the newest usable checkpoint is the oldest one", ckpt and ckpt.path, dir .. "/checkpoint_0000.safetensors")
+  check.ok("a note for the truncated one", notes[1] and notes[1]:find("checkpoint_0002.safetensors cannot be resumed", 1, true), notes[1])
+  check.ok("a note for the diverged one", notes[2] and notes[2]:find("checkpoint_0001.safetensors cannot be resumed (tensor 'module.queue' holds a value of magnitude 1e+30", 1, true), notes[2])
+  check.raises("another run's checkpoint is refused", "belongs to the run r1, not to the run r2", checkpoint.latest_usable, dir, "r2")
+end
+
 function tests.epoch_files_rotation_and_best()
   local dir = path("rot")
   moco._io.makedirs(dir)
@@ -264,11 +332,13 @@ function tests.resume_is_exact()
   local full = run_pretrain{ "--epochs", "4", "--out", path("full") }
   local first = run_pretrain{ "--epochs", "2", "--out", path("split") }
   local second, opts = run_pretrain{ "--epochs", "4", "--resume", path("split") }
-  check.eq("resumed run took --out from the checkpoint", opts.out, path("split"))
-  check.eq("resumed run starts at epoch 2", second[1].epoch, 2)
-  local losses_equal = #first == 2 and #second == 2
+  check.eq("resumed run writes into the directory it resumes", opts.out, path("split"))
+  check.ok("the history came back from the checkpoint", #second == 4 and second[1].loss == first[1].loss
+                                                         and second[2].loss == first[2].loss, "history differs")
+  check.eq("resumed run starts at epoch 2", second[3] and second[3].epoch, 2)
+  local losses_equal = #first == 2 and #second == 4
   for e = 1, 4 do
-    local r = e <= 2 and first[e] or second[e - 2]
+    local r = e <= 2 and first[e] or second[e]
     print(string.format("  epoch %d: loss %.17g (4-epoch run) %.17g (2 + resume + 2)", e - 1, full[e].loss, r and r.loss or 0 / 0))
     losses_equal = losses_equal and r and r.loss == full[e].loss
   end

@@ -47,6 +47,56 @@ function tests.parse_errors()
   check.eq("levenshtein", recipe.levenshtein("moco-tt", "moco-t"), 1)
 end
 
+function tests.official_cli_forms()
+  local o = pretrain.parse({ "--learning-rate", "0.015", "--weight-decay", "1e-5", "-b64", "-j", "3", "-p", "5",
+                             "--schedule", "30,40", "/data/imagenet" }, {})
+  check.eq("--learning-rate is --lr", o.lr, 0.015)
+  check.eq("--weight-decay is --wd", o.wd, 1e-5)
+  check.eq("-b64 (a short option with its value attached)", o["batch-size"], 64)
+  check.eq("-j is --workers", o.workers, 3)
+  check.eq("-p is --print-freq", o["print-freq"], 5)
+  check.eq("--schedule 30,40", table.concat(o.schedule, " "), "30 40")
+  check.eq("the dataset as the bare DIR", o.data, "/data/imagenet")
+  check.ok("aliases count as given under the option's own name", o._given.lr and o._given.wd)
+  check.eq("--schedule 120 160", table.concat(pretrain.parse({ "--schedule", "120", "160" }, {}).schedule, " "), "120 160")
+  check.eq("--schedule=120,160", table.concat(pretrain.parse({ "--schedule=120,160" }, {}).schedule, " "), "120 160")
+  check.eq("--schedule with nothing: an empty list", #pretrain.parse({ "--schedule", "--cos" }, {}).schedule, 0)
+  -- every boolean has its --no- form
+  local spec = pretrain.parse({}, {})._spec
+  local argv = {}
+  for _, opt in ipairs(spec) do
+    if type(opt[2]) == "boolean" then argv[#argv + 1] = "--no-" .. opt[1] end
+  end
+  local n = pretrain.parse(argv, { shuffle = true, cos = true })
+  local all_false = #argv >= 7
+  for _, opt in ipairs(spec) do if type(opt[2]) == "boolean" and n[opt[1]] ~= false then all_false = false end end
+  check.ok("--no-X works for every boolean (" .. #argv .. " of them)", all_false)
+  check.eq("--no-shuffle (the official flag)", pretrain.parse({ "--no-shuffle" }, {}).shuffle, false)
+  check.raises("--arch checks its choices", "option --arch: invalid choice 'resnet51' (choose from resnet18, resnet20, "
+               .. "resnet34, resnet50; did you mean resnet50?)", pretrain.parse, { "--arch", "resnet51" }, {})
+  check.raises("--no-X takes no value", "option --no-mlp takes no value", pretrain.parse, { "--no-mlp=1" }, {})
+end
+
+function tests.argparse_help()
+  local text = recipe.usage(pretrain.parse({}, { arch = "resnet18" })._spec, {
+    prog = "moco-lua moco_v2", description = "MoCo v2.",
+    positional = { name = "data", metavar = "DIR", help = "the dataset" },
+  })
+  local lines = {}
+  for line in text:gmatch("[^\n]*") do lines[#lines + 1] = line end
+  check.ok("usage line first", lines[1]:find("^usage: moco%-lua moco_v2 %[%-h%] %[%-%-data DATA%] %[%-a ARCH%]") ~= nil, lines[1])
+  check.ok("usage ends with the positional", text:find("%[DIR%]\n\nMoCo v2%.") ~= nil, text:sub(1, 300))
+  check.ok("a positional section", text:find("\npositional arguments:\n  DIR +the dataset\n", 1) ~= nil, text)
+  check.ok("an options section with -h", text:find("\noptions:\n  %-h, %-%-help +show this help message and exit\n") ~= nil, text)
+  check.ok("types and defaults", text:find("%-%-epochs N +number of total epochs to run %(int, default: 200%)") ~= nil
+           and text:find("%(float, default: 0%.03%)") ~= nil and text:find("default: resnet18%)") ~= nil, text)
+  check.ok("aliases listed", text:find("%-%-lr LR, %-%-learning%-rate LR") ~= nil, text)
+  check.ok("booleans with their --no- form", text:find("%-%-mlp, %-%-no%-mlp +MLP projection head %(MoCo v2%) %(default: off%)") ~= nil, text)
+  local longest = 0
+  for _, line in ipairs(lines) do longest = math.max(longest, #line) end
+  check.ok("lines fit 80 columns", longest <= 80, "a line of " .. longest)
+end
+
 function tests.pretrain_options_are_official()
   local o = pretrain.parse({ "--lr", "0.015", "--batch-size", "128", "--moco-k", "4096", "--moco-t", "0.2",
                              "--epochs", "10", "--data", "PATH" }, { arch = "resnet50" })
@@ -56,7 +106,9 @@ function tests.pretrain_options_are_official()
   check.eq("--moco-t", o["moco-t"], 0.2)
   check.eq("--epochs", o.epochs, 10)
   check.eq("--data", o.data, "PATH")
-  check.raises("positional arguments are refused", "unexpected argument 'oops'", pretrain.parse, { "oops" }, {})
+  check.eq("the dataset as a bare argument (main_moco.py's DIR)", pretrain.parse({ "/data/in" }, {}).data, "/data/in")
+  check.raises("a second bare argument is refused", "unexpected argument 'oops'", pretrain.parse, { "/data/in", "oops" }, {})
+  check.raises("DIR and --data together are refused", "given twice", pretrain.parse, { "/a", "--data", "/b" }, {})
 end
 
 function tests.schedules()

@@ -169,4 +169,27 @@ run "$exe" -l string -e 'print(type(string))'
 if [ "$rc" -eq 0 ] && [ "$(cat "$tmp/out")" = "table" ]; then pass "-l requires a library"
 else fail "-l requires a library" "$(shown)"; fi
 
+# Recipes by name, from any directory.
+(cd "$tmp" && "$exe" run >"$tmp/out" 2>"$tmp/err"); rc=$?
+if [ "$rc" -eq 0 ] && out_has '^  quickstart ' && out_has '^  moco_v2 ' && out_has '^  lincls '; then
+  pass "moco-lua run lists the recipes"
+else fail "moco-lua run lists the recipes" "$(shown)"; fi
+(cd "$tmp" && "$exe" quickstart --help >"$tmp/out" 2>"$tmp/err"); rc=$?
+if [ "$rc" -eq 0 ] && out_has '^usage: moco-lua quickstart' && out_has -- '--moco-k'; then
+  pass "moco-lua quickstart --help finds the recipe"
+else fail "moco-lua quickstart --help finds the recipe" "$(shown)"; fi
+(cd "$tmp" && "$exe" run moco_v2 --help >"$tmp/out" 2>"$tmp/err"); rc=$?
+if [ "$rc" -eq 0 ] && out_has '^usage: moco-lua run moco_v2'; then
+  pass "moco-lua run moco_v2 --help"
+else fail "moco-lua run moco_v2 --help" "$(shown)"; fi
+(cd "$tmp" && "$exe" run no_such_recipe >"$tmp/out" 2>"$tmp/err"); rc=$?
+if [ "$rc" -eq 1 ] && err_has "no recipe named 'no_such_recipe'" && err_has '^  quickstart '; then
+  pass "an unknown recipe name lists the known ones"
+else fail "an unknown recipe name lists the known ones" "$(shown)"; fi
+printf 'print("the local file")\n' >"$tmp/quickstart"
+(cd "$tmp" && "$exe" quickstart >"$tmp/out" 2>"$tmp/err"); rc=$?
+if [ "$rc" -eq 0 ] && out_has '^the local file$'; then
+  pass "a file in the current directory wins over a recipe of that name"
+else fail "a file in the current directory wins over a recipe of that name" "$(shown)"; fi
+
 [ "$failed" -eq 0 ]

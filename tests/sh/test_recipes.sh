@@ -11,34 +11,20 @@ failed() { echo "FAIL $1: $2"; fail=1; }
 
 tiny="--epochs 1 --batch-size 8 --moco-k 16 --image-size 32 --bn-splits 2 --workers 1 --print-freq 1"
 # shellcheck disable=SC2086
-./moco-lua recipes/moco_v2.lua --data tests/fixtures/data/folder --arch resnet18 $tiny >"$tmp/v2" 2>&1
+./moco-lua recipes/moco_v2.lua --data tests/fixtures/data/folder --arch resnet18 $tiny --out "$tmp/run_v2" >"$tmp/v2" 2>&1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "Epoch 0 done" "$tmp/v2"; then pass "moco_v2 on an image folder"; else failed "moco_v2 on an image folder" "rc $rc: $(tail -3 "$tmp/v2")"; fi
 grep -q "GaussianBlur" "$tmp/v2" && pass "moco_v2 uses the v2 augmentation" || failed "moco_v2 uses the v2 augmentation" "no GaussianBlur in the printed pipeline"
 # shellcheck disable=SC2086
-./moco-lua recipes/moco_v1.lua --data tests/fixtures/data/folder --arch resnet50 $tiny >"$tmp/v1" 2>&1
+./moco-lua recipes/moco_v1.lua --data tests/fixtures/data/folder --arch resnet50 $tiny --out "$tmp/run_v1" >"$tmp/v1" 2>&1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "Epoch 0 done" "$tmp/v1"; then pass "moco_v1 (resnet50) on an image folder"; else failed "moco_v1 (resnet50) on an image folder" "rc $rc: $(tail -3 "$tmp/v1")"; fi
 
 # A synthetic CIFAR-10 in the official binary format: 16 records per file.
-cat >"$tmp/mkcifar.lua" <<'LUA'
-  local dir = arg[1]
-  local g = moco.Generator(5)
-  local function write(name)
-    local f = assert(io.open(dir .. "/" .. name, "wb"))
-    for r = 1, 16 do
-      local bytes = { string.char((r - 1) % 10) }
-      for i = 1, 3072 do bytes[#bytes + 1] = string.char(g:random(256) - 1) end
-      f:write(table.concat(bytes))
-    end
-    f:close()
-  end
-  for i = 1, 5 do write("data_batch_" .. i .. ".bin") end
-  write("test_batch.bin")
-LUA
-./moco-lua "$tmp/mkcifar.lua" "$tmp" 2>"$tmp/mk" || failed "make synthetic CIFAR-10" "$(cat "$tmp/mk")"
+. tests/sh/lib.sh
+make_cifar "$tmp" 16 2>"$tmp/mk" || failed "make synthetic CIFAR-10" "$(cat "$tmp/mk")"
 ./moco-lua recipes/cifar10.lua --data "cifar10:$tmp" --epochs 1 --batch-size 16 --moco-k 32 --knn-k 5 --workers 1 \
-  >"$tmp/c10" 2>&1
+  --out "$tmp/run_c10" >"$tmp/c10" 2>&1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "kNN accuracy" "$tmp/c10"; then pass "cifar10 recipe with its kNN monitor"; else failed "cifar10 recipe with its kNN monitor" "rc $rc: $(tail -3 "$tmp/c10")"; fi
 
@@ -50,5 +36,5 @@ rc=$?
 if [ $rc -eq 0 ] && grep -q -- "--moco-k" "$tmp/help" && grep -q "65536" "$tmp/help"; then pass "--help lists the options and defaults"; else failed "--help lists the options and defaults" "rc $rc"; fi
 ./moco-lua recipes/moco_v1.lua >"$tmp/nodata" 2>&1
 rc=$?
-if [ $rc -ne 0 ] && grep -q -- "--data is required" "$tmp/nodata"; then pass "missing --data is a clear error"; else failed "missing --data is a clear error" "rc $rc: $(cat "$tmp/nodata")"; fi
+if [ $rc -ne 0 ] && grep -q -- "--data (or DIR) is required" "$tmp/nodata"; then pass "missing --data is a clear error"; else failed "missing --data is a clear error" "rc $rc: $(cat "$tmp/nodata")"; fi
 exit $fail
