@@ -41,6 +41,7 @@ local nn = require "moco.nn"
 local optim = require "moco.optim"
 local data = require "moco.data"
 local eval = require "moco.eval"
+local progress = require "moco.progress"
 
 local lincls = {}
 
@@ -48,7 +49,7 @@ lincls.defaults = { lr = 30, momentum = 0.9, weight_decay = 0, epochs = 100, sch
 
 local hyper_options = {
   lr = true, momentum = true, weight_decay = true, epochs = true, schedule = true, batch_size = true,
-  start_epoch = true, seed = true, print_freq = true, log = true,
+  start_epoch = true, seed = true, print_freq = true, log = true, resume = true, on_epoch_end = true,
 }
 
 local function with(known, extra)
@@ -157,13 +158,26 @@ local function fit(linear, batches, steps_per_epoch, opts, mode)
   })
   local k5 = math.min(5, linear.out_features)
   local result = { history = {}, mode = mode, best_top1 = -1 }
+  local start_epoch = opts.start_epoch or 0
+  local resume = opts.resume
+  if resume then -- a classifier checkpoint (lincls.load_checkpoint): its optimizer and records
+    if resume.momentum_buffer and sgd.momentum_buffer then sgd.momentum_buffer:copy(resume.momentum_buffer) end
+    sgd.steps = resume.steps or 0
+    for i, r in ipairs(resume.history or {}) do result.history[i] = r end
+    result.best_top1, result.best_epoch = resume.best_top1 or -1, resume.best_epoch
+    start_epoch = resume.epoch
+  end
   local t_start = moco.time()
-  for epoch = opts.start_epoch or 0, epochs - 1 do
+  local total_epochs = epochs - start_epoch
+  for epoch = start_epoch, epochs - 1 do
     -- main_lincls.py's adjust_learning_rate: x0.1 at each milestone reached
     local lr = optim.step_lr(base_lr, epoch, schedule)
     sgd:set_lr(lr)
     local t0 = moco.time()
     local sum_loss, c1, c5, count, step_index = 0, 0, 0, 0, 0
+    -- a bar for the slow (augmented) epochs; a precomputed epoch takes a fraction of a second
+    local bar = mode == "augmented" and progress.bar_enabled() and progress.Bar("epoch " .. epoch, steps_per_epoch,
+                                                                                 { unit = "batch" }) or nil
     batches(epoch, function(x, y)
       local logits = linear:forward(x)
       local a, b = moco._eval.topk_correct(logits, y, { 1, k5 })
@@ -178,11 +192,13 @@ local function fit(linear, batches, steps_per_epoch, opts, mode)
       local n = x:size(1)
       sum_loss, c1, c5, count = sum_loss + loss * n, c1 + a, c5 + b, count + n
       step_index = step_index + 1
+      if bar then bar:update(step_index, string.format("loss %.4f", sum_loss / count)) end
       if print_freq > 0 and (step_index % print_freq == 0 or step_index == steps_per_epoch) then
         log(string.format("Epoch: [%d][%d/%d]  Loss %.4f (%.4f)  Acc@1 %.2f  Acc@5 %.2f  lr %g", epoch, step_index,
                           steps_per_epoch, loss, sum_loss / count, 100 * c1 / count, 100 * c5 / count, lr))
       end
     end)
+    if bar then progress.clear() end
     local top1, top5, test_loss = lincls.evaluate(linear, opts.test_features, opts.test_labels)
     local record = {
       epoch = epoch, lr = lr, loss = sum_loss / math.max(count, 1), acc1 = 100 * c1 / math.max(count, 1),
@@ -190,13 +206,118 @@ local function fit(linear, batches, steps_per_epoch, opts, mode)
       seconds = moco.time() - t0,
     }
     result.history[#result.history + 1] = record
-    if top1 > result.best_top1 then result.best_top1, result.best_epoch = top1, epoch end
+    local is_best = top1 > result.best_top1
+    if is_best then result.best_top1, result.best_epoch = top1, epoch end
     result.top1, result.top5, result.loss = top1, top5, test_loss
-    log(string.format("Epoch %d (%s): lr %g  loss %.4f  train Acc@1 %.2f  |  * Acc@1 %.3f Acc@5 %.3f  (best %.3f)  %.1fs",
-                      epoch, mode, lr, record.loss, record.acc1, top1, top5, result.best_top1, record.seconds))
+    local done = epoch - start_epoch + 1
+    local left = (moco.time() - t_start) / done * (total_epochs - done)
+    log(string.format("Epoch %d (%s): lr %g  loss %.4f  train Acc@1 %.2f  |  * Acc@1 %.3f Acc@5 %.3f  (best %.3f)  %.1fs  eta %s",
+                      epoch, mode, lr, record.loss, record.acc1, top1, top5, result.best_top1, record.seconds,
+                      progress.duration(left)))
+    if opts.on_epoch_end then opts.on_epoch_end(record, result, sgd, is_best) end
   end
   result.seconds = moco.time() - t_start
   return result
+end
+
+-- ------------------------------------------------------------------ classifier checkpoints
+--
+-- main_lincls.py saves the whole network (the frozen backbone and the trained fc) with the
+-- optimizer and the best accuracy after every epoch; so does this, as safetensors:
+--   <torchvision name>            every tensor of the network (fc.weight, fc.bias: the classifier)
+--   optimizer.momentum_buffer     SGD's buffer over fc's parameters (absent with momentum 0)
+-- metadata: format, arch, model (JSON: arch, in_channels, cifar_stem, width, classes), epoch
+-- (the next to run), steps (optimizer), best_top1, best_epoch, history (JSON), config (JSON:
+-- the recipe's options without paths), run_id, created_by.  The network is rebuilt from
+-- `model` only after its sizes were checked against the file's own tensors, so metadata
+-- cannot make the loader build (and allocate) a network the file does not hold.
+
+lincls.FORMAT = "moco-lua lincls checkpoint 1"
+
+local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16 }
+
+-- info: epoch (next), steps, best_top1, best_epoch, history, model, config, run_id.
+function lincls.save_checkpoint(path, backbone, sgd, info)
+  local checkpoint = require "moco.checkpoint"
+  local tensors, dtypes = {}, {}
+  for name, t in pairs(backbone:state_dict()) do
+    tensors[name] = t
+    if name:match("num_batches_tracked$") then dtypes[name] = "I64" end
+  end
+  if sgd and sgd.momentum_buffer then tensors["optimizer.momentum_buffer"] = sgd.momentum_buffer end
+  local healthy, why = checkpoint.check_values(tensors)
+  if not healthy then error(string.format("%s: not saved: %s (the classifier diverged: lower --lr)", path, why), 2) end
+  local meta = {
+    format = lincls.FORMAT, created_by = "moco-lua " .. tostring(moco.version), arch = info.model and info.model.arch,
+    model = moco.json_encode(info.model or {}), epoch = tostring(info.epoch or 0), steps = tostring(info.steps or 0),
+    history = moco.json_encode(checkpoint.plain_records(info.history)),
+  }
+  if info.best_top1 then meta.best_top1 = string.format("%.17g", info.best_top1) end
+  if info.best_epoch then meta.best_epoch = tostring(info.best_epoch) end
+  if info.config then meta.config = moco.json_encode(info.config) end
+  if info.run_id then meta.run_id = info.run_id end
+  moco.save(path, tensors, meta, { dtypes = dtypes })
+  return path
+end
+
+local function field(path, meta, key, kind)
+  local text = meta[key]
+  if text == nil then return nil end
+  local v = tonumber(text)
+  if v == nil or (kind == "integer" and (math.tointeger(v) == nil or v < 0)) then
+    error(string.format("%s: metadata '%s' = '%s' is not a %s", path, key, text, kind == "integer" and "count" or "number"), 3)
+  end
+  return kind == "integer" and math.tointeger(v) or v
+end
+
+-- Reads a classifier checkpoint: {path=, backbone= (a moco.models ResNet with the trained
+-- fc), momentum_buffer=, steps=, epoch=, best_top1=, best_epoch=, history=, config=,
+-- run_id=, model=}.
+function lincls.load_checkpoint(path)
+  local checkpoint = require "moco.checkpoint"
+  local models = require "moco.models"
+  local tensors, meta = moco.load(path)
+  if meta.format ~= lincls.FORMAT then
+    error(string.format("%s: not a linear-classifier checkpoint of moco-lua (metadata 'format' is %s); a MoCo "
+                        .. "checkpoint goes to --pretrained", path, meta.format and ("'" .. meta.format .. "'") or "absent"), 2)
+  end
+  local function decode(key)
+    local ok, v = pcall(moco.json_decode, meta[key] or "null")
+    if not ok then error(string.format("%s: metadata '%s' is not valid JSON", path, key), 3) end
+    return v
+  end
+  local o = decode("model")
+  if type(o) ~= "table" or STEM_CHANNELS[o.arch] == nil or math.type(o.classes) ~= "integer"
+     or math.type(o.in_channels) ~= "integer" or type(o.width) ~= "number" or type(o.cifar_stem) ~= "boolean" then
+    error(path .. ": metadata 'model' does not describe a known network (arch, in_channels, cifar_stem, width, classes)", 2)
+  end
+  -- the sizes the metadata claims must be those of the file's tensors before anything is built
+  local fc, conv = tensors["fc.weight"], tensors["conv1.weight"]
+  local stem = math.max(1, math.floor(STEM_CHANNELS[o.arch] * o.width + 0.5))
+  if not (fc and conv and fc:dim() == 2 and conv:dim() == 4 and fc:size(1) == o.classes and conv:size(2) == o.in_channels
+          and conv:size(1) == stem) then
+    error(string.format("%s: its tensors do not match its metadata 'model' (%s, %d classes, %d channels, width %g)", path,
+                        o.arch, o.classes, o.in_channels, o.width), 2)
+  end
+  local net = models.get(o.arch, { num_classes = o.classes, in_channels = o.in_channels, cifar_stem = o.cifar_stem,
+                                   width = o.width })
+  local sd = {}
+  for name in pairs(net:state_dict()) do
+    if tensors[name] == nil then error(string.format("%s: missing tensor '%s' for a %s classifier", path, name, o.arch), 2) end
+    sd[name] = tensors[name]
+  end
+  local ok, err = pcall(net.load_state_dict, net, sd)
+  if not ok then error(path .. ": " .. tostring(err), 2) end
+  local healthy, why = checkpoint.check_values(tensors)
+  if not healthy then error(string.format("%s: %s", path, why), 2) end
+  local history = decode("history")
+  net:eval()
+  return {
+    path = path, backbone = net, momentum_buffer = tensors["optimizer.momentum_buffer"], model = o,
+    steps = field(path, meta, "steps", "integer") or 0, epoch = field(path, meta, "epoch", "integer") or 0,
+    best_top1 = field(path, meta, "best_top1"), best_epoch = field(path, meta, "best_epoch", "integer"),
+    history = type(history) == "table" and history or {}, config = decode("config"), run_id = meta.run_id,
+  }
 end
 
 -- Trains `linear` on precomputed training features (N, D) with labels (N).
@@ -260,7 +381,18 @@ function lincls.run(opts)
   local classes = opts.classes or (train_ds.classes and #train_ds.classes)
   if not classes then error("lincls.run: classes is required (the dataset has no class list)", 2) end
   local precomputed = opts.precomputed ~= false
-  local linear = lincls.prepare(backbone, classes, moco.Generator(opts.seed or 0, 0))
+  local linear
+  if opts.resume then -- the backbone came from a classifier checkpoint: keep its trained fc
+    linear = backbone.fc
+    if not (linear and linear.out_features == classes and linear.in_features == backbone.feature_dim) then
+      error(string.format("lincls.run: resume needs the backbone's fc to be Linear(%d, %d)", backbone.feature_dim, classes), 2)
+    end
+    backbone:eval()
+    backbone:requires_grad(false)
+    linear:requires_grad(true)
+  else
+    linear = lincls.prepare(backbone, classes, moco.Generator(opts.seed or 0, 0))
+  end
   local snap = lincls.snapshot(backbone)
   local common = { transform = opts.test_transform, workers = opts.workers, features = "pooled", normalize = false }
   local t0 = moco.time()

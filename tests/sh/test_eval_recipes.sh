@@ -56,7 +56,59 @@ LUA
 size=$(./moco-lua "$tmp/size.lua" "$tmp/out/lincls-curves.png" 2>&1)
 [ "$size" = "1100x810" ] && pass "lincls --out writes a curves PNG that decodes" || failed "lincls --out writes a curves PNG that decodes" "$size"
 
-./moco-lua recipes/lincls.lua --pretrained "$tmp/ckpt.safetensors" --no-precomputed --train-subset 128 --test-subset 64 \
+# main_lincls.py's checkpoints: the classifier saved every epoch, --resume, -e/--evaluate.
+lin="--pretrained $tmp/ckpt.safetensors --train-subset 300 --test-subset 100 --schedule 2 --lr 0.5 --workers 1"
+# shellcheck disable=SC2086
+./moco-lua recipes/lincls.lua $lin --epochs 4 --out "$tmp/l4" >"$tmp/l4.out" 2>&1
+# shellcheck disable=SC2086
+./moco-lua recipes/lincls.lua $lin --epochs 2 --out "$tmp/l2" >"$tmp/l2a.out" 2>&1
+if [ -f "$tmp/l2/checkpoint_0001.safetensors" ] && [ -f "$tmp/l2/model_best.safetensors" ] && [ -f "$tmp/l2/report.html" ]; then
+  pass "lincls saves its classifier every epoch, and the best"
+else
+  failed "lincls saves its classifier every epoch, and the best" "$(ls "$tmp/l2"; tail -3 "$tmp/l2a.out")"
+fi
+./moco-lua recipes/lincls.lua --resume "$tmp/l2" --epochs 4 >"$tmp/l2b.out" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "resumed from $tmp/l2/checkpoint_0001.safetensors: epoch 2" "$tmp/l2b.out"; then
+  pass "lincls --resume DIR continues the classifier"
+else
+  failed "lincls --resume DIR continues the classifier" "rc $rc: $(tail -3 "$tmp/l2b.out")"
+fi
+# the same classifier, bit for bit: fc and the optimizer's momentum (metadata such as the run id differ)
+same_classifier=$(./moco-lua -e "local a = moco.load('$tmp/l4/checkpoint_0003.safetensors')
+  local b = moco.load('$tmp/l2/checkpoint_0003.safetensors')
+  local same = true
+  for _, k in ipairs{'fc.weight', 'fc.bias', 'optimizer.momentum_buffer'} do
+    local d = a[k] - b[k]
+    if d:numel() == 0 or (d * d):sum() ~= 0 then same = false end
+  end
+  io.write(tostring(same))" 2>&1)
+if [ "$(grep -o 'test top-1 [0-9.]*%  top-5 [0-9.]*%' "$tmp/l4.out")" = "$(grep -o 'test top-1 [0-9.]*%  top-5 [0-9.]*%' "$tmp/l2b.out")" ] &&
+   [ "$same_classifier" = true ]; then
+  pass "lincls 2 epochs + --resume + 2 == 4 epochs (the same classifier, bitwise)"
+else
+  failed "lincls 2 epochs + --resume + 2 == 4 epochs (the same classifier, bitwise)" "$same_classifier; $(grep 'test top-1' "$tmp/l4.out" "$tmp/l2b.out")"
+fi
+./moco-lua recipes/lincls.lua -e --resume "$tmp/l4/model_best.safetensors" --test-subset 100 --workers 1 >"$tmp/ev.out" 2>&1
+rc=$?
+best=$(sed -n 's/.*best top-1 \([0-9.]*\)%.*/\1/p' "$tmp/l4.out")
+if [ $rc -eq 0 ] && grep -q "^ \* Acc@1 $best" "$tmp/ev.out"; then
+  pass "lincls -e --resume model_best evaluates the best classifier ($best%)"
+else
+  failed "lincls -e --resume model_best evaluates the best classifier ($best%)" "rc $rc: $(tail -2 "$tmp/ev.out")"
+fi
+./moco-lua recipes/lincls.lua -e --pretrained "$tmp/ckpt.safetensors" >"$tmp/ev2.out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && grep -q -- "--evaluate needs --resume" "$tmp/ev2.out"; then pass "lincls -e without --resume is a clear error"; else failed "lincls -e without --resume is a clear error" "rc $rc: $(cat "$tmp/ev2.out")"; fi
+./moco-lua recipes/lincls.lua --resume "$tmp/ckpt.safetensors" >"$tmp/ev3.out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && grep -q "not a linear-classifier checkpoint of moco-lua .* a MoCo checkpoint goes to --pretrained" "$tmp/ev3.out"; then
+  pass "lincls --resume of a MoCo checkpoint says what to do"
+else
+  failed "lincls --resume of a MoCo checkpoint says what to do" "rc $rc: $(cat "$tmp/ev3.out")"
+fi
+
+./moco-lua recipes/lincls.lua --pretrained "$tmp/ckpt.safetensors" --no-precomputed --train-subset 128 --test-subset 64 --out "$tmp/aug_run" \
   --epochs 1 --lr 0.5 --batch-size 64 --workers 1 >"$tmp/aug" 2>&1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "lincls (augmented mode" "$tmp/aug" && grep -q "RandomResizedCrop" "$tmp/aug"; then
@@ -64,7 +116,7 @@ if [ $rc -eq 0 ] && grep -q "lincls (augmented mode" "$tmp/aug" && grep -q "Rand
 else
   failed "lincls --no-precomputed runs the augmented protocol" "rc $rc: $(tail -3 "$tmp/aug")"
 fi
-./moco-lua recipes/lincls.lua --pretrained random --train-subset 128 --test-subset 64 --epochs 1 --lr 0.01 \
+./moco-lua recipes/lincls.lua --pretrained random --train-subset 128 --test-subset 64 --epochs 1 --lr 0.01 --out "$tmp/rand_run" \
   --workers 1 >"$tmp/rand" 2>&1
 grep -q "lincls (precomputed mode" "$tmp/rand" && pass "lincls --pretrained random (the untrained baseline)" ||
   failed "lincls --pretrained random (the untrained baseline)" "$(tail -3 "$tmp/rand")"
@@ -78,7 +130,11 @@ if [ $rc -ne 0 ] && grep -q "did you mean --knn-k?" "$tmp/typo"; then pass "a ty
 ./moco-lua recipes/knn.lua --pretrained random --features raw >"$tmp/feat" 2>&1
 rc=$?
 if [ $rc -ne 0 ] && grep -q "features must be output or pooled" "$tmp/feat"; then pass "knn --features checks its value"; else failed "knn --features checks its value" "rc $rc"; fi
-./moco-lua recipes/lincls.lua --pretrained "$tmp/nothing.safetensors" >"$tmp/missing" 2>&1
+./moco-lua recipes/lincls.lua --pretrained "$tmp/nothing.safetensors" --out "$tmp/never" >"$tmp/missing" 2>&1
 rc=$?
-if [ $rc -ne 0 ] && grep -q "nothing.safetensors" "$tmp/missing"; then pass "a missing checkpoint is a clear error"; else failed "a missing checkpoint is a clear error" "rc $rc: $(head -2 "$tmp/missing")"; fi
+if [ $rc -ne 0 ] && grep -q "nothing.safetensors" "$tmp/missing" && [ ! -e "$tmp/never" ]; then
+  pass "a missing checkpoint is a clear error, before any run directory"
+else
+  failed "a missing checkpoint is a clear error, before any run directory" "rc $rc: $(head -2 "$tmp/missing"); $(ls "$tmp/never" 2>&1)"
+fi
 exit $fail
