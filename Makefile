@@ -1,8 +1,9 @@
 # moco-lua: build, dependencies, tests, benchmarks, install.
 #
 #   make            build ./moco-lua
-#   make deps       install the Debian packages it needs (as root), or print the apt-get line
-#   make demo       deps + build + run the default demo (recipes/quickstart.lua)
+#   make deps       install the Debian packages it needs, and those of the tests (as root), or
+#                   print the apt-get line
+#   make demo       the run-time packages + build + run the default demo (recipes/quickstart.lua)
 #   make test       deps + build + run every test; ends with "N passed, N failed"
 #   make bench      benchmarks (not part of make test)
 #   make install PREFIX=/usr/local
@@ -14,6 +15,9 @@ CC      ?= cc
 DEB_PACKAGES = liblua5.4-dev libopenblas-dev libpng-dev libjpeg62-turbo-dev libedit-dev \
                zlib1g-dev pkg-config dataset-fashion-mnist libcairo2-dev libjansson-dev
 PKGS    = lua5.4 libedit libpng zlib cairo jansson
+# Needed by the tests only: tests/sh/test_report.sh renders report.html in headless Chromium
+# (a demo user does not need a browser: `make demo` installs DEB_PACKAGES alone).
+TEST_PACKAGES = chromium
 
 OPT     ?= -O2
 # The build is for the machine it runs on (AVX2/AVX-512 and FMA where present); override with
@@ -31,7 +35,7 @@ BIND_OBJ := $(BIND_SRC:%.c=build/%.o)
 TEST_SRC := $(sort $(wildcard tests/c/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/c/%.c=build/tests/%)
 
-.PHONY: all deps demo test bench install uninstall clean fixtures
+.PHONY: all deps deps-run install-packages demo test bench install uninstall clean fixtures
 all: moco-lua
 
 build/libmoco.a: $(CORE_OBJ)
@@ -53,9 +57,15 @@ build/tests/%: tests/c/%.c build/libmoco.a
 
 # Installs only what is missing; as a non-root user it prints the command instead.
 deps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES) $(TEST_PACKAGES)"
+
+deps-run:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES)"
+
+install-packages:
 	@if ! command -v dpkg-query >/dev/null 2>&1; then \
-	  echo "deps: not a Debian system; install the equivalents of: $(DEB_PACKAGES)"; exit 0; fi; \
-	missing=""; for p in $(DEB_PACKAGES); do \
+	  echo "deps: not a Debian system; install the equivalents of: $(PACKAGES)"; exit 0; fi; \
+	missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -66,7 +76,7 @@ deps:
 	  echo "deps: missing packages; run:"; echo "  sudo apt-get install -y$$missing"; exit 1; \
 	fi
 
-demo: deps
+demo: deps-run
 	@$(MAKE) --no-print-directory moco-lua
 	./moco-lua recipes/quickstart.lua
 
