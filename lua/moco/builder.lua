@@ -61,6 +61,7 @@ function MoCo:__init(opts)
   local function make_encoder(g) return MoCo.make_encoder(encoder_options, g) end
   self:add_module("encoder_q", make_encoder(gen(0)))
   self:add_module("encoder_k", make_encoder(gen(1)))
+  self.encoder_q.need_input_grad = false -- no one uses d loss / d image: skip the stem's input gradient
   self.encoder_q:flatten_parameters()
   local flat_k = self.encoder_k:flatten_parameters()
   flat_k:copy(self.encoder_q._flat_params) -- param_k.data.copy_(param_q.data)

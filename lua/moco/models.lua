@@ -174,8 +174,6 @@ function ResNet:__init(block, layers, planes, opts, name)
       if last then last.weight:zero() end
     end)
   end
-  -- the conv stem's input gradient is never needed: skip that work
-  self.conv1.skip_input_grad = true
 end
 
 function ResNet:_make_layer(block, planes, blocks, stride, bn)
@@ -220,13 +218,15 @@ function ResNet:forward(x)
   return self.output
 end
 
--- Backward from the gradient of the features (N, feature_dim).
+-- Backward from the gradient of the features (N, feature_dim).  Returns the gradient of the
+-- input images, as every module's backward does, unless need_input_grad == false (a MoCo
+-- encoder: nothing uses it, so the stem's input-gradient work is skipped and nil returned).
 function ResNet:backward_features(gf)
   local list = stages(self)
   local g = gf:reshape(gf:size(1), self.feature_dim, 1, 1)
   for i = #list, 1, -1 do
     local m = list[i]
-    if i == 1 and m.skip_input_grad then
+    if i == 1 and self.need_input_grad == false then
       if m._grad_enabled then m:backward_params(self._inputs[i], g) end
       g = nil
     else

@@ -137,8 +137,10 @@ function Module:named_parameters()
   return list
 end
 
+-- The parameter tensors and their gradients, in registration order.  Both lists remember
+-- their module (field _module), so that optim.SGD(net:parameters(), ...) works as in PyTorch.
 function Module:parameters()
-  local params, grads = {}, {}
+  local params, grads = { _module = self }, { _module = self }
   for i, p in ipairs(self:named_parameters()) do params[i], grads[i] = p.param, p.grad end
   return params, grads
 end

@@ -1,6 +1,7 @@
 -- lua/moco/optim.lua: SGD with PyTorch's update rule, and learning-rate schedules.
 --
 --   opt = moco.optim.SGD(model, {lr=0.03, momentum=0.9, weight_decay=1e-4, dampening=0, nesterov=false})
+--   opt = moco.optim.SGD(model:parameters(), {...})    -- PyTorch's spelling, the same thing
 --   model:zero_grad(); ... backward ...; opt:step()
 --   opt:set_lr(moco.optim.cosine_lr(base_lr, epoch, epochs))
 --
@@ -18,8 +19,11 @@ optim.SGD = SGD
 
 setmetatable(SGD, { __call = function(cls, model, opts)
   opts = nn.check_options("optim.SGD", opts, { lr = true, momentum = true, dampening = true, weight_decay = true, nesterov = true })
+  -- net:parameters() (a list that knows its module) means the module's parameters
+  if type(model) == "table" and not model.flat_parameters and type(model._module) == "table" then model = model._module end
   if type(model) ~= "table" or not model.flat_parameters then
-    error("optim.SGD: expected a moco.nn module as the first argument, got " .. type(model), 2)
+    error("optim.SGD: expected a moco.nn module or its :parameters() as the first argument, got "
+          .. (type(model) == "table" and "a table of another kind" or type(model)), 2)
   end
   if opts.lr == nil then error("optim.SGD: lr is required", 2) end
   local self = setmetatable({}, cls)
