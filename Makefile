@@ -6,6 +6,7 @@
 #   make demo       the run-time packages + build + run the default demo (recipes/quickstart.lua)
 #   make test       deps + build + run every test; ends with "N passed, N failed"
 #   make bench      benchmarks (not part of make test)
+#   make docs       regenerate docs/api.md from lua/moco/doc.lua
 #   make install PREFIX=/usr/local
 #   make clean
 
@@ -35,7 +36,7 @@ BIND_OBJ := $(BIND_SRC:%.c=build/%.o)
 TEST_SRC := $(sort $(wildcard tests/c/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/c/%.c=build/tests/%)
 
-.PHONY: all deps deps-run install-packages demo test bench install uninstall clean fixtures
+.PHONY: all deps deps-run install-packages demo test bench install uninstall clean fixtures docs
 all: moco-lua
 
 build/libmoco.a: $(CORE_OBJ)
@@ -87,6 +88,11 @@ test: deps
 bench: deps
 	@$(MAKE) --no-print-directory moco-lua
 	@sh tests/bench/run.sh
+
+# Regenerates docs/api.md from lua/moco/doc.lua (the source help() reads too; make test
+# fails when the two disagree).
+docs: moco-lua
+	./moco-lua -e 'io.write(moco.doc.markdown())' > docs/api.md.tmp && mv docs/api.md.tmp docs/api.md
 
 # Regenerates the committed PyTorch reference fixtures.  Needs Debian's python3-torch,
 # python3-torchvision and python3-skimage (CI does not: the outputs are committed).

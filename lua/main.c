@@ -548,6 +548,10 @@ static int load_moco(lua_State *L) {
     }
     luaL_setfuncs(L, interrupt_functions, 0);
     lua_setglobal(L, "moco");
+    /* help(x): moco.repl.help, loaded on first use (moco.doc is large) */
+    static const char help_global[] = "function help(...) return moco.repl.help(...) end";
+    if (luaL_loadbuffer(L, help_global, sizeof help_global - 1, "=help") == LUA_OK) docall(L, 0, 0);
+    else lua_pop(L, 1);
     return LUA_OK;
 }
 
@@ -786,13 +790,20 @@ static int is_identifier(const char *s, size_t len) {
 }
 
 /* Replaces the value on top by the __index table of its metatable and returns 1;
- * returns 0 and leaves the stack as it was when there is none. */
+ * returns 0 and leaves the stack as it was when there is none.  moco's userdata
+ * (tensors, datasets, loaders, images) index through a C function that looks their
+ * methods up in the metatable's "methods" table: that table stands for __index then. */
 static int step_to_index_table(lua_State *L) {
     if (!lua_getmetatable(L, -1)) return 0;
     lua_pushliteral(L, "__index");
-    if (lua_rawget(L, -2) != LUA_TTABLE) {
-        lua_pop(L, 2);
-        return 0;
+    int kind = lua_rawget(L, -2);
+    if (kind != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "methods");
+        if (kind != LUA_TFUNCTION || lua_rawget(L, -2) != LUA_TTABLE) {
+            lua_pop(L, 2);
+            return 0;
+        }
     }
     lua_remove(L, -2); /* the metatable */
     lua_remove(L, -2); /* the previous holder */
@@ -922,6 +933,36 @@ static void offer_submodules(lua_State *L, const char *text, size_t prefix_len,
     }
 }
 
+/* The holder on top is a loaded module whose field `part` is missing: if the module
+ * has a submodule file of that name on package.path (moco's lazily loaded ones),
+ * requires it and replaces the holder by it; otherwise by nil.  Runs Lua code (the
+ * module's own loading), inside the completion's protected call. */
+static void load_submodule(lua_State *L, const char *part, size_t len) {
+    if (!is_identifier(part, len) || !loaded_module_name(L, lua_gettop(L))) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        return;
+    }
+    lua_pushliteral(L, ".");
+    lua_pushlstring(L, part, len);
+    lua_concat(L, 3); /* "moco.nn" */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchpath");
+    lua_pushvalue(L, -3);
+    lua_getfield(L, -3, "path");
+    int found = lua_pcall(L, 2, 1, 0) == LUA_OK && lua_isstring(L, -1);
+    lua_pop(L, 2); /* the file name or error, package */
+    if (found) {
+        lua_getglobal(L, "require");
+        lua_pushvalue(L, -2);
+        found = lua_pcall(L, 1, 1, 0) == LUA_OK;
+        if (!found) lua_pop(L, 1);
+    }
+    if (!found) lua_pushnil(L);
+    lua_remove(L, -2); /* the module's name */
+    lua_remove(L, -2); /* the holder */
+}
+
 /* lua_pcall'ed with the word (a light userdata C string); returns an array of
  * the full completions. */
 static int collect_completions(lua_State *L) {
@@ -939,6 +980,11 @@ static int collect_completions(lua_State *L) {
         if (part[len] == ':' && part + len != sep) return 1; /* a:b.c is no Lua */
         lua_pushvalue(L, 4);
         raw_field(L, part, len);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, 4);
+            load_submodule(L, part, len); /* "moco.nn." before moco.nn was ever used */
+        }
         lua_replace(L, 4);
         if (lua_isnil(L, 4)) return 1;
         part += len + 1;
@@ -946,6 +992,8 @@ static int collect_completions(lua_State *L) {
     size_t part_len = strlen(part);
     size_t prefix_len = (size_t)(part - text);
     int methods_only = sep != NULL && *sep == ':';
+    /* _private and __meta names only when asked for ("t._" TAB) */
+    int show_private = part_len > 0 && part[0] == '_';
 
     lua_pushvalue(L, 4);
     for (int depth = 0; depth < MAX_INDEX_DEPTH; depth++) {
@@ -957,7 +1005,7 @@ static int collect_completions(lua_State *L) {
                     (!methods_only || lua_type(L, -1) == LUA_TFUNCTION)) {
                     const char *key = lua_tolstring(L, -2, &len);
                     if (len >= part_len && memcmp(key, part, part_len) == 0 &&
-                        is_identifier(key, len)) {
+                        is_identifier(key, len) && (show_private || key[0] != '_')) {
                         lua_pushvalue(L, -2);
                         offer(L, text, prefix_len);
                         lua_pop(L, 1);
@@ -1064,11 +1112,29 @@ static double seconds_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Prints the n values on top of the stack with the global print, and pops them. */
+/* Prints its arguments with moco.repl.print (readable tables, module summaries: see
+ * lua/moco/repl.lua) when there is one, else with the global print.  Runs protected. */
+static int print_with_repl_printer(lua_State *L) {
+    int n = lua_gettop(L);
+    lua_getglobal(L, "moco");
+    if (lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, "repl") == LUA_TTABLE &&
+        lua_getfield(L, -1, "print") == LUA_TFUNCTION) {
+        lua_insert(L, 1);
+        lua_settop(L, n + 1);
+    } else {
+        lua_settop(L, n);
+        lua_getglobal(L, "print");
+        lua_insert(L, 1);
+    }
+    lua_call(L, n, 0);
+    return 0;
+}
+
+/* Prints the n values on top of the stack (see print_with_repl_printer), and pops them. */
 static int print_values(lua_State *L, int n) {
     if (n <= 0) return LUA_OK;
     luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-    lua_getglobal(L, "print");
+    lua_pushcfunction(L, print_with_repl_printer);
     lua_insert(L, -n - 1);
     int status = docall(L, n, 0);
     if (status != LUA_OK) {

@@ -66,17 +66,19 @@ end
 
 local Bar = {}
 Bar.__index = Bar
+Bar.__name = "moco.progress.Bar"
+progress.Bar = Bar
 
 -- A bar over `total` items.  opts: unit ("img"), every (seconds between plain lines, 10),
 -- log (the plain-line printer, default progress.print).
-function progress.Bar(label, total, opts)
+setmetatable(Bar, { __call = function(_, label, total, opts)
   opts = opts or {}
   return setmetatable({
     label = label, total = total, unit = opts.unit or "img", every = opts.every or 10,
     log = opts.log or progress.print, start = moco.time(), last_draw = -1, last_line = moco.time(),
     bar = progress.bar_enabled(), lines = progress.lines_enabled(), done = 0,
   }, Bar)
-end
+end })
 
 function Bar:text(done, extra)
   local elapsed = moco.time() - self.start

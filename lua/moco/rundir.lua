@@ -117,6 +117,7 @@ local CONFIG_ORDER = { "format", "run_id", "recipe", "kind", "created", "moco_lu
 local Run = {}
 Run.__index = Run
 Run.__name = "moco.rundir.Run"
+rundir.Run = Run
 
 function Run:path(name) return self.dir .. "/" .. name end
 

@@ -366,6 +366,58 @@ static void terminal_session(const char *exe, const char *home, const char *lua_
     CHECK("tty completion of a lazily loaded submodule", expect(&s, "4242\r\n"),
           "'tmod.ex' TAB did not complete to tmod.extra; output: %s", recent(&s));
 
+    /* completion of userdata methods, of a module not loaded yet, and no _private names */
+    type_at_prompt(&s, "tz = moco.zeros{3}\r");
+    type_at_prompt(&s, "=tz:nu\t() + 7\r");
+    CHECK("tty completion of a tensor method (t:nu -> t:numel)", expect(&s, "10\r\n"),
+          "'tz:nu' TAB did not complete to numel; output: %s", recent(&s));
+    type_at_prompt(&s, "=moco.lincls.evalu\t == moco.lincls.evaluate\r");
+    CHECK("tty completion inside a lazily loaded module", expect(&s, "true\r\n"),
+          "'moco.lincls.evalu' TAB did not complete; output: %s", recent(&s));
+    type_at_prompt(&s, "xx = {_a1 = 1, a2 = 40}\r");
+    type_at_prompt(&s, "=xx.\t + 2\r");
+    CHECK("tty completion leaves out _private names", expect(&s, "42\r\n"),
+          "'xx.' TAB did not complete to the only public field; output: %s", recent(&s));
+    type_at_prompt(&s, "ds = moco.data.FashionMNIST{train = false}\r");
+    type_at_prompt(&s, "=ds:targ\t():size(1)\r");
+    CHECK("tty completion of a dataset method", expect(&s, "10000\r\n"),
+          "'ds:targ' TAB did not complete to targets; output: %s", recent(&s));
+    type_at_prompt(&s, "ld = moco.data.Loader(ds, {batch_size = 10, workers = 1})\r");
+    type_at_prompt(&s, "=ld:reset_st\t() == nil\r");
+    CHECK("tty completion of a loader method", expect(&s, "true\r\n"),
+          "'ld:reset_st' TAB did not complete; output: %s", recent(&s));
+
+    /* help() and readable values */
+    type_at_prompt(&s, "help(moco.zeros)\r");
+    CHECK("tty help(function)", expect(&s, "moco.zeros(shape)"), "no signature; output: %s", recent(&s));
+    type_at_prompt(&s, "help(tz)\r");
+    CHECK("tty help(tensor) names its class", expect(&s, "an instance of moco.Tensor"), "output: %s", recent(&s));
+    type_at_prompt(&s, "ds.classes\r");
+    CHECK("tty a class list prints as a list", expect(&s, "{\"T-shirt/top\", \"Trouser\""), "output: %s", recent(&s));
+    type_at_prompt(&s, "mm = moco.MoCo{arch = 'resnet20', width = 0.25, in_channels = 1, dim = 16, K = 80, bn_splits = 2, lr = 0.05}\r");
+    type_at_prompt(&s, "mm\r");
+    CHECK("tty a MoCo model prints a summary", expect(&s, "queue      [16, 80] negative keys"), "output: %s", recent(&s));
+
+    /* Ctrl-C inside training: back at the prompt, the interrupted record kept */
+    type_at_prompt(&s, "T = moco.transforms; sub = moco.data.Subset(ds, 2000)\r");
+    type_at_prompt(&s, "tl = moco.data.Loader(sub, {batch_size = 16, workers = 1, transform = T.TwoCrops(T.Compose{T.RandomResizedCrop(28), T.ToTensor()})})\r");
+    type_at_prompt(&s, "tr = moco.train.Trainer(mm, tl, {quiet = true})\r");
+    CHECK("tty Trainer refuses an unknown option", expect(&s, "moco.train.Trainer: unknown option 'quiet'"),
+          "output: %s", recent(&s));
+    type_at_prompt(&s, "tr = moco.train.Trainer(mm, tl)\r");
+    type_at_prompt(&s, "tr:run{steps = 3}\r");
+    CHECK("tty trainer:run{steps = 3}", expect(&s, "step 3/125"), "output: %s", recent(&s));
+    type_at_prompt(&s, "tr:run{epochs = 100}\r");
+    pause_reading(&s, 1.5);
+    send_text(&s, "\x03");
+    CHECK("tty Ctrl-C inside trainer:run stops it", expect(&s, "interrupted!"), "output: %s", recent(&s));
+    type_at_prompt(&s, "=#tr.history, tr.history[#tr.history].interrupted, tr.step > 3\r");
+    CHECK("tty ... and the trainer keeps the interrupted record", expect(&s, "1\tSIGINT\ttrue\r\n"),
+          "output: %s", recent(&s));
+    type_at_prompt(&s, "=tr:run{steps = 2}[1].steps == tr.step\r");
+    CHECK("tty ... and continues from there", expect(&s, "true\r\n"), "output: %s", recent(&s));
+    type_at_prompt(&s, "tl:close(); ld:close()\r");
+
     type_at_prompt(&s, "local stop = os.clock() + 1.2; while os.clock() < stop do end\r");
     CHECK("tty slow line is timed", expect(&s, " s)"), "no '(N.NN s)' after a slow line; output: %s",
           recent(&s));
