@@ -223,8 +223,8 @@ Tensor *tensor_reshape(const Tensor *t, int ndim, const int64_t *shape) {
 static int check_dim(const char *op, const Tensor *t, int dim) {
     if (dim < 0 || dim >= t->ndim) {
         char a[128];
-        return moco_error("%s: dimension %d out of range for a %d-d tensor of shape %s", op, dim,
-                          t->ndim, tensor_shape_str(t, a, sizeof a));
+        return moco_error("%s: dimension %d out of range for a %d-d tensor of shape %s", op, dim + 1,
+                          t->ndim, tensor_shape_str(t, a, sizeof a)); /* 1-based, as Lua sees it */
     }
     return 0;
 }
@@ -240,8 +240,8 @@ Tensor *tensor_narrow(const Tensor *t, int dim, int64_t start, int64_t length) {
     char a[128];
     if (check_dim("narrow", t, dim)) return NULL;
     if (start < 0 || length < 0 || start + length > t->shape[dim])
-        return moco_error("narrow: range [%lld, %lld) is outside dimension %d of size %lld (shape %s)",
-                          (long long)start, (long long)(start + length), dim,
+        return moco_error("narrow: positions %lld to %lld are outside dimension %d of size %lld (shape %s)",
+                          (long long)start + 1, (long long)(start + length), dim + 1,
                           (long long)t->shape[dim], tensor_shape_str(t, a, sizeof a)),
                NULL;
     int64_t shape[TENSOR_MAX_DIMS];
@@ -266,7 +266,7 @@ Tensor *tensor_select(const Tensor *t, int dim, int64_t index) {
     if (check_dim("select", t, dim)) return NULL;
     if (index < 0 || index >= t->shape[dim])
         return moco_error("select: index %lld out of range for dimension %d of size %lld (shape %s)",
-                          (long long)index, dim, (long long)t->shape[dim],
+                          (long long)index + 1, dim + 1, (long long)t->shape[dim],
                           tensor_shape_str(t, a, sizeof a)),
                NULL;
     Tensor *n = tensor_narrow(t, dim, index, 1);
@@ -352,9 +352,9 @@ static int broadcast_shape(const char *op, const Tensor *a, const Tensor *b, int
         int64_t sa = ia >= 0 ? a->shape[ia] : 1, sb = ib >= 0 ? b->shape[ib] : 1;
         if (sa != sb && sa != 1 && sb != 1) {
             char x[128], y[128];
-            return moco_error("%s: shapes %s and %s cannot be broadcast together (dimension %d: %lld vs %lld)",
-                              op, tensor_shape_str(a, x, sizeof x), tensor_shape_str(b, y, sizeof y),
-                              i, (long long)sa, (long long)sb);
+            return moco_error("%s: shapes %s and %s cannot be broadcast together (dimension %d of the result: "
+                              "%lld vs %lld)", op, tensor_shape_str(a, x, sizeof x), tensor_shape_str(b, y, sizeof y),
+                              i + 1, (long long)sa, (long long)sb);
         }
         shape[i] = sa == 1 ? sb : sa;
     }
@@ -544,7 +544,7 @@ Tensor *tensor_max(const Tensor *t, int dim, int keepdim, Tensor **indices) {
     if (check_dim("max", t, dim)) return NULL;
     if (t->shape[dim] == 0) {
         char a[128];
-        return moco_error("max: dimension %d of shape %s is empty", dim, tensor_shape_str(t, a, sizeof a)),
+        return moco_error("max: dimension %d of shape %s is empty", dim + 1, tensor_shape_str(t, a, sizeof a)),
                NULL;
     }
     int nd;

@@ -6,7 +6,8 @@
  *    reshape always does; narrow/select do when the result is contiguous in memory (along the
  *    first dimension, or past leading dimensions of size 1) and copy otherwise, as PyTorch's
  *    reshape is a view "when possible".  tensor_is_view() tells which happened.
- *  - Positions in C are 0-based (the Lua binding converts to Lua's 1-based).
+ *  - Positions in C are 0-based (the Lua binding converts to Lua's 1-based); error messages
+ *    count dimensions and positions from 1, as the Lua user who reads them does.
  *  - Functions that can fail return NULL or -1 and set moco_last_error() with a message that
  *    names the operation and both shapes; they validate before they allocate.
  *  - Functions ending in '_' modify their first argument in place. */
