@@ -513,7 +513,7 @@ static int list_recipes(FILE *out) {
         const char *what = strstr(line, ".lua: ");
         what = what ? what + 6 : "";
         names[i][strlen(names[i]) - 4] = '\0';
-        fprintf(out, "  %-12s %.*s%s\n", names[i], 66, what, strlen(what) > 66 ? "..." : "");
+        fprintf(out, "  %-12s %.*s%s\n", names[i], 72, what, strlen(what) > 72 ? "..." : "");
         free(names[i]);
     }
     return 0;
@@ -1152,7 +1152,7 @@ static int repl(lua_State *L, int banner) {
     keep_sigint_handler = 1;
     if (repl_on_tty) {
         if (banner) print_version();
-        printf("Expressions print their value; TAB completes, Ctrl-C interrupts, "
+        printf("Expressions print their value; help(x) explains x; TAB completes, Ctrl-C interrupts, "
                "Ctrl-D exits.\n");
         setup_line_editing();
     }

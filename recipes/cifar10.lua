@@ -1,4 +1,6 @@
--- recipes/cifar10.lua: the official MoCo CIFAR-10 demo's settings: ResNet-18 with the CIFAR
+-- recipes/cifar10.lua: MoCo on CIFAR-10 with the official demo's settings.
+--
+-- The official MoCo CIFAR-10 demo's settings: ResNet-18 with the CIFAR
 -- stem, split batch norm over 8 groups (shuffling BN on one process), batch 512, lr 0.06,
 -- weight decay 5e-4, K 4096, m 0.99, T 0.1, cosine schedule, 200 epochs, and the kNN
 -- monitor (k 200, T 0.1) every epoch.

@@ -1,7 +1,9 @@
--- recipes/knn.lua: kNN accuracy of a MoCo checkpoint's features, with the official CIFAR-10
--- demo's monitor (cosine similarity, the k = 200 nearest training images, votes weighted by
--- exp(sim / 0.1)).  The bank is the training set, the queries the test set.
---   moco-lua recipes/knn.lua --pretrained quickstart-out/checkpoint.safetensors
+-- recipes/knn.lua: kNN accuracy of a checkpoint's features (the official demo's monitor).
+--
+-- The official CIFAR-10 demo's monitor: cosine similarity, the k = 200 nearest training
+-- images, votes weighted by exp(sim / 0.1).  The bank is the training set, the queries the
+-- test set.
+--   moco-lua knn --pretrained runs/quickstart-20250101-120000/checkpoint_0002.safetensors
 --   moco-lua recipes/knn.lua --pretrained ckpt --data cifar10:/data/cifar-10-batches-bin --features pooled
 --   moco-lua recipes/knn.lua --pretrained random        (an untrained encoder: the baseline)
 -- --features output takes the encoder's output (the projection head, as the demo's monitor
@@ -28,12 +30,19 @@ local spec = {
   { "seed", 0, "seed of the random encoder" },
   { "cache", "", "keep the features in PREFIX.bank.safetensors / PREFIX.test.safetensors and reuse them" },
 }
-local opts = recipe.parse(arg, spec, { description = "kNN accuracy of a checkpoint's features (the official demo's monitor)" })
+local opts = recipe.parse(arg, spec, {
+  description = "kNN accuracy of a checkpoint's features (the official demo's monitor)",
+  positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
+})
 if not opts then return end
 if #opts._positional > 0 then error("unexpected argument '" .. opts._positional[1] .. "' (--help lists the options)", 0) end
 if opts.features ~= "output" and opts.features ~= "pooled" then
   error("--features must be output or pooled, got " .. opts.features, 0)
 end
+for _, name in ipairs{ "knn-k", "batch-size" } do
+  if opts[name] < 1 then error(string.format("--%s must be at least 1, got %d", name, opts[name]), 0) end
+end
+if not (opts["knn-t"] > 0) then error("--knn-t must be positive, got " .. opts["knn-t"], 0) end
 if opts.threads > 0 then moco.set_num_threads(opts.threads) end
 
 local train_ds, test_ds, kind, test_transform = pretrain.datasets(opts)
@@ -43,6 +52,11 @@ local net = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels =
 local bank_ds = train_ds
 if opts["bank-subset"] > 0 and opts["bank-subset"] < #train_ds then bank_ds = data.Subset(train_ds, opts["bank-subset"]) end
 if opts["test-subset"] > 0 and opts["test-subset"] < #test_ds then test_ds = data.Subset(test_ds, opts["test-subset"]) end
+-- before any feature is computed: k cannot exceed the bank
+if opts["knn-k"] > #bank_ds then
+  error(string.format("--knn-k %d is larger than the bank (%d training images%s)", opts["knn-k"], #bank_ds,
+                      opts["bank-subset"] > 0 and ", --bank-subset " .. opts["bank-subset"] or ""), 0)
+end
 
 print(string.format("knn: %s on %s: %d bank images, %d test images; %s", opts.pretrained, kind, #bank_ds, #test_ds,
                     recipe.describe(opts, spec)))

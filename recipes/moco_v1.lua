@@ -1,4 +1,6 @@
--- recipes/moco_v1.lua: MoCo v1 with the official defaults (main_moco.py): ResNet-50, lr 0.03
+-- recipes/moco_v1.lua: MoCo v1 with the official defaults (main_moco.py).
+--
+-- MoCo v1 with the official defaults (main_moco.py): ResNet-50, lr 0.03
 -- for batch 256, weight decay 1e-4, SGD momentum 0.9, 200 epochs with the lr divided by 10 at
 -- epochs 120 and 160, dim 128, K 65536, m 0.999, T 0.07, the v1 augmentation.
 --   moco-lua recipes/moco_v1.lua --data /path/to/imagenet [--epochs 10 --moco-k 4096 ...]

@@ -1,4 +1,6 @@
--- recipes/moco_v2.lua: MoCo v2 (Chen et al. 2020): the v1 defaults plus the MLP head,
+-- recipes/moco_v2.lua: MoCo v2 with the official README's settings.
+--
+-- MoCo v2 (Chen et al. 2020): the v1 defaults plus the MLP head,
 -- T 0.2, the v2 augmentation (--aug-plus: colour jitter with p 0.8, grayscale, Gaussian
 -- blur with sigma in [0.1, 2]) and the cosine schedule, as the official README's command.
 --   moco-lua recipes/moco_v2.lua --data /path/to/imagenet [--epochs 10 --moco-k 4096 ...]

@@ -127,6 +127,14 @@ if [ $rc -ne 0 ] && grep -q -- "--pretrained is required" "$tmp/nopre"; then pas
 ./moco-lua recipes/knn.lua --pretrained random --knn-kk 5 >"$tmp/typo" 2>&1
 rc=$?
 if [ $rc -ne 0 ] && grep -q "did you mean --knn-k?" "$tmp/typo"; then pass "a typo in knn.lua names the closest option"; else failed "a typo in knn.lua names the closest option" "rc $rc"; fi
+./moco-lua recipes/knn.lua --pretrained "$tmp/ckpt.safetensors" --bank-subset 50 --knn-k 200 >"$tmp/kbank" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && grep -q -- "--knn-k 200 is larger than the bank (50 training images, --bank-subset 50)" "$tmp/kbank" &&
+   ! grep -q "features" "$tmp/kbank"; then
+  pass "knn --knn-k is checked against the bank before any feature is computed"
+else
+  failed "knn --knn-k is checked against the bank before any feature is computed" "rc $rc: $(cat "$tmp/kbank")"
+fi
 ./moco-lua recipes/knn.lua --pretrained random --features raw >"$tmp/feat" 2>&1
 rc=$?
 if [ $rc -ne 0 ] && grep -q "features must be output or pooled" "$tmp/feat"; then pass "knn --features checks its value"; else failed "knn --features checks its value" "rc $rc"; fi
