@@ -101,15 +101,20 @@ fixtures:
 	@for f in tests/make_fixtures*.py tests/fixtures/npy/make.py; do \
 	  [ -f "$$f" ] || continue; echo "$(PYTHON_REF) $$f"; $(PYTHON_REF) "$$f" || exit 1; done
 
+# The executable, its Lua modules and recipes, the man page and the documentation.
 install: moco-lua
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moco-lua/lua/moco \
-	           $(DESTDIR)$(PREFIX)/share/moco-lua/recipes
+	           $(DESTDIR)$(PREFIX)/share/moco-lua/recipes $(DESTDIR)$(PREFIX)/share/man/man1 \
+	           $(DESTDIR)$(PREFIX)/share/doc/moco-lua
 	install -m 755 moco-lua $(DESTDIR)$(PREFIX)/bin/moco-lua
 	install -m 644 lua/moco/*.lua $(DESTDIR)$(PREFIX)/share/moco-lua/lua/moco/
 	install -m 644 recipes/*.lua $(DESTDIR)$(PREFIX)/share/moco-lua/recipes/
+	install -m 644 docs/moco-lua.1 $(DESTDIR)$(PREFIX)/share/man/man1/moco-lua.1
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/moco-lua/
 
 uninstall:
-	rm -rf $(DESTDIR)$(PREFIX)/bin/moco-lua $(DESTDIR)$(PREFIX)/share/moco-lua
+	rm -rf $(DESTDIR)$(PREFIX)/bin/moco-lua $(DESTDIR)$(PREFIX)/share/moco-lua \
+	       $(DESTDIR)$(PREFIX)/share/man/man1/moco-lua.1 $(DESTDIR)$(PREFIX)/share/doc/moco-lua
 
 clean:
 	rm -rf build moco-lua

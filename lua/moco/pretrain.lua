@@ -296,6 +296,14 @@ end
 -- Checks the options against the data, right after the datasets are opened.
 function pretrain.validate_data(opts, train_ds, test_ds)
   local b = opts["batch-size"]
+  if #train_ds > 0 then -- the images' channels (an in-memory dataset answers at once)
+    local image = train_ds:get(1)
+    local channels = image.channels
+    if channels and channels ~= opts["in-channels"] then
+      fail("--in-channels %d, but the images of --data %s have %d channel%s (give --in-channels %d)",
+           opts["in-channels"], opts.data, channels, channels == 1 and "" or "s", channels)
+    end
+  end
   if #train_ds < b then
     fail("--batch-size %d is larger than the training set (%d images%s): there is not one full batch to train on "
          .. "(the last incomplete batch is dropped, as in the official code)", b, #train_ds,

@@ -17,6 +17,22 @@ out=$(cd / && "$prefix/bin/moco-lua" -e 'print(moco.nn.Linear(2, 3):num_paramete
 check "modules found from / after install" $? "got: $out"
 [ -f "$prefix/share/moco-lua/recipes/quickstart.lua" ]
 check "recipes installed" $? "no quickstart.lua under $prefix/share/moco-lua/recipes"
-make -s uninstall PREFIX="$prefix" >/dev/null 2>&1 && [ ! -e "$prefix/bin/moco-lua" ]
+out=$(cd / && "$prefix/bin/moco-lua" quickstart --help 2>&1 | head -n 1)
+case "$out" in "usage: moco-lua quickstart "*) r=0 ;; *) r=1 ;; esac
+check "an installed recipe runs by its name from /" $r "got: $out"
+[ -f "$prefix/share/man/man1/moco-lua.1" ]
+check "man page installed" $? "no $prefix/share/man/man1/moco-lua.1"
+if command -v man >/dev/null 2>&1; then
+  MANPATH="$prefix/share/man" man -P cat moco-lua 2>/dev/null | grep -q "RUN DIRECTORIES"
+  check "man moco-lua reads it" $? "man could not render it"
+else
+  # no man(1) here: check the page is well-formed roff that groff-free tools can read
+  grep -q '^\.TH MOCO-LUA 1' "$prefix/share/man/man1/moco-lua.1"
+  check "man page has its header" $? "no .TH line"
+fi
+[ -f "$prefix/share/doc/moco-lua/tutorial.md" ] && [ -f "$prefix/share/doc/moco-lua/api.md" ] && [ -f "$prefix/share/doc/moco-lua/README.md" ]
+check "documentation installed" $? "$(ls "$prefix/share/doc/moco-lua" 2>&1)"
+make -s uninstall PREFIX="$prefix" >/dev/null 2>&1 && [ ! -e "$prefix/bin/moco-lua" ] &&
+  [ ! -e "$prefix/share/man/man1/moco-lua.1" ] && [ ! -e "$prefix/share/doc/moco-lua" ]
 check "uninstall removes it" $? "moco-lua still present"
 exit $fail
