@@ -28,7 +28,8 @@ local spec = {
   { "arch", "resnet20", "encoder architecture for --pretrained random" },
   { "in-channels", 0, "image channels for --pretrained random (0: 1 for fashion-mnist, else 3)" },
   { "seed", 0, "seed of the random encoder" },
-  { "cache", "", "keep the features in PREFIX.bank.safetensors / PREFIX.test.safetensors and reuse them" },
+  { "cache", "", "keep the features in PREFIX.bank.safetensors / PREFIX.test.safetensors and reuse them", path = true },
+  { "quiet", false, "no progress bars" },
 }
 local opts = recipe.parse(arg, spec, {
   description = "kNN accuracy of a checkpoint's features (the official demo's monitor)",
@@ -44,6 +45,7 @@ for _, name in ipairs{ "knn-k", "batch-size" } do
 end
 if not (opts["knn-t"] > 0) then error("--knn-t must be positive, got " .. opts["knn-t"], 0) end
 if opts.threads > 0 then moco.set_num_threads(opts.threads) end
+require("moco.progress").set_quiet(opts.quiet)
 
 local train_ds, test_ds, kind, test_transform = pretrain.datasets(opts)
 if not test_ds then error("--data " .. opts.data .. ": no val/ folder to evaluate on", 0) end

@@ -204,14 +204,14 @@ function pretrain.apply_checkpoint(opts, ckpt, dir_options)
       if not opts._given[name] then
         if v ~= nil then opts[name] = v end
       elseif v ~= nil and not same_value(v, opts[name]) then
-        if name == "epochs" then
-          if opts.cos then
-            notes[#notes + 1] = string.format("--epochs %s (was %s) changes the cosine schedule: learning rates "
-                                              .. "differ from the original run's", show(opts[name]), show(v))
-          end
-        elseif not resume_harmless[name] and name ~= "threads" then -- threads: run() compares the real count
+        if name == "epochs" and opts.cos then
+          notes[#notes + 1] = string.format("--epochs %s (was %s) changes the cosine schedule: learning rates "
+                                            .. "differ from the original run's", show(opts[name]), show(v))
+        elseif name ~= "epochs" and not resume_harmless[name] and name ~= "threads" then -- threads: run() compares the real count
           notes[#notes + 1] = string.format("--%s %s differs from the checkpoint's %s: the run will not continue "
                                             .. "exactly as it would have", name, show(opts[name]), show(v))
+        else
+          notes[#notes + 1] = string.format("--%s %s overrides the checkpoint's %s", name, show(opts[name]), show(v))
         end
       end
     end

@@ -77,9 +77,11 @@ make_cifar "$tmp/cifar" 32
 "$exe" "$tmp/tiny.lua" "cifar10:$tmp/cifar" --in-channels 3 --image-size 32 --batch-size 32 --moco-k 128 \
   --epochs 1 --out "$tmp/c" >"$tmp/c1.out" 2>&1
 ok "a run on a CIFAR-10 folder given as DIR" $? "$(tail -3 "$tmp/c1.out")"
-"$exe" "$tmp/tiny.lua" --resume "$tmp/c" --epochs 2 >"$tmp/c2.out" 2>&1
+"$exe" "$tmp/tiny.lua" --resume "$tmp/c" --epochs 2 --workers 2 >"$tmp/c2.out" 2>&1
 rc=$?
 ok "--resume DIR alone continues it" "$([ $rc -eq 0 ] && grep -q "resumed from $tmp/c/checkpoint_0000.safetensors: epoch 1" "$tmp/c2.out" && [ -f "$tmp/c/checkpoint_0001.safetensors" ]; echo $?)" "rc $rc: $(tail -3 "$tmp/c2.out")"
+ok "options given again override, with a note" \
+  "$(grep -q "note: --workers 2 overrides the checkpoint's 1" "$tmp/c2.out" && grep -q "note: --epochs 2 (was 1) changes the cosine schedule" "$tmp/c2.out"; echo $?)" "$(grep note "$tmp/c2.out")"
 ok "... on the data of that run (config.json), with its settings (the checkpoint)" \
   "$(grep -q "resnet20 on cifar (160 images, 5 steps per epoch)" "$tmp/c2.out" && grep -q "in-channels=3 " "$tmp/c2.out"; echo $?)" "$(grep 'steps per epoch' "$tmp/c2.out")"
 
