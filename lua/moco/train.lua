@@ -328,8 +328,10 @@ function Trainer:run(limits)
       if hooks.on_interrupt then
         hooks.on_interrupt(interrupted, record)
       else
-        self.log(string.format("%s: training stopped at epoch %d after step %d/%d; the trainer keeps its state "
-                               .. "(trainer.history, trainer:run() continues)", interrupted, record.epoch, record.steps, n))
+        local name = self.via_fit and "moco.train.last" or "the trainer"
+        self.log(string.format("%s: training stopped at epoch %d after step %d/%d; %s keeps its state "
+                               .. "(%s.history has the record, %s:run() continues)", interrupted, record.epoch,
+                               record.steps, n, name, self.via_fit and name or "trainer", self.via_fit and name or "trainer"))
       end
       if moco.finish_interrupt then moco.finish_interrupt() end
       break
@@ -357,6 +359,7 @@ function train.fit(model, loader, opts)
   for k, v in pairs(opts) do if k ~= "max_steps" then trainer_opts[k] = v end end
   if trainer_opts.epochs == nil and max_steps == nil then error("moco.train.fit: epochs (or max_steps) is required", 2) end
   local trainer = new_trainer(model, loader, trainer_opts, "moco.train.fit")
+  trainer.via_fit = true
   train.last = trainer
   return trainer:run{ steps = max_steps }
 end
