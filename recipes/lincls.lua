@@ -85,6 +85,11 @@ for _, note in ipairs(plan.notes) do io.stderr:write("note: ", note, "\n") end
 if ckpt then
   for _, note in ipairs(pretrain.apply_checkpoint(opts, ckpt, plan.dir_options)) do io.stderr:write("note: ", note, "\n") end
 end
+if ckpt and not opts.evaluate and ckpt.epoch >= opts.epochs then
+  io.stderr:write(string.format("note: %s finished its %d epochs (a larger --epochs continues it): evaluating it\n",
+                                ckpt.path, opts.epochs))
+  opts.evaluate = true
+end
 if opts.evaluate and not ckpt then
   error("--evaluate needs --resume: a classifier checkpoint of this recipe, or its run directory", 0)
 end
