@@ -65,75 +65,107 @@
 /* ------------------------------------------------------------------ micro-kernels */
 
 #if defined(__AVX512F__)
-/* c (12, 32) at row stride ldc = alpha * sum over k of a[k][0..11] (x) b[k][0..31]
- * (+ beta * c when beta != 0). */
-#define ROW_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
-#define ROW_FMA(r)                                  \
-    {                                               \
-        __m512 av = _mm512_set1_ps(a[r]);           \
-        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0); \
-        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1); \
-    }
-#define ROW_STORE(r)                                                                              \
-    {                                                                                             \
-        float *cr = c + (long)(r) * ldc;                                                          \
-        __m512 v0 = _mm512_mul_ps(c##r##0, va), v1 = _mm512_mul_ps(c##r##1, va);                  \
-        if (beta != 0.0f) {                                                                       \
-            v0 = _mm512_fmadd_ps(_mm512_loadu_ps(cr), vb, v0);                                    \
-            v1 = _mm512_fmadd_ps(_mm512_loadu_ps(cr + 16), vb, v1);                               \
-        }                                                                                         \
-        _mm512_storeu_ps(cr, v0);                                                                 \
-        _mm512_storeu_ps(cr + 16, v1);                                                            \
-    }
+/* The register tile: C (12, 32) += or = sum over k of A's 12 values of column k (x) B's
+ * row k (32 floats, two vectors).  KERNEL(name, A_SETUP, A_AT, A_NEXT) defines one
+ * variant; they differ only in where A's values lie:
+ *   packed    a[k * MR + r]      (the panels pack_a makes)
+ *   kmajor    a[k * aks + r]     (A^T stored row-major: the Winograd weight gradient)
+ *   rowmajor  a[r * ars + k]     (A stored row-major, unpacked: the Winograd products)
+ * and B is always a packed panel b[k * NR + j].  C is stored as alpha * sum + beta * C
+ * (C unread when beta is 0). */
+#define VEC __m512
+#define VZERO() _mm512_setzero_ps()
+#define VSET1(x) _mm512_set1_ps(x)
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VMUL(a, b) _mm512_mul_ps(a, b)
+#define VW 16
 #define ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-
-static void micro_kernel(long kc, const float *restrict a, const float *restrict b, float *c, long ldc,
-                         float alpha, float beta) {
-    ALL_ROWS(ROW_DECL)
-    for (long k = 0; k < kc; k++) {
-        _mm_prefetch((const char *)(b + 8 * GEMM_NR), _MM_HINT_T0);
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-        ALL_ROWS(ROW_FMA)
-        a += GEMM_MR;
-        b += GEMM_NR;
-    }
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    ALL_ROWS(ROW_STORE)
-}
 #else
-#define ROW_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
-#define ROW_FMA(r)                                  \
-    {                                               \
-        __m256 av = _mm256_broadcast_ss(a + (r));   \
-        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); \
-        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1); \
-    }
-#define ROW_STORE(r)                                                                              \
-    {                                                                                             \
-        float *cr = c + (long)(r) * ldc;                                                          \
-        __m256 v0 = _mm256_mul_ps(c##r##0, va), v1 = _mm256_mul_ps(c##r##1, va);                  \
-        if (beta != 0.0f) {                                                                       \
-            v0 = _mm256_fmadd_ps(_mm256_loadu_ps(cr), vb, v0);                                    \
-            v1 = _mm256_fmadd_ps(_mm256_loadu_ps(cr + 8), vb, v1);                                \
-        }                                                                                         \
-        _mm256_storeu_ps(cr, v0);                                                                 \
-        _mm256_storeu_ps(cr + 8, v1);                                                             \
-    }
+#define VEC __m256
+#define VZERO() _mm256_setzero_ps()
+#define VSET1(x) _mm256_set1_ps(x)
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps(p, v)
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VMUL(a, b) _mm256_mul_ps(a, b)
+#define VW 8
 #define ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
-
-static void micro_kernel(long kc, const float *restrict a, const float *restrict b, float *c, long ldc,
-                         float alpha, float beta) {
-    ALL_ROWS(ROW_DECL)
-    for (long k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-        ALL_ROWS(ROW_FMA)
-        a += GEMM_MR;
-        b += GEMM_NR;
-    }
-    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-    ALL_ROWS(ROW_STORE)
-}
 #endif
+
+#define ROW_DECL(r) VEC c##r##0 = VZERO(), c##r##1 = VZERO();
+#define ROW_FMA(r)                        \
+    {                                     \
+        VEC av = VSET1(A_AT(r));          \
+        c##r##0 = VFMA(av, b0, c##r##0);  \
+        c##r##1 = VFMA(av, b1, c##r##1);  \
+    }
+#define ROW_STORE(r)                                                  \
+    {                                                                 \
+        float *cr = c + (long)(r) * ldc;                              \
+        VEC v0 = VMUL(c##r##0, va), v1 = VMUL(c##r##1, va);           \
+        if (beta != 0.0f) {                                           \
+            v0 = VFMA(VLOAD(cr), vb, v0);                             \
+            v1 = VFMA(VLOAD(cr + VW), vb, v1);                        \
+        }                                                             \
+        VSTORE(cr, v0);                                               \
+        VSTORE(cr + VW, v1);                                          \
+    }
+#define KERNEL_BODY(A_SETUP, A_NEXT)                                  \
+    ALL_ROWS(ROW_DECL)                                                \
+    A_SETUP                                                           \
+    for (long k = 0; k < kc; k++) {                                   \
+        _mm_prefetch((const char *)(b + 8 * GEMM_NR), _MM_HINT_T0);   \
+        VEC b0 = VLOAD(b), b1 = VLOAD(b + VW);                        \
+        ALL_ROWS(ROW_FMA)                                             \
+        A_NEXT                                                        \
+        b += GEMM_NR;                                                 \
+    }                                                                 \
+    VEC va = VSET1(alpha), vb = VSET1(beta);                          \
+    ALL_ROWS(ROW_STORE)
+
+/* packed A: the panels of pack_a */
+static __attribute__((noinline)) void micro_kernel(long kc, const float *restrict a, const float *restrict b, float *c, long ldc,
+                         float alpha, float beta) {
+#define A_AT(r) a[r]
+    KERNEL_BODY(, a += GEMM_MR;)
+#undef A_AT
+}
+
+/* A^T row-major: row r of A at a[r], column k at a[k * aks] */
+static __attribute__((noinline)) void micro_kernel_kmajor(long kc, const float *restrict a, long aks, const float *restrict b, float *c,
+                                long ldc, float alpha, float beta) {
+#define A_AT(r) a[r]
+    KERNEL_BODY(, a += aks;)
+#undef A_AT
+}
+
+/* A row-major and unpacked: row r at a + r * ars.  Four row pointers (rows 0, 3, 6, 9 of
+ * 12; 0 and 3 of 6) and the stride give every row in one addressing mode. */
+static __attribute__((noinline)) void micro_kernel_rowmajor(long kc, const float *restrict a, long ars, const float *restrict b, float *c,
+                                  long ldc, float alpha, float beta) {
+    const float *a0 = a, *a3 = a + 3 * ars;
+#if GEMM_MR == 12
+    const float *a6 = a + 6 * ars, *a9 = a + 9 * ars;
+#define A_NEXT_ROWS a0++, a3++, a6++, a9++;
+#else
+#define A_NEXT_ROWS a0++, a3++;
+#endif
+#define A_AT(r) ((r) < 3 ? a0[((r) % 3) * ars] : (r) < 6 ? a3[((r) % 3) * ars] : (r) < 9 ? A6(r) : A9(r))
+#if GEMM_MR == 12
+#define A6(r) a6[((r) % 3) * ars]
+#define A9(r) a9[((r) % 3) * ars]
+#else
+#define A6(r) 0.0f
+#define A9(r) 0.0f
+#endif
+    KERNEL_BODY(, A_NEXT_ROWS)
+#undef A_AT
+#undef A6
+#undef A9
+#undef A_NEXT_ROWS
+}
 
 /* An edge tile: only m x n of the MR x NR tile exist in C. */
 static void micro_kernel_edge(long kc, const float *a, const float *b, float *c, long ldc, float alpha,
@@ -280,7 +312,9 @@ typedef struct GemmSplit {
     int parts, by_columns;
 } GemmSplit;
 
+enum { BACKEND_UNKNOWN, BACKEND_OWN, BACKEND_OPENBLAS };
 static void openblas_gemm(const Gemm *g);
+static int current_backend(void);
 
 static void gemm_part(void *ctx, int task, int thread) {
     (void)thread;
@@ -323,6 +357,42 @@ static int own_gemm(const Gemm *g) {
     }
     return gemm_block(g, 0, g->M, 0, g->N);
 }
+/* ------------------------------------------------------------------ caller-laid-out products */
+
+size_t moco_gemm_packed_b_floats(int K, int N) {
+    long npad = ((long)N + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+    return (size_t)K * (size_t)npad;
+}
+
+size_t moco_gemm_packed_b_index(int K, int N, int k, int j) {
+    long npad = ((long)N + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+    long pc = k / GEMM_KC, kk = k % GEMM_KC, kcur = K - pc * GEMM_KC < GEMM_KC ? K - pc * GEMM_KC : GEMM_KC;
+    return (size_t)(pc * GEMM_KC * npad + (j / GEMM_NR) * kcur * GEMM_NR + kk * GEMM_NR + j % GEMM_NR);
+}
+
+void moco_gemm_packed(int a_layout, int M, int N, int K, const float *A, long a_stride, const float *Bp, float *C,
+                      long ldc, int accumulate) {
+    long npad = N; /* a multiple of NR (the caller's promise) */
+    for (long pc = 0; pc < K; pc += GEMM_KC) {
+        long kc = K - pc < GEMM_KC ? K - pc : GEMM_KC;
+        const float *bp = Bp + pc * npad;
+        float beta = accumulate || pc > 0 ? 1.0f : 0.0f;
+        for (long jr = 0; jr < N; jr += GEMM_NR)
+            for (long ir = 0; ir < M; ir += GEMM_MR) {
+                float *c = C + ir * ldc + jr;
+                if (a_layout == MOCO_GEMM_A_ROWS)
+                    micro_kernel_rowmajor(kc, A + ir * a_stride + pc, a_stride, bp + jr * kc, c, ldc, 1.0f, beta);
+                else
+                    micro_kernel_kmajor(kc, A + pc * a_stride + ir, a_stride, bp + jr * kc, c, ldc, 1.0f, beta);
+            }
+    }
+}
+
+int moco_gemm_tile(int *mr, int *nr) {
+    if (current_backend() != BACKEND_OWN) return -1;
+    *mr = GEMM_MR, *nr = GEMM_NR;
+    return 0;
+}
 #endif /* GEMM_MR */
 
 /* ------------------------------------------------------------------ backend choice */
@@ -333,7 +403,6 @@ static void openblas_gemm(const Gemm *g) {
                 (int)g->ldc);
 }
 
-enum { BACKEND_UNKNOWN, BACKEND_OWN, BACKEND_OPENBLAS };
 static atomic_int backend = BACKEND_UNKNOWN;
 static char backend_note[256] = "";
 static pthread_once_t check_once = PTHREAD_ONCE_INIT;
@@ -447,6 +516,23 @@ const char *moco_gemm_backend(void) {
 }
 
 int moco_gemm_uses_own_kernel(void) { return current_backend() == BACKEND_OWN; }
+
+#ifndef GEMM_MR
+int moco_gemm_tile(int *mr, int *nr) {
+    (void)mr, (void)nr;
+    return -1;
+}
+size_t moco_gemm_packed_b_floats(int K, int N) { return (size_t)K * (size_t)N; }
+size_t moco_gemm_packed_b_index(int K, int N, int k, int j) {
+    (void)K;
+    return (size_t)k * (size_t)N + (size_t)j;
+}
+void moco_gemm_packed(int a_layout, int M, int N, int K, const float *A, long a_stride, const float *Bp, float *C,
+                      long ldc, int accumulate) {
+    /* never called: moco_gemm_tile reports no kernel */
+    (void)a_layout, (void)M, (void)N, (void)K, (void)A, (void)a_stride, (void)Bp, (void)C, (void)ldc, (void)accumulate;
+}
+#endif
 
 void moco_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {

@@ -66,6 +66,10 @@
  *  set_num_threads(n)     size of the compute thread pool the layers run on (core/threads.h),
  *                         the caller included; 1 runs everything on the calling thread
  *  get_num_threads()                              -> integer
+ *  set_winograd(enabled)  -> previous setting; whether convolutions set up from now on may
+ *                         use Winograd F(4x4, 3x3) (core/nn/winograd.c) where it is faster;
+ *                         false keeps every convolution on the exact direct / im2col paths
+ *  winograd_status()      -> available (boolean), why (string): the start-up check's verdict
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -702,6 +706,19 @@ static int l_get_num_threads(lua_State *L) {
     return 1;
 }
 
+static int l_set_winograd(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TBOOLEAN);
+    lua_pushboolean(L, conv2d_set_winograd(lua_toboolean(L, 1)));
+    return 1;
+}
+
+static int l_winograd_status(lua_State *L) {
+    const char *why;
+    lua_pushboolean(L, conv2d_winograd_status(&why));
+    lua_pushstring(L, why);
+    return 2;
+}
+
 /* ------------------------------------------------------------ registration */
 
 static const luaL_Reg nn_functions[] = {
@@ -727,6 +744,8 @@ static const luaL_Reg nn_functions[] = {
     {"workspace_bytes", l_workspace_bytes},
     {"free_workspace", l_free_workspace},
     {"set_num_threads", l_set_num_threads},
+    {"set_winograd", l_set_winograd},
+    {"winograd_status", l_winograd_status},
     {"get_num_threads", l_get_num_threads},
     {NULL, NULL}};
 

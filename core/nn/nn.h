@@ -53,7 +53,20 @@ typedef struct Conv2dSize {
                               * for forward and backward_params); set by conv2d_size_init
                               * where they apply and are faster; may be cleared, or set for
                               * any 3x3 conv of stride <= 2 and padding <= 2 (tests) */
+    int use_winograd;        /* 1: a 3x3 stride-1 padding-1 conv uses Winograd F(4x4, 3x3)
+                              * (winograd.c) in all three passes, ahead of the direct
+                              * kernels; set by conv2d_size_init where it applies and is faster
+                              * and its start-up check passed (conv2d_winograd_status); may be
+                              * cleared, or set where it applies (tests) */
 } Conv2dSize;
+
+/* Whether the Winograd path passed its start-up check on this CPU (running the check on
+ * first call: a small convolution in all three passes against im2col + sgemm); why not, in
+ * *why when given.  MOCO_WINOGRAD=0 in the environment turns the path off. */
+int conv2d_winograd_status(const char **why);
+/* Whether conv2d_size_init may choose Winograd from now on (default 1); returns the
+ * previous setting.  0 keeps new convolutions on the exact paths (reference tests). */
+int conv2d_set_winograd(int enabled);
 
 /* Fills *s (derived fields included) or returns -1 naming the bad size. */
 int conv2d_size_init(Conv2dSize *s, int N, int C, int H, int W, int OC, int KH, int KW, int stride,

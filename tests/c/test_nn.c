@@ -115,6 +115,8 @@ static double conv_reference_max_diff(const ConvCase *c) {
 /* 1 or 0: the next test_conv calls force the vectorised 3x3 kernels on or off (they apply
  * to any 3x3 conv of stride <= 2); -1 keeps conv2d_size_init's choice. */
 static int force_3x3 = -1;
+/* The same for Winograd F(4x4, 3x3) (3x3 stride-1 padding-1 convs only). */
+static int force_winograd = -1;
 
 /* images_per_gemm = 0 keeps conv2d_size_init's choice. */
 static void test_conv(int N, int C, int H, int W, int OC, int K, int stride, int padding, int with_bias,
@@ -126,9 +128,10 @@ static void test_conv(int N, int C, int H, int W, int OC, int K, int stride, int
     if (rc) return;
     if (images_per_gemm) c.s.images_per_gemm = images_per_gemm;
     if (force_3x3 >= 0) c.s.use_3x3_kernel = force_3x3;
+    if (force_winograd >= 0) c.s.use_winograd = force_winograd;
     snprintf(tag, sizeof tag, "conv2d k%d s%d p%d %s N%d C%d %dx%d OC%d B%d%s", K, stride, padding,
              with_bias ? "bias" : "nobias", N, C, H, W, OC, c.s.images_per_gemm,
-             c.s.use_3x3_kernel ? " 3x3" : "");
+             c.s.use_winograd ? " winograd" : c.s.use_3x3_kernel ? " 3x3" : "");
     long nin = (long)N * C * H * W, nw = (long)OC * C * K * K, nout = (long)N * OC * c.s.OH * c.s.OW;
     c.inp = randn_buf(nin, 1);
     c.weight = randn_buf(nw, 0.5f);
@@ -142,9 +145,14 @@ static void test_conv(int N, int C, int H, int W, int OC, int K, int stride, int
 
     conv_fwd(&c);
     double ref = conv_reference_max_diff(&c);
+    /* Winograd rounds to ~1e-5 of the largest output (the transforms' sums), the direct
+     * paths to ~1e-7 */
+    double out_max = 0;
+    for (long i = 0; i < nout; i++) out_max = fmax(out_max, fabs(c.out[i]));
+    double tol = c.s.use_winograd ? 1e-5 * fmax(1, out_max) : 1e-4;
     snprintf(name, sizeof name, "%s forward vs direct", tag);
-    printf("  %-48s max abs diff %.2e\n", name, ref);
-    CHECK(name, ref <= 1e-4, "max abs diff %.3g", ref);
+    printf("  %-48s max abs diff %.2e (tol %.1e)\n", name, ref, tol);
+    CHECK(name, ref <= tol, "max abs diff %.3g > %.3g", ref, tol);
 
     Fd f = {conv_fwd, &c, c.out, nout, proj};
     float *dinp = randn_buf(nin, 1); /* garbage: backward_input must overwrite */
@@ -232,6 +240,39 @@ static void test_conv_3x3(void) {
     CHECK("conv2d 3-channel 3x3 stem keeps im2col",
           conv2d_size_init(&s, 4, 3, 32, 32, 64, 3, 3, 1, 1) == 0 && s.use_3x3_kernel == 0,
           "use_3x3_kernel %d", s.use_3x3_kernel);
+}
+
+/* Winograd F(4x4, 3x3) (winograd.c): channel counts that are not multiples of the vector
+ * width or of the product kernel's tile, maps with partial tiles and with one tile, with
+ * and without bias; then the choice conv2d_size_init makes. */
+static void test_conv_winograd(void) {
+    const char *why;
+    int ok = conv2d_winograd_status(&why);
+    printf("  winograd: %s\n", why);
+    CHECK("conv2d Winograd start-up check passes", ok, "%s", why);
+    if (!ok) return;
+    rng_seed(&rng, 4321, 5);
+    force_winograd = 1;
+    test_conv(2, 20, 9, 11, 40, 3, 1, 1, 1, 0);
+    test_conv(3, 16, 4, 4, 16, 3, 1, 1, 0, 0);
+    test_conv(1, 33, 5, 7, 17, 3, 1, 1, 1, 0);
+    test_conv(5, 8, 3, 2, 24, 3, 1, 1, 0, 0);
+    force_winograd = -1;
+    Conv2dSize s;
+    CHECK("conv2d 64-channel 32x32 3x3 takes Winograd",
+          conv2d_size_init(&s, 8, 64, 32, 32, 64, 3, 3, 1, 1) == 0 && s.use_winograd == 1, "use_winograd %d",
+          s.use_winograd);
+    CHECK("conv2d 16-channel 28x28 3x3 keeps the direct kernels",
+          conv2d_size_init(&s, 8, 16, 28, 28, 16, 3, 3, 1, 1) == 0 && s.use_winograd == 0 && s.use_3x3_kernel == 1,
+          "use_winograd %d", s.use_winograd);
+    CHECK("conv2d stride-2 3x3 keeps the direct kernels",
+          conv2d_size_init(&s, 8, 64, 32, 32, 128, 3, 3, 2, 1) == 0 && s.use_winograd == 0, "use_winograd %d",
+          s.use_winograd);
+    int previous = conv2d_set_winograd(0);
+    CHECK("conv2d_set_winograd(0) keeps new convolutions exact",
+          conv2d_size_init(&s, 8, 64, 32, 32, 64, 3, 3, 1, 1) == 0 && s.use_winograd == 0, "use_winograd %d",
+          s.use_winograd);
+    conv2d_set_winograd(previous);
 }
 
 /* ------------------------------------------------------------ batch norm */
@@ -641,5 +682,6 @@ int main(void) {
     test_normalize();
     test_cross_entropy();
     test_conv_3x3();
+    test_conv_winograd();
     CHECK_DONE();
 }
