@@ -36,8 +36,9 @@
  * Work.  The tile rows of the whole batch (N * ceil(H/4) of them) are cut into blocks of a
  * few tile rows, sized so that a block's V and M stay in L2; a block is one task.  The
  * forward and the input gradient write each output tile from exactly one task.  The weight
- * gradient gives each of s->threads tasks a contiguous range of blocks and its own dU, added
- * in task order afterwards, so the result depends on the thread count, never on timing. */
+ * gradient goes block by block: the tile rows of a block transform in parallel into shared
+ * V and Z, then the 36 products are split by position, each dU_p added to by one task in
+ * block order, so the result depends neither on timing nor on the thread count. */
 #include <string.h>
 
 #include "gemm.h"
@@ -116,8 +117,10 @@ typedef struct Plan {
     int blocks, tb, tbp; /* blocks; tiles per full block, rounded up to MR */
     long ldv, ldm;       /* row strides of V and M */
     int wib, wob;        /* columns of ib (with the zero border) and of ob */
-    int tasks;           /* the weight gradient's tasks */
     size_t ib_floats, v_floats, m_floats, ob_floats, thread_floats, shared_floats;
+    size_t du_floats;    /* the weight gradient's dU */
+    int private_du;      /* ... one per task (see make_plan) */
+    int tasks;           /* ... and the number of tasks then */
 } Plan;
 
 enum { PASS_FORWARD, PASS_INPUT_GRAD, PASS_WEIGHT_GRAD };
@@ -136,19 +139,40 @@ static int make_plan(Plan *p, const Conv2dSize *s, int pass) {
     p->cinm = (int)round_up(p->cinp, mr);
     p->ldv = max_l(p->cinp, p->cinm) + VW;
     p->ldm = p->coutp + VW;
-    /* Tiles per block.  A block reads all of U (36 cinp x coutp floats) once, and writes and
-     * reads its V and M; so that U's share stays below theirs, a block holds at least about
-     * 2 cinp coutp / (cinp + coutp) tiles (512 for 512 channels), and at least 48 (rows for
-     * the product kernel).  With few channels, at most what keeps V and M in about 2 MiB of
-     * L2; never more than an even share of the batch's tiles per thread. */
     long per_tile = (long)NPOS * (p->ldv + p->ldm);
-    long amortise = 2L * p->cinp * p->coutp / (p->cinp + p->coutp);
-    long target = max_l(48, max_l(amortise, min_l(256, (1L << 19) / per_tile)));
-    if (target > 512) target = 512;
     long tile_rows = (long)p->N * p->th;
     int threads = s->threads < 1 ? 1 : s->threads;
-    long share = (tile_rows + threads - 1) / threads * p->tw; /* tiles per thread */
-    if (target > share) target = share;
+    long target;
+    if (pass != PASS_WEIGHT_GRAD) {
+        /* Tiles per block (one task each).  A block reads all of U (36 cinp x coutp floats)
+         * once, and writes and reads its V and M; so that U's share stays below theirs, a
+         * block holds at least about 2 cinp coutp / (cinp + coutp) tiles (512 for 512
+         * channels), and at least 48 (rows for the product kernel).  With few channels, at
+         * most what keeps V and M in about 2 MiB of L2; never more than an even share of the
+         * batch's tiles per thread. */
+        long amortise = 2L * p->cinp * p->coutp / (p->cinp + p->coutp);
+        target = max_l(48, max_l(amortise, min_l(256, (1L << 19) / per_tile)));
+        if (target > 512) target = 512;
+        long share = (tile_rows + threads - 1) / threads * p->tw; /* tiles per thread */
+        if (target > share) target = share;
+    } else {
+        /* Two ways, by the size of dU (36 cinm x coutp floats).  When every task can keep its
+         * own dU in 8 MiB (up to 128 channels), each task transforms and multiplies a range
+         * of blocks on its own thread (blocks sized as the forward's) and the dUs are added
+         * in task order.  Otherwise the blocks go one by one through the whole pool: their
+         * tile rows transform in parallel into a shared V and Z, then the 36 products split
+         * by position add into one shared dU.  A block's tiles are then the inner dimension
+         * of products that read and write dU once per block: 64 to 256 tiles, V and Z in
+         * about 16 MiB (112 tiles for 512 channels). */
+        p->du_floats = round_up((long)NPOS * p->cinm * p->coutp, 16);
+        p->private_du = (long)threads * p->du_floats <= (2L << 20);
+        if (p->private_du) {
+            long share = (tile_rows + threads - 1) / threads * p->tw;
+            target = min_l(share, min_l(256, max_l(48, (1L << 19) / per_tile)));
+        } else {
+            target = min_l(256, max_l(64, (1L << 22) / per_tile));
+        }
+    }
     p->rows_per_block = (int)max_l(1, target / p->tw);
     if (p->rows_per_block > tile_rows) p->rows_per_block = (int)tile_rows;
     p->blocks = (int)((tile_rows + p->rows_per_block - 1) / p->rows_per_block);
@@ -160,11 +184,20 @@ static int make_plan(Plan *p, const Conv2dSize *s, int pass) {
     p->m_floats = pass == PASS_WEIGHT_GRAD ? (size_t)NPOS * moco_gemm_packed_b_floats(p->tb, p->coutp)
                                            : (size_t)NPOS * p->tbp * p->ldm;
     p->ob_floats = (size_t)p->coutp * 4 * p->wob;
-    p->thread_floats = round_up((long)(p->ib_floats + p->v_floats + p->m_floats + p->ob_floats), 16);
-    p->tasks = (int)min_l(threads, p->blocks);
-    p->shared_floats = pass == PASS_WEIGHT_GRAD
-                           ? (size_t)p->tasks * NPOS * p->cinm * p->coutp
-                           : (size_t)NPOS * moco_gemm_packed_b_floats(p->cinp, p->coutp);
+    if (pass != PASS_WEIGHT_GRAD) {
+        /* per thread: ib, V, M, ob; shared: U */
+        p->thread_floats = round_up((long)(p->ib_floats + p->v_floats + p->m_floats + p->ob_floats), 16);
+        p->shared_floats = (size_t)NPOS * moco_gemm_packed_b_floats(p->cinp, p->coutp);
+    } else if (p->private_du) {
+        /* per thread: ib, ob, V, Z; shared: a dU per task */
+        p->thread_floats = round_up((long)(p->ib_floats + p->ob_floats + p->v_floats + p->m_floats), 16);
+        p->tasks = (int)min_l(threads, p->blocks);
+        p->shared_floats = (size_t)p->tasks * p->du_floats;
+    } else {
+        /* per thread: ib, ob; shared: dU, then the block's V and Z */
+        p->thread_floats = round_up((long)(p->ib_floats + p->ob_floats), 16);
+        p->shared_floats = p->du_floats + p->v_floats + p->m_floats;
+    }
     p->shared_floats = round_up((long)p->shared_floats, 16);
     return 0;
 }
@@ -331,6 +364,7 @@ typedef struct Job {
     int pass;
     int C, OC; /* the layer's channels (weight (OC, C, 3, 3)) */
     int parts; /* tasks of the element-wise runs (kernel transforms, reductions) */
+    int block, block_tiles; /* the weight gradient's current block and its tiles */
 } Job;
 
 /* U_p (packed) for the task's range of 16-column blocks of the product, every row k: 16
@@ -427,14 +461,48 @@ void winograd_backward_input(float *dinp, float *workspace, const float *dout, c
 
 /* ------------------------------------------------------------ weight gradient */
 
-static void weight_grad_task(void *ctx, int task, int thread) {
+/* Tile row `task` of the current block: its V rows and Z rows (disjoint per task). */
+static void weight_grad_transform_task(void *ctx, int task, int thread) {
+    const Job *j = ctx;
+    const Plan *p = j->p;
+    float *ws = thread_ws(j, thread), *ib = ws, *ob = ws + p->ib_floats;
+    float *V = j->shared + p->du_floats, *Z = V + p->v_floats;
+    const long vstride = (long)p->tbp * p->ldv, zstride = (long)moco_gemm_packed_b_floats(p->tb, p->coutp);
+    const size_t in_image = (size_t)p->cin * p->H * p->W, out_image = (size_t)p->cout * p->H * p->W;
+    long g = (long)j->block * p->rows_per_block + task;
+    int n = (int)(g / p->th), ty = (int)(g % p->th);
+    load_rows(ib, p->wib, j->in + n * in_image, p->cin, p->cinp, p->H, p->W, 4 * ty - 1, 6, 1);
+    load_rows(ob, p->wob, j->dout + n * out_image, p->cout, p->coutp, p->H, p->W, 4 * ty, 4, 0);
+    for (int tx = 0; tx < p->tw; tx++) {
+        int t = task * p->tw + tx;
+        input_tile(V, vstride, p->ldv, t, ib, p, tx);
+        dout_tile(Z, zstride, j->block_tiles, t, ob, p, tx);
+    }
+}
+
+/* dU_q (+)= V_q^T Z_q for the task's range of the 36 positions (one writer per dU_q, in
+ * block order: the sums do not depend on the thread count). */
+static void weight_grad_product_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const Job *j = ctx;
+    const Plan *p = j->p;
+    float *V = j->shared + p->du_floats, *Z = V + p->v_floats;
+    const long vstride = (long)p->tbp * p->ldv, zstride = (long)moco_gemm_packed_b_floats(p->tb, p->coutp);
+    long lo, hi;
+    threadpool_split(NPOS, j->parts, task, &lo, &hi);
+    for (long q = lo; q < hi; q++)
+        moco_gemm_packed(MOCO_GEMM_A_COLUMNS, p->cinm, p->coutp, j->block_tiles, V + q * vstride, p->ldv,
+                         Z + q * zstride, j->shared + (size_t)q * p->cinm * p->coutp, p->coutp, j->block > 0);
+}
+
+/* The private mode: task = a contiguous range of blocks, transformed and multiplied on its
+ * thread into its own dU. */
+static void weight_grad_private_task(void *ctx, int task, int thread) {
     const Job *j = ctx;
     const Plan *p = j->p;
     float *ws = thread_ws(j, thread);
-    float *ib = ws, *V = ib + p->ib_floats, *Z = V + p->v_floats, *ob = Z + p->m_floats;
-    const size_t du_floats = (size_t)NPOS * p->cinm * p->coutp;
-    float *dU = j->shared + (size_t)task * du_floats;
-    memset(dU, 0, du_floats * sizeof *dU);
+    float *ib = ws, *ob = ib + p->ib_floats, *V = ob + p->ob_floats, *Z = V + p->v_floats;
+    float *dU = j->shared + (size_t)task * p->du_floats;
     const long vstride = (long)p->tbp * p->ldv, zstride = (long)moco_gemm_packed_b_floats(p->tb, p->coutp);
     const size_t in_image = (size_t)p->cin * p->H * p->W, out_image = (size_t)p->cout * p->H * p->W;
     long b0, b1;
@@ -453,7 +521,7 @@ static void weight_grad_task(void *ctx, int task, int thread) {
         }
         for (int q = 0; q < NPOS; q++)
             moco_gemm_packed(MOCO_GEMM_A_COLUMNS, p->cinm, p->coutp, T, V + q * vstride, p->ldv, Z + q * zstride,
-                             dU + (size_t)q * p->cinm * p->coutp, p->coutp, 1);
+                             dU + (size_t)q * p->cinm * p->coutp, p->coutp, block > b0);
     }
 }
 
@@ -462,10 +530,10 @@ static void reduce_task(void *ctx, int task, int thread) {
     (void)thread;
     const Job *j = ctx;
     const Plan *p = j->p;
-    const size_t du_floats = (size_t)NPOS * p->cinm * p->coutp;
     long lo, hi;
-    threadpool_split((long)du_floats, j->parts, task, &lo, &hi);
-    for (int t = 1; t < p->tasks; t++) vec_add_into(j->shared + lo, j->shared + t * du_floats + lo, (size_t)(hi - lo));
+    threadpool_split((long)p->du_floats, j->parts, task, &lo, &hi);
+    for (int t = 1; t < p->tasks; t++)
+        vec_add_into(j->shared + lo, j->shared + t * p->du_floats + lo, (size_t)(hi - lo));
 }
 
 /* dweight (OC, C, 3, 3) += G^T dU G for the task's blocks of 16 output channels. */
@@ -499,7 +567,18 @@ void winograd_backward_params(float *dweight, float *workspace, const float *dou
              .dweight = dweight, .pass = PASS_WEIGHT_GRAD, .C = s->C, .OC = s->OC};
     int threads = s->threads < 1 ? 1 : s->threads;
     j.parts = threads;
-    threadpool_run(p.tasks, threads, weight_grad_task, &j);
-    if (p.tasks > 1) threadpool_run(threads, threads, reduce_task, &j);
+    if (p.private_du) {
+        threadpool_run(p.tasks, threads, weight_grad_private_task, &j);
+        if (p.tasks > 1) threadpool_run(threads, threads, reduce_task, &j);
+        threadpool_run(threads, threads, weight_back_task, &j);
+        return;
+    }
+    const long tile_rows = (long)p.N * p.th;
+    for (j.block = 0; j.block < p.blocks; j.block++) {
+        long g0 = (long)j.block * p.rows_per_block, rows = min_l(p.rows_per_block, tile_rows - g0);
+        j.block_tiles = (int)(rows * p.tw);
+        threadpool_run((int)rows, threads, weight_grad_transform_task, &j);
+        threadpool_run(threads, threads, weight_grad_product_task, &j);
+    }
     threadpool_run(threads, threads, weight_back_task, &j);
 }
