@@ -338,7 +338,7 @@ static void test_batchnorm(const char *label, int N, int C, int HW, int splits, 
 
     Fd f = {bn_fwd, &c, c.out, n, proj};
     float *dinp = randn_buf(n, 1);
-    batchnorm_backward_input(dinp, proj, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+    batchnorm_backward_input(dinp, proj, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
     snprintf(name, sizeof name, "%s grad input", label);
     fd_check(name, &f, c.inp, n, dinp);
 
@@ -353,7 +353,7 @@ static void test_batchnorm(const char *label, int N, int C, int HW, int splits, 
 
     /* the combined backward gives the same numbers */
     float *dinp2 = zeros_buf(n), *dw2 = zeros_buf(C), *db2 = zeros_buf(C);
-    batchnorm_backward(dinp2, dw2, db2, proj, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+    batchnorm_backward(dinp2, dw2, db2, proj, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
     snprintf(name, sizeof name, "%s combined backward matches", label);
     CHECK(name, check_max_abs_diff(dinp2, dinp, n) == 0 && check_max_abs_diff(dw2, dw, C) <= 1e-6 &&
               check_max_abs_diff(db2, db, C) <= 1e-6,
@@ -363,9 +363,48 @@ static void test_batchnorm(const char *label, int N, int C, int HW, int splits, 
 
     /* dinp may alias dout */
     float *alias = copy_buf(proj, n);
-    batchnorm_backward_input(alias, alias, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+    batchnorm_backward_input(alias, alias, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
     snprintf(name, sizeof name, "%s backward in place", label);
     CHECK(name, check_max_abs_diff(alias, dinp, n) == 0, "differs by %g", check_max_abs_diff(alias, dinp, n));
+
+    /* The fused ReLU: the forward gives max(0, bn(x)) exactly, in place too; the backward
+     * equals the plain backward of dout masked by that output. */
+    {
+        BnCase r = c;
+        float *plain = copy_buf(c.out, n), *inplace = copy_buf(c.inp, n);
+        r.out = zeros_buf(n), r.s.relu = 1;
+        bn_fwd(&r);
+        double worst = 0;
+        for (long i = 0; i < n; i++) worst = fmax(worst, fabs(r.out[i] - (plain[i] > 0 ? plain[i] : 0.0f)));
+        snprintf(name, sizeof name, "%s fused relu forward", label);
+        CHECK(name, worst == 0, "differs from relu(bn(x)) by %g", worst);
+        float *again = zeros_buf(n), *again_plain = zeros_buf(n);
+        batchnorm_forward_saved(again, c.inp, r.mean, r.invstd, c.weight, c.bias, &r.s);
+        batchnorm_forward_saved(again_plain, c.inp, c.mean, c.invstd, c.weight, c.bias, &c.s);
+        snprintf(name, sizeof name, "%s output recomputed from the saved statistics", label);
+        CHECK(name, check_max_abs_diff(again, r.out, n) == 0 && check_max_abs_diff(again_plain, plain, n) == 0,
+              "differs by %g / %g", check_max_abs_diff(again, r.out, n), check_max_abs_diff(again_plain, plain, n));
+        free(again), free(again_plain);
+        BnCase ip = c;
+        ip.inp = inplace, ip.out = inplace;
+        bn_fwd(&ip);
+        snprintf(name, sizeof name, "%s forward in place", label);
+        CHECK(name, check_max_abs_diff(inplace, plain, n) == 0, "differs by %g", check_max_abs_diff(inplace, plain, n));
+        float *masked = copy_buf(proj, n), *want = zeros_buf(n), *got = zeros_buf(n), *got2 = zeros_buf(n);
+        for (long i = 0; i < n; i++) masked[i] = r.out[i] > 0 ? proj[i] : 0.0f;
+        batchnorm_backward_input(want, masked, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+        batchnorm_backward_input(got, proj, r.out, c.inp, c.mean, c.invstd, c.weight, &r.s, training);
+        float *dw1 = zeros_buf(C), *db1 = zeros_buf(C), *dw2r = zeros_buf(C), *db2r = zeros_buf(C);
+        batchnorm_backward(want, dw1, db1, masked, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+        batchnorm_backward(got2, dw2r, db2r, proj, r.out, c.inp, c.mean, c.invstd, c.weight, &r.s, training);
+        snprintf(name, sizeof name, "%s fused relu backward", label);
+        CHECK(name, check_max_abs_diff(got, want, n) == 0 && check_max_abs_diff(got2, want, n) == 0 &&
+                        check_max_abs_diff(dw1, dw2r, C) == 0 && check_max_abs_diff(db1, db2r, C) == 0,
+              "differs by %g / %g / %g / %g", check_max_abs_diff(got, want, n), check_max_abs_diff(got2, want, n),
+              check_max_abs_diff(dw1, dw2r, C), check_max_abs_diff(db1, db2r, C));
+        free(plain), free(inplace), free(r.out), free(masked), free(want), free(got), free(got2);
+        free(dw1), free(db1), free(dw2r), free(db2r);
+    }
 
     free(c.inp), free(c.weight), free(c.bias), free(c.out), free(c.mean), free(c.invstd);
     free(c.rm), free(c.rv), free(proj), free(dinp), free(dw), free(db), free(alias);
