@@ -32,6 +32,7 @@
 #define PLANE_CHANNELS 64 /* channels per block on the planes shape */
 #define ROW_ELEMS 256     /* values (channels * HW) per block on the rows shape */
 #define MAX_BLOCK 256     /* channels per block, either shape */
+#define BLOCK_BYTES (768.0 * 1024) /* a block's values (planes shape), see block_size */
 
 int batchnorm_size_init(BatchNormSize *s, int N, int C, int HW, int splits) {
     if (N < 1 || C < 1 || HW < 1)
@@ -50,6 +51,11 @@ int batchnorm_size_init(BatchNormSize *s, int N, int C, int HW, int splits) {
  * blocking (every sum is per channel, or per value position within a channel). */
 static int block_size(const BatchNormSize *s) {
     int cb = s->HW >= PLANE_MIN ? PLANE_CHANNELS : ROW_ELEMS / s->HW;
+    /* The passes over a block (statistics, then normalisation; dout sums, then dx) re-read
+     * its values: keep a block within BLOCK_BYTES so that the later passes find them in L2
+     * rather than in memory (a 64-channel block of a 256-image 32x32 layer is 64 MB). */
+    double per_channel = 4.0 * s->N * s->HW;
+    if (s->HW >= PLANE_MIN && per_channel * cb > BLOCK_BYTES) cb = (int)(BLOCK_BYTES / per_channel);
     int per_task = (s->C + 4 * threadpool_size() - 1) / (4 * threadpool_size());
     if (cb > per_task) cb = per_task;
     return cb < 1 ? 1 : cb;

@@ -571,6 +571,43 @@ static void test_maxpool_semantics(void) {
     CHECK("maxpool2d overlapping windows accumulate", dx[10] == 9, "dx at the maximum is %g, expected 9", dx[10]);
 }
 
+/* Maps wide enough for the 16-output stride-2 vector path, with ties (values on a coarse
+ * grid) and NaNs, against PyTorch's rule written out plainly. */
+static void test_maxpool_vector(void) {
+    static const int cases[][5] = {{70, 67, 3, 2, 1}, {64, 64, 3, 2, 1}, {40, 81, 2, 2, 0}, {37, 50, 3, 2, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int H = cases[ci][0], W = cases[ci][1], k = cases[ci][2], st = cases[ci][3], pad = cases[ci][4];
+        MaxPool2dSize s;
+        maxpool2d_size_init(&s, 2, 3, H, W, k, st, pad);
+        long nin = 6L * H * W, nout = 6L * s.OH * s.OW;
+        float *x = randn_buf(nin, 1), *y = zeros_buf(nout);
+        int32_t *idx = malloc((size_t)nout * sizeof *idx);
+        for (long i = 0; i < nin; i++) x[i] = roundf(x[i] * 2) / 2; /* many ties */
+        for (long i = 0; i < nin; i += 97) x[i] = NAN;
+        maxpool2d_forward(y, idx, x, &s);
+        long bad = 0;
+        for (int pl = 0; pl < 6; pl++)
+            for (int oh = 0; oh < s.OH; oh++)
+                for (int ow = 0; ow < s.OW; ow++) {
+                    const float *p = x + (long)pl * H * W;
+                    int h0 = oh * st - pad, w0 = ow * st - pad, best = -1;
+                    float m = -INFINITY;
+                    for (int h = h0 < 0 ? 0 : h0; h < h0 + k && h < H; h++)
+                        for (int w = w0 < 0 ? 0 : w0; w < w0 + k && w < W; w++) {
+                            if (best < 0) best = h * W + w;
+                            if (p[h * W + w] > m || isnan(p[h * W + w])) m = p[h * W + w], best = h * W + w;
+                        }
+                    long o = ((long)pl * s.OH + oh) * s.OW + ow;
+                    int same = idx[o] == best && (m == y[o] || (isnan(m) && isnan(y[o])));
+                    bad += !same;
+                }
+        char name[120];
+        snprintf(name, sizeof name, "maxpool2d k%d s%d p%d %dx%d with ties and NaN (vector path)", k, st, pad, H, W);
+        CHECK(name, bad == 0, "%ld of %ld outputs differ from the rule", bad, nout);
+        free(x), free(y), free(idx);
+    }
+}
+
 static void avgpool_fwd(void *p) {
     SimpleCase *c = p;
     avgpool_global_forward(c->out, c->inp, c->N, c->C, c->HW);
@@ -715,6 +752,7 @@ int main(void) {
     test_maxpool(1, 2, 6, 5, 2, 2, 0);
     test_maxpool(1, 1, 5, 5, 3, 1, 1);
     test_maxpool_semantics();
+    test_maxpool_vector();
     test_avgpool();
     test_linear(1);
     test_linear(0);
