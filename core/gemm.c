@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/vec.h"
 #include "threads.h"
 
 #if defined(__AVX512F__)
@@ -184,16 +185,33 @@ static void micro_kernel_edge(long kc, const float *a, const float *b, float *c,
 
 /* ------------------------------------------------------------------ packing */
 
-/* Ap[panel][k][MR] <- op(A) rows [i0, i0+mc), columns [k0, k0+kc); zero past row m_end. */
+/* Ap[panel][k][MR] <- op(A) rows [i0, i0+mc), columns [k0, k0+kc); zero past row m_end.
+ * Row-major A: MR rows at a time, 16 columns of them transposed in registers (rows MR..15 of
+ * the 16x16 block zero); each k's MR values are stored as 16 floats, the next k's store
+ * overwriting the 16 - MR extra ones (the buffer has a vector of slack after each panel). */
 static void pack_a(float *restrict ap, int trans, const float *A, long lda, long i0, long mc, long k0, long kc) {
     for (long p = 0; p < mc; p += GEMM_MR) {
         long rows = mc - p < GEMM_MR ? mc - p : GEMM_MR;
         float *dst = ap + p * kc;
         if (!trans) {
-            /* row i of op(A) is row i of A: MR rows read side by side */
             const float *src[GEMM_MR];
             for (long r = 0; r < rows; r++) src[r] = A + (i0 + p + r) * lda + k0;
-            for (long k = 0; k < kc; k++) {
+            long k = 0;
+            if (rows == GEMM_MR && GEMM_MR <= VEC_WIDTH) {
+                for (; k + VEC_WIDTH <= kc; k += VEC_WIDTH) {
+                    vecf v[VEC_WIDTH];
+                    for (int r = 0; r < VEC_WIDTH; r++) v[r] = r < GEMM_MR ? vec_load(src[r] + k) : (vecf){0};
+                    vec_transpose16(v);
+#if defined(__AVX512F__)
+                    /* exactly MR floats per k: wider stores would straddle cache lines */
+                    for (int j = 0; j < VEC_WIDTH; j++)
+                        _mm512_mask_storeu_ps(dst + (k + j) * GEMM_MR, (__mmask16)((1u << GEMM_MR) - 1), (__m512)v[j]);
+#else
+                    for (int j = 0; j < VEC_WIDTH; j++) vec_store(dst + (k + j) * GEMM_MR, v[j]);
+#endif
+                }
+            }
+            for (; k < kc; k++) {
                 long r = 0;
                 for (; r < rows; r++) dst[k * GEMM_MR + r] = src[r][k];
                 for (; r < GEMM_MR; r++) dst[k * GEMM_MR + r] = 0.0f;
@@ -210,7 +228,8 @@ static void pack_a(float *restrict ap, int trans, const float *A, long lda, long
     }
 }
 
-/* Bp[panel][k][NR] <- op(B) rows [k0, k0+kc), columns [j0, j0+nc); zero past column nc. */
+/* Bp[panel][k][NR] <- op(B) rows [k0, k0+kc), columns [j0, j0+nc); zero past column nc.
+ * Transposed B: 16 of its rows (panel columns) by 16 k at a time, transposed in registers. */
 static void pack_b(float *restrict bp, int trans, const float *B, long ldb, long k0, long kc, long j0, long nc) {
     for (long q = 0; q < nc; q += GEMM_NR) {
         long cols = nc - q < GEMM_NR ? nc - q : GEMM_NR;
@@ -229,13 +248,21 @@ static void pack_b(float *restrict bp, int trans, const float *B, long ldb, long
             }
         } else {
             /* op(B)(k, j) = B[j][k]: column j of the panel is a contiguous run of B's row */
-            long j = 0;
-            for (; j < cols; j++) {
-                const float *src = B + (j0 + q + j) * ldb + k0;
-                for (long k = 0; k < kc; k++) dst[k * GEMM_NR + j] = src[k];
+            for (long jb = 0; jb < GEMM_NR; jb += VEC_WIDTH) {
+                long k = 0;
+                if (jb + VEC_WIDTH <= cols) {
+                    const float *src = B + (j0 + q + jb) * ldb + k0;
+                    for (; k + VEC_WIDTH <= kc; k += VEC_WIDTH) {
+                        vecf v[VEC_WIDTH];
+                        for (int j = 0; j < VEC_WIDTH; j++) v[j] = vec_load(src + j * ldb + k);
+                        vec_transpose16(v);
+                        for (int i = 0; i < VEC_WIDTH; i++) vec_store(dst + (k + i) * GEMM_NR + jb, v[i]);
+                    }
+                }
+                for (long kk = k; kk < kc; kk++)
+                    for (long j = jb; j < jb + VEC_WIDTH && j < GEMM_NR; j++)
+                        dst[kk * GEMM_NR + j] = j < cols ? B[(j0 + q + j) * ldb + k0 + kk] : 0.0f;
             }
-            for (; j < GEMM_NR; j++)
-                for (long k = 0; k < kc; k++) dst[k * GEMM_NR + j] = 0.0f;
         }
     }
 }
@@ -253,7 +280,8 @@ static float *thread_buffer(void) {
     pthread_once(&buffer_once, make_key);
     float *b = pthread_getspecific(buffer_key);
     if (!b) {
-        size_t floats = (size_t)GEMM_MC * GEMM_KC + (size_t)GEMM_KC * GEMM_NC;
+        /* + a vector of slack: pack_a's last stores run past the block */
+        size_t floats = (size_t)GEMM_MC * GEMM_KC + VEC_WIDTH + (size_t)GEMM_KC * GEMM_NC;
         b = aligned_alloc(64, floats * sizeof *b);
         if (b) pthread_setspecific(buffer_key, b);
     }
@@ -275,7 +303,7 @@ typedef struct Gemm {
 static int gemm_block(const Gemm *g, long m0, long m1, long n0, long n1) {
     float *buf = thread_buffer();
     if (!buf) return -1;
-    float *ap = buf, *bp = buf + (size_t)GEMM_MC * GEMM_KC;
+    float *ap = buf, *bp = buf + (size_t)GEMM_MC * GEMM_KC + VEC_WIDTH;
     if (g->K == 0) { /* C = beta C */
         for (long i = m0; i < m1; i++)
             for (long j = n0; j < n1; j++) g->C[i * g->ldc + j] = g->beta == 0.0f ? 0.0f : g->beta * g->C[i * g->ldc + j];
