@@ -76,7 +76,7 @@ test: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory moco-lua
-	@sh tests/bench/run.sh
+	@sh tests/bench/run.sh $(BENCH_ARGS)
 
 # Regenerates the committed PyTorch reference fixtures.  Needs Debian's python3-torch,
 # python3-torchvision and python3-skimage (CI does not: the outputs are committed).
