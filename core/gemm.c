@@ -168,11 +168,15 @@ static __attribute__((noinline)) void micro_kernel_rowmajor(long kc, const float
 #undef A_NEXT_ROWS
 }
 
-/* An edge tile: only m x n of the MR x NR tile exist in C. */
-static void micro_kernel_edge(long kc, const float *a, const float *b, float *c, long ldc, float alpha,
+/* An edge tile: only m x n of the MR x NR tile exist in C.  ars > 0: A row-major in place
+ * (micro_kernel_rowmajor's rows, all MR of them readable), else packed. */
+static void micro_kernel_edge(long kc, const float *a, long ars, const float *b, float *c, long ldc, float alpha,
                               float beta, int m, int n) {
     float tile[GEMM_MR * GEMM_NR];
-    micro_kernel(kc, a, b, tile, GEMM_NR, alpha, 0.0f);
+    if (ars > 0)
+        micro_kernel_rowmajor(kc, a, ars, b, tile, GEMM_NR, alpha, 0.0f);
+    else
+        micro_kernel(kc, a, b, tile, GEMM_NR, alpha, 0.0f);
     for (int i = 0; i < m; i++) {
         float *cr = c + (long)i * ldc;
         const float *t = tile + i * GEMM_NR;
@@ -304,6 +308,10 @@ static int gemm_block(const Gemm *g, long m0, long m1, long n0, long n1) {
     float *buf = thread_buffer();
     if (!buf) return -1;
     float *ap = buf, *bp = buf + (size_t)GEMM_MC * GEMM_KC + VEC_WIDTH;
+    /* Row-major A is read in place (its packing cost as much as the product when N is small,
+     * e.g. a 1x1 conv's weight gradient) unless its row stride is a multiple of 256 floats:
+     * then the MR rows the kernel reads at once share a few L1 sets and evict each other. */
+    const int direct_a = !g->trans_a && g->lda % 256 != 0;
     if (g->K == 0) { /* C = beta C */
         for (long i = m0; i < m1; i++)
             for (long j = n0; j < n1; j++) g->C[i * g->ldc + j] = g->beta == 0.0f ? 0.0f : g->beta * g->C[i * g->ldc + j];
@@ -317,16 +325,25 @@ static int gemm_block(const Gemm *g, long m0, long m1, long n0, long n1) {
             pack_b(bp, g->trans_b, g->B, g->ldb, pc, kc, jc, nc);
             for (long ic = m0; ic < m1; ic += GEMM_MC) {
                 long mc = m1 - ic < GEMM_MC ? m1 - ic : GEMM_MC;
-                pack_a(ap, g->trans_a, g->A, g->lda, ic, mc, pc, kc);
+                /* whole MR-row panels of a row-major A are read in place; the rest is packed */
+                long in_place = direct_a ? mc / GEMM_MR * GEMM_MR : 0;
+                if (mc > in_place) pack_a(ap + in_place * kc, g->trans_a, g->A, g->lda, ic + in_place, mc - in_place, pc, kc);
                 for (long jr = 0; jr < nc; jr += GEMM_NR) {
                     int n = nc - jr < GEMM_NR ? (int)(nc - jr) : GEMM_NR;
                     for (long ir = 0; ir < mc; ir += GEMM_MR) {
                         int m = mc - ir < GEMM_MR ? (int)(mc - ir) : GEMM_MR;
                         float *c = g->C + (ic + ir) * g->ldc + jc + jr;
-                        if (m == GEMM_MR && n == GEMM_NR)
+                        if (ir < in_place) {
+                            const float *a = g->A + (ic + ir) * g->lda + pc;
+                            if (n == GEMM_NR)
+                                micro_kernel_rowmajor(kc, a, g->lda, bp + jr * kc, c, g->ldc, g->alpha, beta);
+                            else
+                                micro_kernel_edge(kc, a, g->lda, bp + jr * kc, c, g->ldc, g->alpha, beta, m, n);
+                        } else if (m == GEMM_MR && n == GEMM_NR) {
                             micro_kernel(kc, ap + ir * kc, bp + jr * kc, c, g->ldc, g->alpha, beta);
-                        else
-                            micro_kernel_edge(kc, ap + ir * kc, bp + jr * kc, c, g->ldc, g->alpha, beta, m, n);
+                        } else {
+                            micro_kernel_edge(kc, ap + ir * kc, 0, bp + jr * kc, c, g->ldc, g->alpha, beta, m, n);
+                        }
                     }
                 }
             }

@@ -78,8 +78,11 @@
  *                         use Winograd F(4x4, 3x3) (core/nn/winograd.c) where it is faster;
  *                         false keeps every convolution on the exact direct / im2col paths
  *  winograd_status()      -> available (boolean), why (string): the start-up check's verdict
+ *  gemm_backend()         -> string: which matrix kernel moco_sgemm runs (core/gemm.h), and why
  */
 #include <lauxlib.h>
+
+#include "gemm.h"
 #include <lua.h>
 #include <math.h>
 #include <string.h>
@@ -780,6 +783,11 @@ static int l_set_winograd(lua_State *L) {
     return 1;
 }
 
+static int l_gemm_backend(lua_State *L) {
+    lua_pushstring(L, moco_gemm_backend());
+    return 1;
+}
+
 static int l_winograd_status(lua_State *L) {
     const char *why;
     lua_pushboolean(L, conv2d_winograd_status(&why));
@@ -817,6 +825,7 @@ static const luaL_Reg nn_functions[] = {
     {"set_num_threads", l_set_num_threads},
     {"set_winograd", l_set_winograd},
     {"winograd_status", l_winograd_status},
+    {"gemm_backend", l_gemm_backend},
     {"get_num_threads", l_get_num_threads},
     {NULL, NULL}};
 
