@@ -4,7 +4,8 @@
 torch, and the check, in PyTorch, of what moco-lua writes.
 
 Files in tests/fixtures/torch/ (run from the repository root with Debian's python3-torch):
-  views_zip.pth, views_legacy.pth   one dict in both layouts: float32 views sharing a storage
+  views_zip.pth, views_legacy.pth   one dict in both layouts (and views_zip64.pth: the zip
+                                    entries again in a zip64 archive, which torch.load reads): float32 views sharing a storage
                                     (transpose, row, column, offset, expanded with stride 0),
                                     float16, bfloat16, float64, int64, int32, int16, int8,
                                     uint8, bool, a 0-d and an empty tensor, an nn.Parameter,
@@ -170,11 +171,39 @@ def detectron2_object(state_dict):
 # ------------------------------------------------------------------ hand-made files
 
 def zip_with(path, pickle_bytes, storages=(), prefix="archive/"):
+    def entry(name):  # a fixed date, so that the files are the same on every run
+        return zipfile.ZipInfo(prefix + name, date_time=(1980, 1, 1, 0, 0, 0))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(prefix + "data.pkl", pickle_bytes)
+        z.writestr(entry("data.pkl"), pickle_bytes)
         for key, data in storages:
-            z.writestr(prefix + "data/" + key, data)
-        z.writestr(prefix + "version", "3\n")
+            z.writestr(entry("data/" + key), data)
+        z.writestr(entry("version"), "3\n")
+
+
+def zip64_copy(src, dst):
+    """src's entries again, in a zip that uses zip64 everywhere (sizes and offsets saturated in
+    the headers, 64-bit values in zip64 extra fields, a zip64 end record and its locator), as
+    large torch.save files are."""
+    import zlib
+    with zipfile.ZipFile(src) as z:
+        entries = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+    out, central = bytearray(), bytearray()
+    for name, data in entries:
+        offset, crc, n = len(out), zlib.crc32(data), len(data)
+        extra = struct.pack("<HHQQ", 1, 16, n, n)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                           len(name), len(extra)) + name.encode() + extra + data
+        cextra = struct.pack("<HHQQQ", 1, 24, n, n, offset)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                               len(name), len(cextra), 0, 0, 0, 0, 0xFFFFFFFF) + name.encode() + cextra
+    cd_offset = len(out)
+    out += central
+    z64 = len(out)
+    out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, len(entries), len(entries), len(central), cd_offset)
+    out += struct.pack("<IIQI", 0x07064B50, 0, z64, 1)
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    with open(dst, "wb") as f:
+        f.write(out)
 
 
 def legacy_with(path, main_pickle, keys, records):
@@ -300,8 +329,10 @@ def main():
     with open(f"{OUT}/views.json", "w") as f:
         json.dump(info, f, indent=1)
         f.write("\n")
-    back = torch.load(f"{OUT}/views_legacy.pth")
-    assert all(torch.equal(back["tensors"][k], v) for k, v in tensors.items())
+    zip64_copy(f"{OUT}/views_zip.pth", f"{OUT}/views_zip64.pth")
+    for layout in ("legacy", "zip64"):
+        back = torch.load(f"{OUT}/views_{layout}.pth")
+        assert all(torch.equal(back["tensors"][k], v) for k, v in tensors.items()), layout
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 32, 32, generator=g)

@@ -3,6 +3,7 @@
  * Against files written by PyTorch 1.13 (tests/make_fixtures_torch.py, committed): every
  * tensor of views_{zip,legacy}.pth -- views sharing one storage, offsets, strides, stride 0,
  * float16, bfloat16, float64, int64 ... -- equals PyTorch's values (views.<name>.npy, exact),
+ * also from a zip64 archive of the same entries,
  * the plain entries come back as data, and shared storages stay shared.  Every hostile or
  * broken file is refused with an error naming the file and what is wrong (the offending
  * global by name).  Every truncation of the good files and thousands of copies with random
@@ -251,6 +252,7 @@ int main(void) {
     }
     check_views(DIR "views_zip.pth");
     check_views(DIR "views_legacy.pth");
+    check_views(DIR "views_zip64.pth");
 
     TorchFile tf;
     CHECK("an official-MoCo-shaped legacy checkpoint opens", torch_file_open(&tf, DIR "moco_v2_tiny.pth.tar") == 0 &&
