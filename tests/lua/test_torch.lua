@@ -170,6 +170,28 @@ function tests.export_pth_and_detectron2()
   check.ok("an unknown --format fails", not ok)
 end
 
+function tests.export_of_a_moco_lua_checkpoint()
+  local model = moco.MoCo{ arch = "resnet20", width = 0.25, in_channels = 1, dim = 8, K = 16, mlp = true, seed = 2 }
+  checkpoint.save(path("ckpt.safetensors"), model, { epoch = 1 })
+  local ok1 = os.execute(string.format("./moco-lua recipes/export.lua '%s' '%s' > /dev/null", path("ckpt.safetensors"), path("m.pth")))
+  local ok2 = os.execute(string.format("./moco-lua recipes/export.lua '%s' '%s' > /dev/null", path("ckpt.safetensors"), path("m.pkl")))
+  check.ok("exports of a moco-lua checkpoint, format by extension", ok1 and ok2)
+  local back, dtypes = torchfile.load(path("m.pth"))
+  local sd, same, count = model.encoder_q:state_dict(), true, 0
+  for name, t in pairs(sd) do
+    if name:sub(1, 3) ~= "fc." then
+      count = count + 1
+      same = same and back[name] ~= nil and same_values(back[name], t:reshape(back[name]:shape()))
+        and dtypes[back[name]] == (name:match("num_batches_tracked$") and "I64" or "F32")
+    end
+  end
+  check.ok("the .pth holds encoder_q without fc, int64 counters", same and #torchfile.keys(back) == count)
+  local size = #read_file(path("m.pkl"))
+  check.ok("the detectron2 file is a protocol-4 pickle with the head as stem.fc.*",
+           read_file(path("m.pkl")):sub(1, 2) == "\x80\x04" and read_file(path("m.pkl")):find("stem.fc.0.weight", 1, true)
+             and size > 4 * model.encoder_q:num_parameters())
+end
+
 function tests.detectron2_names()
   local cases = {
     ["conv1.weight"] = "stem.conv1.weight", ["bn1.running_var"] = "stem.conv1.norm.running_var",
