@@ -46,11 +46,10 @@ fi
 for r in $(seq "$rounds"); do
   for c in $configs; do
     echo "-- round $r: $c (load $(cut -d' ' -f1 /proc/loadavg))"
-    if [ "$r" = 1 ]; then
-      ./moco-lua tests/bench/bench_moco.lua "$c" --threads "$threads" $iters --json "$tmp/moco.$c.$r.json" || exit 1
-    else
-      ./moco-lua tests/bench/bench_moco.lua "$c" --threads "$threads" $iters --json "$tmp/moco.$c.$r.json" | head -n 1 || exit 1
-    fi
+    # the per-phase breakdown in the first round only (later rounds: the headline)
+    ./moco-lua tests/bench/bench_moco.lua "$c" --threads "$threads" $iters --json "$tmp/moco.$c.$r.json" \
+      > "$tmp/out" || { cat "$tmp/out"; exit 1; }
+    if [ "$r" = 1 ]; then cat "$tmp/out"; else head -n 1 "$tmp/out"; fi
     if [ "$torch" = 1 ]; then
       if [ -n "$TCMALLOC" ]; then
         LD_PRELOAD=$TCMALLOC "$PY" tests/bench/bench_moco.py "$c" --threads "$threads" $iters \
