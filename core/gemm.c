@@ -168,6 +168,52 @@ static __attribute__((noinline)) void micro_kernel_rowmajor(long kc, const float
 #undef A_NEXT_ROWS
 }
 
+#if defined(__AVX512F__)
+/* The narrow tile, MR x 16 (one vector per row, MR accumulators), for products with 16
+ * columns (16-channel layers: the wide tile would compute twice the work); B panels are
+ * then [k][16]. */
+#define GEMM_NR_NARROW 16
+#define ROW_DECL1(r) VEC c##r##0 = VZERO();
+#define ROW_FMA1(r) c##r##0 = VFMA(VSET1(A_AT(r)), b0, c##r##0);
+#define ROW_STORE1(r)                                                 \
+    {                                                                 \
+        float *cr = c + (long)(r) * ldc;                              \
+        VEC v0 = VMUL(c##r##0, va);                                   \
+        if (beta != 0.0f) v0 = VFMA(VLOAD(cr), vb, v0);               \
+        VSTORE(cr, v0);                                               \
+    }
+#define KERNEL_BODY1(A_SETUP, A_NEXT)                                 \
+    ALL_ROWS(ROW_DECL1)                                               \
+    A_SETUP                                                           \
+    for (long k = 0; k < kc; k++) {                                   \
+        VEC b0 = VLOAD(b);                                            \
+        ALL_ROWS(ROW_FMA1)                                            \
+        A_NEXT                                                        \
+        b += GEMM_NR_NARROW;                                          \
+    }                                                                 \
+    VEC va = VSET1(alpha), vb = VSET1(beta);                          \
+    ALL_ROWS(ROW_STORE1)
+
+static __attribute__((noinline)) void micro_kernel_kmajor_narrow(long kc, const float *restrict a, long aks,
+                                                                 const float *restrict b, float *c, long ldc,
+                                                                 float alpha, float beta) {
+#define A_AT(r) a[r]
+    KERNEL_BODY1(, a += aks;)
+#undef A_AT
+}
+
+static __attribute__((noinline)) void micro_kernel_rowmajor_narrow(long kc, const float *restrict a, long ars,
+                                                                   const float *restrict b, float *c, long ldc,
+                                                                   float alpha, float beta) {
+    const float *a0 = a, *a3 = a + 3 * ars, *a6 = a + 6 * ars, *a9 = a + 9 * ars;
+#define A_AT(r) ((r) < 3 ? a0[((r) % 3) * ars] : (r) < 6 ? a3[((r) % 3) * ars] : (r) < 9 ? a6[((r) % 3) * ars] : a9[((r) % 3) * ars])
+    KERNEL_BODY1(, a0++; a3++; a6++; a9++;)
+#undef A_AT
+}
+#else
+#define GEMM_NR_NARROW GEMM_NR
+#endif
+
 /* An edge tile: only m x n of the MR x NR tile exist in C.  ars > 0: A row-major in place
  * (micro_kernel_rowmajor's rows, all MR of them readable), else packed. */
 static void micro_kernel_edge(long kc, const float *a, long ars, const float *b, float *c, long ldc, float alpha,
@@ -404,38 +450,52 @@ static int own_gemm(const Gemm *g) {
 }
 /* ------------------------------------------------------------------ caller-laid-out products */
 
-size_t moco_gemm_packed_b_floats(int K, int N) {
-    long npad = ((long)N + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+size_t moco_gemm_packed_b_floats(int K, int N, int nr) {
+    long npad = ((long)N + nr - 1) / nr * nr;
     return (size_t)K * (size_t)npad;
 }
 
-size_t moco_gemm_packed_b_index(int K, int N, int k, int j) {
-    long npad = ((long)N + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+size_t moco_gemm_packed_b_index(int K, int N, int nr, int k, int j) {
+    long npad = ((long)N + nr - 1) / nr * nr;
     long pc = k / GEMM_KC, kk = k % GEMM_KC, kcur = K - pc * GEMM_KC < GEMM_KC ? K - pc * GEMM_KC : GEMM_KC;
-    return (size_t)(pc * GEMM_KC * npad + (j / GEMM_NR) * kcur * GEMM_NR + kk * GEMM_NR + j % GEMM_NR);
+    return (size_t)(pc * GEMM_KC * npad + (j / nr) * kcur * nr + kk * nr + j % nr);
 }
 
-void moco_gemm_packed(int a_layout, int M, int N, int K, const float *A, long a_stride, const float *Bp, float *C,
-                      long ldc, int accumulate) {
-    long npad = N; /* a multiple of NR (the caller's promise) */
+void moco_gemm_packed(int a_layout, int M, int N, int K, const float *A, long a_stride, const float *Bp, int nr,
+                      float *C, long ldc, int accumulate) {
+    long npad = N; /* a multiple of nr (the caller's promise) */
+    const int narrow = nr != GEMM_NR;
     for (long pc = 0; pc < K; pc += GEMM_KC) {
         long kc = K - pc < GEMM_KC ? K - pc : GEMM_KC;
         const float *bp = Bp + pc * npad;
         float beta = accumulate || pc > 0 ? 1.0f : 0.0f;
-        for (long jr = 0; jr < N; jr += GEMM_NR)
+        for (long jr = 0; jr < N; jr += nr)
             for (long ir = 0; ir < M; ir += GEMM_MR) {
                 float *c = C + ir * ldc + jr;
+                const float *a = a_layout == MOCO_GEMM_A_ROWS ? A + ir * a_stride + pc : A + pc * a_stride + ir;
+#if defined(__AVX512F__)
+                if (narrow) {
+                    if (a_layout == MOCO_GEMM_A_ROWS)
+                        micro_kernel_rowmajor_narrow(kc, a, a_stride, bp + jr * kc, c, ldc, 1.0f, beta);
+                    else
+                        micro_kernel_kmajor_narrow(kc, a, a_stride, bp + jr * kc, c, ldc, 1.0f, beta);
+                    continue;
+                }
+#else
+                (void)narrow;
+#endif
                 if (a_layout == MOCO_GEMM_A_ROWS)
-                    micro_kernel_rowmajor(kc, A + ir * a_stride + pc, a_stride, bp + jr * kc, c, ldc, 1.0f, beta);
+                    micro_kernel_rowmajor(kc, a, a_stride, bp + jr * kc, c, ldc, 1.0f, beta);
                 else
-                    micro_kernel_kmajor(kc, A + pc * a_stride + ir, a_stride, bp + jr * kc, c, ldc, 1.0f, beta);
+                    micro_kernel_kmajor(kc, a, a_stride, bp + jr * kc, c, ldc, 1.0f, beta);
             }
     }
 }
 
-int moco_gemm_tile(int *mr, int *nr) {
+int moco_gemm_tile(int *mr, int *nr, int *nr_narrow) {
     if (current_backend() != BACKEND_OWN) return -1;
     *mr = GEMM_MR, *nr = GEMM_NR;
+    if (nr_narrow) *nr_narrow = GEMM_NR_NARROW;
     return 0;
 }
 #endif /* GEMM_MR */
@@ -563,19 +623,23 @@ const char *moco_gemm_backend(void) {
 int moco_gemm_uses_own_kernel(void) { return current_backend() == BACKEND_OWN; }
 
 #ifndef GEMM_MR
-int moco_gemm_tile(int *mr, int *nr) {
-    (void)mr, (void)nr;
+int moco_gemm_tile(int *mr, int *nr, int *nr_narrow) {
+    (void)mr, (void)nr, (void)nr_narrow;
     return -1;
 }
-size_t moco_gemm_packed_b_floats(int K, int N) { return (size_t)K * (size_t)N; }
-size_t moco_gemm_packed_b_index(int K, int N, int k, int j) {
-    (void)K;
+size_t moco_gemm_packed_b_floats(int K, int N, int nr) {
+    (void)nr;
+    return (size_t)K * (size_t)N;
+}
+size_t moco_gemm_packed_b_index(int K, int N, int nr, int k, int j) {
+    (void)K, (void)nr;
     return (size_t)k * (size_t)N + (size_t)j;
 }
-void moco_gemm_packed(int a_layout, int M, int N, int K, const float *A, long a_stride, const float *Bp, float *C,
-                      long ldc, int accumulate) {
+void moco_gemm_packed(int a_layout, int M, int N, int K, const float *A, long a_stride, const float *Bp, int nr,
+                      float *C, long ldc, int accumulate) {
     /* never called: moco_gemm_tile reports no kernel */
-    (void)a_layout, (void)M, (void)N, (void)K, (void)A, (void)a_stride, (void)Bp, (void)C, (void)ldc, (void)accumulate;
+    (void)a_layout, (void)M, (void)N, (void)K, (void)A, (void)a_stride, (void)Bp, (void)nr, (void)C, (void)ldc,
+        (void)accumulate;
 }
 #endif
 

@@ -25,23 +25,24 @@ int moco_gemm_uses_own_kernel(void);
  * convolution, which computes 36 products per block of tiles and can write its transforms
  * straight into these layouts, so nothing is packed per product).
  *
- * moco_gemm_tile: 0 and the register tile (MR rows, NR columns) when moco_sgemm runs its
- * own kernel; -1 otherwise (the OpenBLAS fallback has no such entry: use moco_sgemm).
+ * moco_gemm_tile: 0 and the register tile (MR rows, NR columns, and the NR of the narrow
+ * tile for 16-column products, which may equal NR) when moco_sgemm runs its own kernel; -1
+ * otherwise (the OpenBLAS fallback has no such entry: use moco_sgemm).
  *
- * The packed right operand: op(B) (K, N) in panels; element (k, j) lives at
- * moco_gemm_packed_b_index(K, N, k, j) of a buffer of moco_gemm_packed_b_floats(K, N)
- * floats (N rounded up to NR, the columns past N zero).
+ * The packed right operand: op(B) (K, N) in panels of nr columns (NR, or the narrow NR);
+ * element (k, j) lives at moco_gemm_packed_b_index(K, N, nr, k, j) of a buffer of
+ * moco_gemm_packed_b_floats(K, N, nr) floats (N rounded up to nr, the columns past N zero).
  *
  * moco_gemm_packed: C (M, N) = A (M, K) @ op(B), or C += when accumulate; single-threaded.
- * M must be a multiple of MR and N of NR (pad the operands: the padded rows and columns of
+ * M must be a multiple of MR and N of nr (pad the operands: the padded rows and columns of
  * C are written too).  A is read in place: a_layout MOCO_GEMM_A_ROWS means A(r, k) =
  * A[r * a_stride + k] (row-major), MOCO_GEMM_A_COLUMNS means A(r, k) = A[k * a_stride + r]
  * (A^T row-major). */
 enum { MOCO_GEMM_A_ROWS = 0, MOCO_GEMM_A_COLUMNS = 1 };
-int moco_gemm_tile(int *mr, int *nr);
-size_t moco_gemm_packed_b_floats(int K, int N);
-size_t moco_gemm_packed_b_index(int K, int N, int k, int j);
-void moco_gemm_packed(int a_layout, int M, int N, int K, const float *A, long a_stride, const float *Bp, float *C,
-                      long ldc, int accumulate);
+int moco_gemm_tile(int *mr, int *nr, int *nr_narrow);
+size_t moco_gemm_packed_b_floats(int K, int N, int nr);
+size_t moco_gemm_packed_b_index(int K, int N, int nr, int k, int j);
+void moco_gemm_packed(int a_layout, int M, int N, int K, const float *A, long a_stride, const float *Bp, int nr,
+                      float *C, long ldc, int accumulate);
 
 #endif

@@ -113,6 +113,7 @@ typedef struct Plan {
     int cinp, coutp;     /* cin rounded up to the vector, cout to the kernel's NR */
     int cinm;            /* cinp rounded up to MR: the rows of dU */
     int mr, nr;
+    int pad_v;           /* V rows carry a zero vector after cinp (the weight gradient's) */
     int rows_per_block;  /* tile rows per block */
     int blocks, tb, tbp; /* blocks; tiles per full block, rounded up to MR */
     long ldv, ldm;       /* row strides of V and M */
@@ -126,19 +127,27 @@ typedef struct Plan {
 enum { PASS_FORWARD, PASS_INPUT_GRAD, PASS_WEIGHT_GRAD };
 
 static int make_plan(Plan *p, const Conv2dSize *s, int pass) {
-    int mr, nr;
-    if (moco_gemm_tile(&mr, &nr)) return -1;
+    int mr, nr, nr_narrow;
+    if (moco_gemm_tile(&mr, &nr, &nr_narrow)) return -1;
     memset(p, 0, sizeof *p);
     p->N = s->N, p->H = s->H, p->W = s->W;
     p->th = (s->H + 3) / 4, p->tw = (s->W + 3) / 4;
     p->cin = pass == PASS_INPUT_GRAD ? s->OC : s->C;
     p->cout = pass == PASS_INPUT_GRAD ? s->C : s->OC;
-    p->mr = mr, p->nr = nr;
+    p->mr = mr;
+    /* products with 16 columns take the narrow tile (the wide one would double the work) */
+    p->nr = round_up(p->cout, VW) <= nr_narrow ? nr_narrow : nr;
     p->cinp = (int)round_up(p->cin, VW);
-    p->coutp = (int)round_up(p->cout, nr > VW ? nr : VW);
+    p->coutp = (int)round_up(p->cout, p->nr > VW ? p->nr : VW);
     p->cinm = (int)round_up(p->cinp, mr);
-    p->ldv = max_l(p->cinp, p->cinm) + VW;
-    p->ldm = p->coutp + VW;
+    /* Row strides: as narrow as the products read (the weight gradient's A^T reads cinm
+     * columns), plus a vector when a multiple of 256 floats (rows the kernel reads together
+     * would share L1 sets) */
+    p->ldv = pass == PASS_WEIGHT_GRAD ? max_l(p->cinp, p->cinm) : p->cinp;
+    if (p->ldv % 256 == 0) p->ldv += VW;
+    if (pass == PASS_WEIGHT_GRAD && p->ldv < p->cinp + VW) p->ldv = round_up(p->cinp + VW, VW);
+    p->ldm = p->coutp % 256 == 0 ? p->coutp + VW : p->coutp;
+    p->pad_v = pass == PASS_WEIGHT_GRAD && p->cinm > p->cinp;
     long per_tile = (long)NPOS * (p->ldv + p->ldm);
     long tile_rows = (long)p->N * p->th;
     int threads = s->threads < 1 ? 1 : s->threads;
@@ -181,13 +190,13 @@ static int make_plan(Plan *p, const Conv2dSize *s, int pass) {
     p->wib = 4 * p->tw + 2, p->wob = 4 * p->tw;
     p->ib_floats = (size_t)p->cinp * 6 * p->wib;
     p->v_floats = (size_t)NPOS * p->tbp * p->ldv;
-    p->m_floats = pass == PASS_WEIGHT_GRAD ? (size_t)NPOS * moco_gemm_packed_b_floats(p->tb, p->coutp)
+    p->m_floats = pass == PASS_WEIGHT_GRAD ? (size_t)NPOS * moco_gemm_packed_b_floats(p->tb, p->coutp, p->nr)
                                            : (size_t)NPOS * p->tbp * p->ldm;
     p->ob_floats = (size_t)p->coutp * 4 * p->wob;
     if (pass != PASS_WEIGHT_GRAD) {
         /* per thread: ib, V, M, ob; shared: U */
         p->thread_floats = round_up((long)(p->ib_floats + p->v_floats + p->m_floats + p->ob_floats), 16);
-        p->shared_floats = (size_t)NPOS * moco_gemm_packed_b_floats(p->cinp, p->coutp);
+        p->shared_floats = (size_t)NPOS * moco_gemm_packed_b_floats(p->cinp, p->coutp, p->nr);
     } else if (p->private_du) {
         /* per thread: ib, ob, V, Z; shared: a dU per task */
         p->thread_floats = round_up((long)(p->ib_floats + p->ob_floats + p->v_floats + p->m_floats), 16);
@@ -207,7 +216,7 @@ static size_t plan_floats(const Plan *p, int threads) { return p->shared_floats 
 int winograd_applies(const Conv2dSize *s) {
     int mr, nr;
     return s->KH == 3 && s->KW == 3 && s->stride == 1 && s->padding == 1 && s->OH == s->H && s->OW == s->W &&
-           moco_gemm_tile(&mr, &nr) == 0;
+           moco_gemm_tile(&mr, &nr, NULL) == 0;
 }
 
 size_t winograd_workspace_size(const Conv2dSize *s) {
@@ -311,7 +320,7 @@ static void input_tile(float *V, long vstride, long ldv, int t, const float *ib,
             for (int j = 0; j < 6; j++) vec_store(V + (i * 6 + j) * vstride + (long)t * ldv + cb * VW, o[j]);
         }
     }
-    if (p->cinm > p->cinp) /* the A^T reads of the weight gradient run over MR-rounded rows */
+    if (p->pad_v) /* the A^T reads of the weight gradient run over MR-rounded rows */
         for (int q = 0; q < NPOS; q++) vec_store(V + q * vstride + (long)t * ldv + p->cinp, (vecf){0});
 }
 
@@ -346,7 +355,7 @@ static void dout_tile(float *Z, long zstride, int T, int t, const float *ob, con
             a4(e, o);
             for (int i = 0; i < 6; i++) tt[i][c] = o[i];
         }
-        size_t at = moco_gemm_packed_b_index(T, p->coutp, t, ocb * VW);
+        size_t at = moco_gemm_packed_b_index(T, p->coutp, p->nr, t, ocb * VW);
         for (int i = 0; i < 6; i++) {
             vecf o[6];
             a4(tt[i], o);
@@ -376,7 +385,7 @@ static void kernel_transform_task(void *ctx, int task, int thread) {
     const int flip = j->pass == PASS_INPUT_GRAD;
     long lo, hi;
     threadpool_split((p->cout + VW - 1) / VW, j->parts, task, &lo, &hi);
-    size_t ub = moco_gemm_packed_b_floats(p->cinp, p->coutp);
+    size_t ub = moco_gemm_packed_b_floats(p->cinp, p->coutp, p->nr);
     for (long blk = lo; blk < hi; blk++) {
         int col0 = (int)blk * VW, lanes = p->cout - col0 < VW ? p->cout - col0 : VW;
         for (int k = 0; k < p->cin; k++) {
@@ -390,7 +399,7 @@ static void kernel_transform_task(void *ctx, int task, int thread) {
             }
             for (int c = 0; c < 3; c++) g3(g + c, 3, t + c, 3);     /* t (6, 3) = G g */
             for (int r = 0; r < 6; r++) g3(t + 3 * r, 1, u + 6 * r, 1); /* u (6, 6) = t G^T */
-            size_t at = moco_gemm_packed_b_index(p->cinp, p->coutp, k, col0);
+            size_t at = moco_gemm_packed_b_index(p->cinp, p->coutp, p->nr, k, col0);
             for (int q = 0; q < NPOS; q++) vec_store(j->shared + q * ub + at, u[q]);
         }
     }
@@ -400,7 +409,7 @@ static void run_kernel_transform(Job *j) {
     const Plan *p = j->p;
     /* padded rows (k >= cin) and whole padded column blocks are never written above */
     if (p->cinp > p->cin || p->coutp > round_up(p->cout, VW))
-        memset(j->shared, 0, (size_t)NPOS * moco_gemm_packed_b_floats(p->cinp, p->coutp) * sizeof *j->shared);
+        memset(j->shared, 0, (size_t)NPOS * moco_gemm_packed_b_floats(p->cinp, p->coutp, p->nr) * sizeof *j->shared);
     threadpool_run(j->parts, j->parts, kernel_transform_task, j);
 }
 
@@ -425,10 +434,10 @@ static void conv_block_task(void *ctx, int block, int thread) {
     int rows = (int)round_up(t, p->mr);
     for (int q = 0; q < NPOS; q++)
         for (int r = t; r < rows; r++) memset(V + q * vstride + (long)r * p->ldv, 0, (size_t)p->cinp * sizeof *V);
-    size_t ub = moco_gemm_packed_b_floats(p->cinp, p->coutp);
+    size_t ub = moco_gemm_packed_b_floats(p->cinp, p->coutp, p->nr);
     for (int q = 0; q < NPOS; q++)
         moco_gemm_packed(MOCO_GEMM_A_ROWS, rows, p->coutp, p->cinp, V + q * vstride, p->ldv, j->shared + q * ub,
-                         M + q * mstride, p->ldm, 0);
+                         p->nr, M + q * mstride, p->ldm, 0);
     t = 0;
     for (long g = g0; g < g1; g++) {
         int n = (int)(g / p->th), ty = (int)(g % p->th);
@@ -467,7 +476,7 @@ static void weight_grad_transform_task(void *ctx, int task, int thread) {
     const Plan *p = j->p;
     float *ws = thread_ws(j, thread), *ib = ws, *ob = ws + p->ib_floats;
     float *V = j->shared + p->du_floats, *Z = V + p->v_floats;
-    const long vstride = (long)p->tbp * p->ldv, zstride = (long)moco_gemm_packed_b_floats(p->tb, p->coutp);
+    const long vstride = (long)p->tbp * p->ldv, zstride = (long)moco_gemm_packed_b_floats(p->tb, p->coutp, p->nr);
     const size_t in_image = (size_t)p->cin * p->H * p->W, out_image = (size_t)p->cout * p->H * p->W;
     long g = (long)j->block * p->rows_per_block + task;
     int n = (int)(g / p->th), ty = (int)(g % p->th);
@@ -487,12 +496,12 @@ static void weight_grad_product_task(void *ctx, int task, int thread) {
     const Job *j = ctx;
     const Plan *p = j->p;
     float *V = j->shared + p->du_floats, *Z = V + p->v_floats;
-    const long vstride = (long)p->tbp * p->ldv, zstride = (long)moco_gemm_packed_b_floats(p->tb, p->coutp);
+    const long vstride = (long)p->tbp * p->ldv, zstride = (long)moco_gemm_packed_b_floats(p->tb, p->coutp, p->nr);
     long lo, hi;
     threadpool_split(NPOS, j->parts, task, &lo, &hi);
     for (long q = lo; q < hi; q++)
         moco_gemm_packed(MOCO_GEMM_A_COLUMNS, p->cinm, p->coutp, j->block_tiles, V + q * vstride, p->ldv,
-                         Z + q * zstride, j->shared + (size_t)q * p->cinm * p->coutp, p->coutp, j->block > 0);
+                         Z + q * zstride, p->nr, j->shared + (size_t)q * p->cinm * p->coutp, p->coutp, j->block > 0);
 }
 
 /* The private mode: task = a contiguous range of blocks, transformed and multiplied on its
@@ -503,7 +512,7 @@ static void weight_grad_private_task(void *ctx, int task, int thread) {
     float *ws = thread_ws(j, thread);
     float *ib = ws, *ob = ib + p->ib_floats, *V = ob + p->ob_floats, *Z = V + p->v_floats;
     float *dU = j->shared + (size_t)task * p->du_floats;
-    const long vstride = (long)p->tbp * p->ldv, zstride = (long)moco_gemm_packed_b_floats(p->tb, p->coutp);
+    const long vstride = (long)p->tbp * p->ldv, zstride = (long)moco_gemm_packed_b_floats(p->tb, p->coutp, p->nr);
     const size_t in_image = (size_t)p->cin * p->H * p->W, out_image = (size_t)p->cout * p->H * p->W;
     long b0, b1;
     threadpool_split(p->blocks, p->tasks, task, &b0, &b1);
@@ -521,7 +530,7 @@ static void weight_grad_private_task(void *ctx, int task, int thread) {
         }
         for (int q = 0; q < NPOS; q++)
             moco_gemm_packed(MOCO_GEMM_A_COLUMNS, p->cinm, p->coutp, T, V + q * vstride, p->ldv, Z + q * zstride,
-                             dU + (size_t)q * p->cinm * p->coutp, p->coutp, block > b0);
+                             p->nr, dU + (size_t)q * p->cinm * p->coutp, p->coutp, block > b0);
     }
 }
 
