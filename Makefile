@@ -14,7 +14,8 @@ PREFIX  ?= /usr/local
 CC      ?= cc
 # Debian packages needed to build and run (see docs/architecture.md for why each).
 DEB_PACKAGES = liblua5.4-dev libopenblas-dev libpng-dev libjpeg62-turbo-dev libedit-dev \
-               zlib1g-dev pkg-config dataset-fashion-mnist libcairo2-dev libjansson-dev
+               zlib1g-dev pkg-config dataset-fashion-mnist libcairo2-dev libjansson-dev \
+               libopenmpi-dev openmpi-bin
 PKGS    = lua5.4 libedit libpng zlib cairo jansson
 # Needed by the tests only: tests/sh/test_report.sh renders report.html in headless Chromium
 # (a demo user does not need a browser: `make demo` installs DEB_PACKAGES alone).
@@ -28,6 +29,17 @@ CFLAGS  ?= $(OPT) $(ARCH)
 CFLAGS  += -Wall -Wextra -std=gnu11 -pthread -Icore -Ilua
 CFLAGS  += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lopenblas -ljpeg -lpthread -lm -lutil
+
+# MPI (core/dist_mpi.c) when Open MPI's mpicc is present, unless `make MPI=0`; without it the
+# build has the single-process backend only (core/dist.h).
+MPI ?= 1
+ifeq ($(MPI),1)
+ifneq ($(shell command -v mpicc 2>/dev/null),)
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null) -DMOCO_WITH_MPI
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+endif
+endif
+LDLIBS  += $(MPI_LIBS)
 
 CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=build/%.o)
@@ -46,6 +58,8 @@ build/libmoco.a: $(CORE_OBJ)
 build/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+build/core/dist.o build/core/dist_mpi.o build/lua/l_dist.o: CFLAGS += $(MPI_CFLAGS)
 
 moco-lua: $(BIND_OBJ) build/libmoco.a
 	$(CC) $(CFLAGS) -o $@ $(BIND_OBJ) build/libmoco.a $(LDLIBS)
@@ -87,7 +101,7 @@ test: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory moco-lua
-	@sh tests/bench/run.sh
+	@sh tests/bench/run.sh $(BENCH_ARGS)
 
 # Regenerates docs/api.md from lua/moco/doc.lua (the source help() reads too; make test
 # fails when the two disagree).

@@ -3,9 +3,11 @@
 #include "moco.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "threads.h"
 
 void moco_queue_init(float *queue, int dim, int K, Rng *rng) {
     for (int64_t i = 0; i < (int64_t)dim * K; i++) queue[i] = rng_normal(rng);
@@ -31,42 +33,77 @@ int moco_queue_enqueue(float *queue, const float *keys, int dim, int K, int ptr,
     return (ptr + N) % K;
 }
 
+/* One row of the contrastive logits (see moco_infonce); rows are independent, so the pool
+ * takes them in ranges and the per-row results are summed afterwards in row order. */
+typedef struct InfoNceJob {
+    float *logits;
+    const float *q, *k;
+    double *row_loss;
+    int *row_rank; /* logits greater than the positive one */
+    int N, dim, L, want_grad, tasks;
+    float T;
+} InfoNceJob;
+
+static void infonce_rows(void *ctx, int task, int thread) {
+    (void)thread;
+    const InfoNceJob *j = ctx;
+    const int L = j->L, dim = j->dim, N = j->N;
+    const float T = j->T;
+    long i0, i1;
+    threadpool_split(N, j->tasks, task, &i0, &i1);
+    for (long i = i0; i < i1; i++) {
+        float *row = j->logits + (int64_t)i * L;
+        /* l_pos = q_i . k_i (einsum 'nc,nc->n') */
+        float pos = 0;
+        for (int d = 0; d < dim; d++) pos += j->q[(int64_t)i * dim + d] * j->k[(int64_t)i * dim + d];
+        row[0] = pos;
+        /* logits /= T, as the official code divides the concatenated logits */
+        float maxv = -INFINITY;
+        for (int c = 0; c < L; c++) {
+            row[c] /= T;
+            if (row[c] > maxv) maxv = row[c];
+        }
+        int greater = 0;
+        for (int c = 1; c < L; c++) greater += row[c] > row[0];
+        j->row_rank[i] = greater;
+        double sum = 0;
+        for (int c = 0; c < L; c++) sum += exp((double)row[c] - maxv);
+        double lse = maxv + log(sum);
+        j->row_loss[i] = lse - row[0];
+        if (j->want_grad) { /* d loss / d logits = (softmax - onehot(0)) / N, in place */
+            for (int c = 0; c < L; c++) row[c] = (float)(exp((double)row[c] - lse) / N);
+            row[0] -= 1.0f / (float)N;
+        }
+    }
+}
+
 int moco_infonce(InfoNceResult *out, float *logits, float *dq, const float *q, const float *k,
                  const float *queue, int N, int dim, int K, float T) {
     if (N <= 0 || dim <= 0 || K < 0 || !(T > 0))
         return moco_error("infonce: invalid sizes N=%d dim=%d K=%d or temperature %g", N, dim, K, T);
     const int L = K + 1;
+    double *row_loss = malloc((size_t)N * sizeof *row_loss);
+    int *row_rank = malloc((size_t)N * sizeof *row_rank);
+    if (!row_loss || !row_rank) {
+        free(row_loss), free(row_rank);
+        return moco_error("infonce: out of memory for %d rows", N);
+    }
     /* l_neg (N, K) = q (N, dim) @ queue (dim, K), written into columns 1..K of logits */
     if (K > 0)
         moco_sgemm(0, 0, N, K, dim, 1.0f, q, dim, queue, K, 0.0f,
                     logits + 1, L);
+    InfoNceJob j = {.logits = logits, .q = q, .k = k, .row_loss = row_loss, .row_rank = row_rank, .N = N,
+                    .dim = dim, .L = L, .want_grad = dq != NULL, .T = T};
+    j.tasks = N < 4 * threadpool_size() ? N : 4 * threadpool_size();
+    threadpool_run(j.tasks, threadpool_size(), infonce_rows, &j);
     double loss = 0;
     int top1 = 0, top5 = 0;
     for (int i = 0; i < N; i++) {
-        float *row = logits + (int64_t)i * L;
-        /* l_pos = q_i . k_i (einsum 'nc,nc->n') */
-        float pos = 0;
-        for (int d = 0; d < dim; d++) pos += q[(int64_t)i * dim + d] * k[(int64_t)i * dim + d];
-        row[0] = pos;
-        /* logits /= T, as the official code divides the concatenated logits */
-        float maxv = -INFINITY;
-        for (int j = 0; j < L; j++) {
-            row[j] /= T;
-            if (row[j] > maxv) maxv = row[j];
-        }
-        int greater = 0;
-        for (int j = 1; j < L; j++) greater += row[j] > row[0];
-        top1 += greater < 1;
-        top5 += greater < 5;
-        double sum = 0;
-        for (int j = 0; j < L; j++) sum += exp((double)row[j] - maxv);
-        double lse = maxv + log(sum);
-        loss += lse - row[0];
-        if (dq) { /* d loss / d logits = (softmax - onehot(0)) / N, in place */
-            for (int j = 0; j < L; j++) row[j] = (float)(exp((double)row[j] - lse) / N);
-            row[0] -= 1.0f / (float)N;
-        }
+        loss += row_loss[i];
+        top1 += row_rank[i] < 1;
+        top5 += row_rank[i] < 5;
     }
+    free(row_loss), free(row_rank);
     out->loss = (float)(loss / N);
     out->acc1 = 100.0f * (float)top1 / (float)N;
     out->acc5 = 100.0f * (float)top5 / (float)N;

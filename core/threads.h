@@ -38,6 +38,8 @@ int threadpool_set_size(int n);
  * (thread < max_threads) and returns when all are done (ntasks <= 0: none).  When workers
  * cannot be started (pthread_create fails) every task runs on the caller as thread 0. */
 void threadpool_run(int ntasks, int max_threads, ThreadpoolTask fn, void *ctx);
+/* 1 on a thread that is running a task of the pool (a run from there is serial). */
+int threadpool_inside_task(void);
 /* Part `part` of `parts` near-equal contiguous ranges of [0, n): [*lo, *hi). */
 void threadpool_split(long n, int parts, int part, long *lo, long *hi);
 /* Stops and joins the workers (tests, leak checkers); a later run starts them again. */

@@ -248,6 +248,8 @@ int luaopen_moco_core(lua_State *L) {
     lmoco_open_data(L);
     lmoco_open_io(L);
     lmoco_open_plot(L);
+    lmoco_open_torch(L);
+    lmoco_open_dist(L);
     lua_pushliteral(L, MOCO_LUA_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

@@ -28,21 +28,29 @@
  *                 stride, padding)                                            accumulates
  *  batchnorm_forward(input (N,C[,H,W]), weight (C)|nil, bias (C)|nil, running_mean (C)|nil,
  *                 running_var (C)|nil, training [, momentum=0.1 [, eps=1e-5 [, splits=1
- *                 [, out]]]])                     -> out, save_mean (S,C), save_invstd (S,C)
+ *                 [, out [, relu]]]]])            -> out, save_mean (S,C), save_invstd (S,C)
  *      training: running stats updated in place (skipped when nil); statistics per split,
  *      S = splits (sample n is in split n mod S, as the MoCo demo's SplitBatchNorm).
- *      eval: running stats required, S = 1.
+ *      eval: running stats required, S = 1.  out may be input (in place).  relu: a fused
+ *      ReLU, out = max(0, bn(input)).
+ *  batchnorm_forward_saved(input, save_mean, save_invstd, weight|nil, bias|nil, out [, relu])
+ *                 -> out: the output of the forward that saved these statistics, recomputed
+ *                    (bit for bit) from its input; out may be input
  *  batchnorm_backward_input(grad_out, input, save_mean, save_invstd, weight|nil, training
- *                 [, grad_input])                 -> grad_input (grad_input may be grad_out)
+ *                 [, grad_input [, relu_output]])  -> grad_input (grad_input may be grad_out)
+ *      relu_output: the forward had a fused ReLU and this is its output (the mask)
  *  batchnorm_backward_params(grad_out, input, save_mean, save_invstd, grad_weight|nil,
  *                 grad_bias|nil)                                              accumulates
  *  batchnorm_backward(grad_out, input, save_mean, save_invstd, weight|nil, training,
- *                 grad_weight|nil, grad_bias|nil [, grad_input])  -> grad_input, and accumulates
+ *                 grad_weight|nil, grad_bias|nil [, grad_input [, relu_output]])
+ *                                                 -> grad_input, and accumulates
  *      both of the above in one pass (train mode: the parameter gradients are sums the input
  *      gradient needs anyway), for modules that want both
  *  relu_forward(input [, out])                    -> out (out may be input: in place)
  *  relu_backward_input(grad_out, output [, grad_input])
  *                                                 -> grad_input (grad_input may be grad_out)
+ *  add_relu_forward(a, b [, out])                 -> out = max(a + b, 0) (out may be a or b)
+ *  add_into(a, b)                                 -> a, after a += b (same shapes)
  *  maxpool2d_forward(input (N,C,H,W), kernel [, stride=kernel [, padding=0 [, out]]])
  *                                                 -> out (N,C,OH,OW), indices (N,C,OH,OW)
  *  maxpool2d_backward_input(grad_out, indices, input_shape, kernel, stride, padding
@@ -66,8 +74,15 @@
  *  set_num_threads(n)     size of the compute thread pool the layers run on (core/threads.h),
  *                         the caller included; 1 runs everything on the calling thread
  *  get_num_threads()                              -> integer
+ *  set_winograd(enabled)  -> previous setting; whether convolutions set up from now on may
+ *                         use Winograd F(4x4, 3x3) (core/nn/winograd.c) where it is faster;
+ *                         false keeps every convolution on the exact direct / im2col paths
+ *  winograd_status()      -> available (boolean), why (string): the start-up check's verdict
+ *  gemm_backend()         -> string: which matrix kernel moco_sgemm runs (core/gemm.h), and why
  */
 #include <lauxlib.h>
+
+#include "gemm.h"
 #include <lua.h>
 #include <math.h>
 #include <string.h>
@@ -340,7 +355,8 @@ static int l_batchnorm_forward(lua_State *L) {
     Shape is = {inp->ndim, {0}}, ss = {2, {splits, C}};
     memcpy(is.d, inp->shape, sizeof is.d);
     Tensor *out = push_out(L, 10, fn, "out", &is);
-    check_no_overlap(L, fn, "out", out, "input", inp, 0);
+    check_no_overlap(L, fn, "out", out, "input", inp, 1);
+    bs.relu = lua_toboolean(L, 11);
     LTensor *mbox = lmoco_newbox(L);
     lmoco_settensor(L, mbox, tensor_empty(2, ss.d));
     LTensor *vbox = lmoco_newbox(L);
@@ -358,6 +374,24 @@ static int l_batchnorm_forward(lua_State *L) {
 }
 
 /* Checks the caches against the input and returns the size with S = save_mean's rows. */
+static BatchNormSize bn_backward_setup(lua_State *L, const char *fn, const Tensor *dout, const Tensor *inp,
+                                       const Tensor *mean, const Tensor *invstd, int training);
+
+static int l_batchnorm_forward_saved(lua_State *L) {
+    const char *fn = "batchnorm_forward_saved";
+    Tensor *inp = lmoco_checktensor(L, 1), *mean = lmoco_checktensor(L, 2), *invstd = lmoco_checktensor(L, 3);
+    Tensor *weight = opt_tensor(L, 4), *bias = opt_tensor(L, 5), *out = lmoco_checktensor(L, 6);
+    BatchNormSize bs = bn_backward_setup(L, fn, out, inp, mean, invstd, 1);
+    check_per_channel(L, fn, "weight", weight, bs.C, inp);
+    check_per_channel(L, fn, "bias", bias, bs.C, inp);
+    check_no_overlap(L, fn, "out", out, "input", inp, 1);
+    bs.relu = lua_toboolean(L, 7);
+    batchnorm_forward_saved(out->data, inp->data, mean->data, invstd->data, weight ? weight->data : NULL,
+                            bias ? bias->data : NULL, &bs);
+    lua_pushvalue(L, 6);
+    return 1;
+}
+
 static BatchNormSize bn_backward_setup(lua_State *L, const char *fn, const Tensor *dout, const Tensor *inp,
                                        const Tensor *mean, const Tensor *invstd, int training) {
     int N, C, HW;
@@ -378,6 +412,19 @@ static BatchNormSize bn_backward_setup(lua_State *L, const char *fn, const Tenso
     return bs;
 }
 
+/* The optional relu_output at idx: the output of a forward with a fused ReLU, its mask.
+ * Sets bs->relu when given. */
+static const Tensor *bn_relu_output(lua_State *L, int idx, const char *fn, const Tensor *dinp, const Tensor *inp,
+                                    BatchNormSize *bs) {
+    const Tensor *r = opt_tensor(L, idx);
+    if (!r) return NULL;
+    if (!tensor_same_shape(r, inp))
+        luaL_error(L, "%s: relu_output %s should have the shape of input %s", fn, tshape(L, r), tshape(L, inp));
+    check_no_overlap(L, fn, "grad_input", dinp, "relu_output", r, 0);
+    bs->relu = 1;
+    return r;
+}
+
 static int l_batchnorm_backward_input(lua_State *L) {
     const char *fn = "batchnorm_backward_input";
     Tensor *dout = lmoco_checktensor(L, 1), *inp = lmoco_checktensor(L, 2);
@@ -390,8 +437,9 @@ static int l_batchnorm_backward_input(lua_State *L) {
     Tensor *dinp = push_out(L, 7, fn, "grad_input", &is);
     check_no_overlap(L, fn, "grad_input", dinp, "grad_out", dout, 1);
     check_no_overlap(L, fn, "grad_input", dinp, "input", inp, 0);
-    batchnorm_backward_input(dinp->data, dout->data, inp->data, mean->data, invstd->data,
-                             weight ? weight->data : NULL, &bs, training);
+    const Tensor *relu_out = bn_relu_output(L, 8, fn, dinp, inp, &bs);
+    batchnorm_backward_input(dinp->data, dout->data, relu_out ? relu_out->data : NULL, inp->data, mean->data,
+                             invstd->data, weight ? weight->data : NULL, &bs, training);
     return 1;
 }
 
@@ -426,8 +474,10 @@ static int l_batchnorm_backward(lua_State *L) {
     check_no_overlap(L, fn, "grad_input", dinp, "input", inp, 0);
     check_no_overlap(L, fn, "grad_input", dinp, "grad_weight", dweight, 0);
     check_no_overlap(L, fn, "grad_input", dinp, "grad_bias", dbias, 0);
+    const Tensor *relu_out = bn_relu_output(L, 10, fn, dinp, inp, &bs);
     batchnorm_backward(dinp->data, dweight ? dweight->data : NULL, dbias ? dbias->data : NULL, dout->data,
-                       inp->data, mean->data, invstd->data, weight ? weight->data : NULL, &bs, training);
+                       relu_out ? relu_out->data : NULL, inp->data, mean->data, invstd->data,
+                       weight ? weight->data : NULL, &bs, training);
     return 1;
 }
 
@@ -455,6 +505,31 @@ static int l_relu_backward_input(lua_State *L) {
     check_no_overlap(L, fn, "grad_input", dinp, "grad_out", dout, 1);
     check_no_overlap(L, fn, "grad_input", dinp, "output", out, 0);
     relu_backward_input(dinp->data, dout->data, out->data, (size_t)out->numel);
+    return 1;
+}
+
+static int l_add_relu_forward(lua_State *L) {
+    const char *fn = "add_relu_forward";
+    Tensor *a = lmoco_checktensor(L, 1), *b = lmoco_checktensor(L, 2);
+    if (!tensor_same_shape(a, b))
+        luaL_error(L, "%s: b %s should have the shape of a %s", fn, tshape(L, b), tshape(L, a));
+    Shape s = {a->ndim, {0}};
+    memcpy(s.d, a->shape, sizeof s.d);
+    Tensor *out = push_out(L, 3, fn, "out", &s);
+    check_no_overlap(L, fn, "out", out, "a", a, 1);
+    check_no_overlap(L, fn, "out", out, "b", b, 1);
+    add_relu_forward(out->data, a->data, b->data, (size_t)a->numel);
+    return 1;
+}
+
+static int l_add_into(lua_State *L) {
+    const char *fn = "add_into";
+    Tensor *a = lmoco_checktensor(L, 1), *b = lmoco_checktensor(L, 2);
+    if (!tensor_same_shape(a, b))
+        luaL_error(L, "%s: b %s should have the shape of a %s", fn, tshape(L, b), tshape(L, a));
+    check_no_overlap(L, fn, "a", a, "b", b, 0);
+    add_into(a->data, b->data, (size_t)a->numel);
+    lua_settop(L, 1);
     return 1;
 }
 
@@ -702,6 +777,24 @@ static int l_get_num_threads(lua_State *L) {
     return 1;
 }
 
+static int l_set_winograd(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TBOOLEAN);
+    lua_pushboolean(L, conv2d_set_winograd(lua_toboolean(L, 1)));
+    return 1;
+}
+
+static int l_gemm_backend(lua_State *L) {
+    lua_pushstring(L, moco_gemm_backend());
+    return 1;
+}
+
+static int l_winograd_status(lua_State *L) {
+    const char *why;
+    lua_pushboolean(L, conv2d_winograd_status(&why));
+    lua_pushstring(L, why);
+    return 2;
+}
+
 /* ------------------------------------------------------------ registration */
 
 static const luaL_Reg nn_functions[] = {
@@ -713,6 +806,9 @@ static const luaL_Reg nn_functions[] = {
     {"batchnorm_backward_params", l_batchnorm_backward_params},
     {"batchnorm_backward", l_batchnorm_backward},
     {"relu_forward", l_relu_forward},
+    {"batchnorm_forward_saved", l_batchnorm_forward_saved},
+    {"add_relu_forward", l_add_relu_forward},
+    {"add_into", l_add_into},
     {"relu_backward_input", l_relu_backward_input},
     {"maxpool2d_forward", l_maxpool2d_forward},
     {"maxpool2d_backward_input", l_maxpool2d_backward_input},
@@ -727,6 +823,9 @@ static const luaL_Reg nn_functions[] = {
     {"workspace_bytes", l_workspace_bytes},
     {"free_workspace", l_free_workspace},
     {"set_num_threads", l_set_num_threads},
+    {"set_winograd", l_set_winograd},
+    {"winograd_status", l_winograd_status},
+    {"gemm_backend", l_gemm_backend},
     {"get_num_threads", l_get_num_threads},
     {NULL, NULL}};
 

@@ -56,3 +56,5 @@ void lmoco_open_image(lua_State *L);     /* sets fields image and _image (lua/l_
 void lmoco_open_data(lua_State *L);      /* sets field _data (lua/l_data.c) */
 void lmoco_open_io(lua_State *L);        /* save, load, safe_open, json_*, _io (lua/l_io.c) */
 void lmoco_open_plot(lua_State *L);      /* sets field _plot (lua/l_plot.c) */
+void lmoco_open_torch(lua_State *L);     /* sets field _torch (lua/l_torch.c) */
+void lmoco_open_dist(lua_State *L);      /* sets field _dist (lua/l_dist.c) */

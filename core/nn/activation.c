@@ -1,5 +1,6 @@
-/* core/nn/activation.c: ReLU, vectorised (nn/vec.h) and split over the thread pool in
- * blocks of ELEMENTWISE_BLOCK values.
+/* core/nn/activation.c: ReLU, the residual join out = relu(a + b), and the plain sum
+ * a += b, vectorised (nn/vec.h) and split over the thread pool in blocks of
+ * ELEMENTWISE_BLOCK values.
  *
  * A value that is not > 0 (zero, negative, NaN) gives 0 in the forward, and its gradient is
  * 0, as the comparison is written; the mask comes from the output, which the forward
@@ -14,7 +15,7 @@
 
 typedef struct ReluJob {
     float *out;
-    const float *inp, *dout;
+    const float *inp, *dout, *other;
     size_t n;
 } ReluJob;
 
@@ -58,4 +59,39 @@ static void relu_backward_task(void *ctx, int task, int thread) {
 void relu_backward_input(float *dinp, const float *dout, const float *out, size_t n) {
     ReluJob j = {.out = dinp, .inp = out, .dout = dout, .n = n};
     threadpool_run(block_count(n), threadpool_size(), relu_backward_task, &j);
+}
+
+/* out = relu(inp + other); out may alias inp */
+static void add_relu_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const ReluJob *j = ctx;
+    size_t i, hi;
+    block_range(j, task, &i, &hi);
+    const vecf zero = {0};
+    for (; i + VEC_WIDTH <= hi; i += VEC_WIDTH) {
+        vecf x = vec_load(j->inp + i) + vec_load(j->other + i);
+        vec_store(j->out + i, vec_select(x > zero, x));
+    }
+    for (; i < hi; i++) {
+        float x = j->inp[i] + j->other[i];
+        j->out[i] = x > 0.0f ? x : 0.0f;
+    }
+}
+
+void add_relu_forward(float *out, const float *a, const float *b, size_t n) {
+    ReluJob j = {.out = out, .inp = a, .other = b, .n = n};
+    threadpool_run(block_count(n), threadpool_size(), add_relu_task, &j);
+}
+
+static void add_into_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const ReluJob *j = ctx;
+    size_t lo, hi;
+    block_range(j, task, &lo, &hi);
+    vec_add_into(j->out + lo, j->other + lo, hi - lo);
+}
+
+void add_into(float *a, const float *b, size_t n) {
+    ReluJob j = {.out = a, .other = b, .n = n};
+    threadpool_run(block_count(n), threadpool_size(), add_into_task, &j);
 }

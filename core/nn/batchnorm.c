@@ -32,6 +32,7 @@
 #define PLANE_CHANNELS 64 /* channels per block on the planes shape */
 #define ROW_ELEMS 256     /* values (channels * HW) per block on the rows shape */
 #define MAX_BLOCK 256     /* channels per block, either shape */
+#define BLOCK_BYTES (768.0 * 1024) /* a block's values (planes shape), see block_size */
 
 int batchnorm_size_init(BatchNormSize *s, int N, int C, int HW, int splits) {
     if (N < 1 || C < 1 || HW < 1)
@@ -41,6 +42,7 @@ int batchnorm_size_init(BatchNormSize *s, int N, int C, int HW, int splits) {
         return moco_error("batchnorm: batch size %d is not divisible by splits %d (each split is a "
                           "virtual device with N/splits samples)", N, splits);
     s->N = N, s->C = C, s->HW = HW, s->splits = splits;
+    s->relu = 0;
     return 0;
 }
 
@@ -49,6 +51,11 @@ int batchnorm_size_init(BatchNormSize *s, int N, int C, int HW, int splits) {
  * blocking (every sum is per channel, or per value position within a channel). */
 static int block_size(const BatchNormSize *s) {
     int cb = s->HW >= PLANE_MIN ? PLANE_CHANNELS : ROW_ELEMS / s->HW;
+    /* The passes over a block (statistics, then normalisation; dout sums, then dx) re-read
+     * its values: keep a block within BLOCK_BYTES so that the later passes find them in L2
+     * rather than in memory (a 64-channel block of a 256-image 32x32 layer is 64 MB). */
+    double per_channel = 4.0 * s->N * s->HW;
+    if (s->HW >= PLANE_MIN && per_channel * cb > BLOCK_BYTES) cb = (int)(BLOCK_BYTES / per_channel);
     int per_task = (s->C + 4 * threadpool_size() - 1) / (4 * threadpool_size());
     if (cb > per_task) cb = per_task;
     return cb < 1 ? 1 : cb;
@@ -171,11 +178,12 @@ static void split_stats(double *mean, double *ssd, float *m, const float *inp, c
     }
 }
 
-/* y = x * scale + shift for split sp (every S-th sample from sp; S = 1 and sp = 0 for all)
- * and channels c0 .. c0+cb-1. */
+/* y = x * scale + shift (then max(0, y) with s->relu) for split sp (every S-th sample from
+ * sp; S = 1 and sp = 0 for all) and channels c0 .. c0+cb-1. */
 static void split_affine(float *out, const float *inp, const float *scale, const float *shift,
                          const BatchNormSize *s, int S, int sp, int c0, int cb) {
-    const int HW = s->HW;
+    const int HW = s->HW, relu = s->relu;
+    const vecf zero = {0};
     if (HW >= PLANE_MIN) {
         for (int n = sp; n < s->N; n += S)
             for (int j = 0; j < cb; j++) {
@@ -183,8 +191,19 @@ static void split_affine(float *out, const float *inp, const float *scale, const
                 float *y = out + at(s, n, c0 + j);
                 const float a = scale[j], b = shift[j];
                 int i = 0;
-                for (; i + VEC_WIDTH <= HW; i += VEC_WIDTH) vec_store(y + i, vec_load(x + i) * a + b);
-                for (; i < HW; i++) y[i] = x[i] * a + b;
+                if (relu) {
+                    for (; i + VEC_WIDTH <= HW; i += VEC_WIDTH) {
+                        vecf v = vec_load(x + i) * a + b;
+                        vec_store(y + i, vec_select(v > zero, v));
+                    }
+                    for (; i < HW; i++) {
+                        float v = x[i] * a + b;
+                        y[i] = v > 0.0f ? v : 0.0f;
+                    }
+                } else {
+                    for (; i + VEC_WIDTH <= HW; i += VEC_WIDTH) vec_store(y + i, vec_load(x + i) * a + b);
+                    for (; i < HW; i++) y[i] = x[i] * a + b;
+                }
             }
         return;
     }
@@ -195,13 +214,32 @@ static void split_affine(float *out, const float *inp, const float *scale, const
     for (int n = sp; n < s->N; n += S) {
         const float *x = inp + at(s, n, c0);
         float *y = out + at(s, n, c0);
-        for (int e = 0; e < width; e++) y[e] = x[e] * ae[e] + be[e];
+        for (int e = 0; e < width; e++) {
+            float v = x[e] * ae[e] + be[e];
+            y[e] = relu && !(v > 0.0f) ? 0.0f : v;
+        }
+    }
+}
+
+/* dst = dout where relu_out > 0, else 0, over channels c0 .. c0+cb-1 of every sample (the
+ * fused ReLU's backward; dst may alias dout). */
+static void mask_block(float *dst, const float *dout, const float *relu_out, const BatchNormSize *s, int c0,
+                       int cb) {
+    const size_t len = (size_t)cb * s->HW;
+    const vecf zero = {0};
+    for (int n = 0; n < s->N; n++) {
+        const size_t o = at(s, n, c0);
+        const float *dy = dout + o, *y = relu_out + o;
+        float *d = dst + o;
+        size_t i = 0;
+        for (; i + VEC_WIDTH <= len; i += VEC_WIDTH) vec_store(d + i, vec_select(vec_load(y + i) > zero, vec_load(dy + i)));
+        for (; i < len; i++) d[i] = y[i] > 0.0f ? dy[i] : 0.0f;
     }
 }
 
 typedef struct BnJob {
     float *out, *save_mean, *save_invstd, *running_mean, *running_var, *dweight, *dbias;
-    const float *inp, *dout, *weight, *bias, *mean_in, *invstd_in, *rmean_in, *rvar_in;
+    const float *inp, *dout, *relu_out, *weight, *bias, *mean_in, *invstd_in, *rmean_in, *rvar_in;
     const BatchNormSize *s;
     float momentum, eps;
     int training;
@@ -279,6 +317,34 @@ void batchnorm_forward_eval(float *out, float *save_mean, float *save_invstd, co
                 .rmean_in = running_mean, .rvar_in = running_var, .weight = weight, .bias = bias,
                 .s = s, .eps = eps};
     threadpool_run(block_count(s), threadpool_size(), forward_eval_block, &jb);
+}
+
+/* out = the forward's output again, from inp and the statistics the forward saved (S rows,
+ * S = s->splits; eval caches have one): the same scale and shift in float, so the same bits.
+ * Used to recompute a fused BN + ReLU output in the backward instead of keeping it. */
+static void forward_saved_block(void *ctx, int task, int thread) {
+    (void)thread;
+    const BnJob *jb = ctx;
+    const BatchNormSize *s = jb->s;
+    const int S = s->splits, C = s->C;
+    int c0, cb = block_channels(s, task, &c0);
+    float scale[MAX_BLOCK], shift[MAX_BLOCK];
+    for (int sp = 0; sp < S; sp++) {
+        for (int j = 0; j < cb; j++) {
+            int c = c0 + j;
+            float m = jb->mean_in[sp * C + c];
+            scale[j] = (jb->weight ? jb->weight[c] : 1.0f) * jb->invstd_in[sp * C + c];
+            shift[j] = (jb->bias ? jb->bias[c] : 0.0f) - m * scale[j];
+        }
+        split_affine(jb->out, jb->inp, scale, shift, s, S, sp, c0, cb);
+    }
+}
+
+void batchnorm_forward_saved(float *out, const float *inp, const float *save_mean, const float *save_invstd,
+                             const float *weight, const float *bias, const BatchNormSize *s) {
+    BnJob jb = {.out = out, .inp = inp, .mean_in = save_mean, .invstd_in = save_invstd, .weight = weight,
+                .bias = bias, .s = s};
+    threadpool_run(block_count(s), threadpool_size(), forward_saved_block, &jb);
 }
 
 /* ------------------------------------------------------------ backward
@@ -367,6 +433,11 @@ static void backward_block(void *ctx, int task, int thread) {
     const double count = (double)(s->N / S) * s->HW;
     const int need_sums = training || dweight || dbias;
     int c0, cb = block_channels(s, task, &c0);
+    if (s->relu && jb->relu_out && dinp) {
+        /* through the fused ReLU first, in place in dinp: the block's values stay in cache */
+        mask_block(dinp, dout, jb->relu_out, s, c0, cb);
+        dout = dinp;
+    }
     double dw[MAX_BLOCK] = {0}, db[MAX_BLOCK] = {0};
     for (int sp = 0; sp < S; sp++) {
         double a[MAX_BLOCK] = {0}, b[MAX_BLOCK] = {0};
@@ -396,29 +467,29 @@ static void backward_block(void *ctx, int task, int thread) {
 /* The three backward entry points in one: dinp when non-NULL (overwritten), dweight / dbias
  * when non-NULL (accumulated).  In train mode the parameter gradients are by-products of the
  * input gradient's sums, which is why batchnorm_backward exists.  Tasks are channel blocks. */
-static void backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *save_mean, const float *save_invstd, const float *weight,
+static void backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *relu_out,
+                     const float *inp, const float *save_mean, const float *save_invstd, const float *weight,
                      const BatchNormSize *s, int training) {
-    BnJob jb = {.out = dinp, .dweight = dweight, .dbias = dbias, .dout = dout, .inp = inp,
+    BnJob jb = {.out = dinp, .dweight = dweight, .dbias = dbias, .dout = dout, .relu_out = relu_out, .inp = inp,
                 .mean_in = save_mean, .invstd_in = save_invstd, .weight = weight, .s = s,
                 .training = training};
     threadpool_run(block_count(s), threadpool_size(), backward_block, &jb);
 }
 
-void batchnorm_backward_input(float *dinp, const float *dout, const float *inp,
+void batchnorm_backward_input(float *dinp, const float *dout, const float *relu_out, const float *inp,
                               const float *save_mean, const float *save_invstd,
                               const float *weight, const BatchNormSize *s, int training) {
-    backward(dinp, NULL, NULL, dout, inp, save_mean, save_invstd, weight, s, training);
+    backward(dinp, NULL, NULL, dout, relu_out, inp, save_mean, save_invstd, weight, s, training);
 }
 
 void batchnorm_backward_params(float *dweight, float *dbias, const float *dout, const float *inp,
                                const float *save_mean, const float *save_invstd,
                                const BatchNormSize *s, int training) {
-    backward(NULL, dweight, dbias, dout, inp, save_mean, save_invstd, NULL, s, training);
+    backward(NULL, dweight, dbias, dout, NULL, inp, save_mean, save_invstd, NULL, s, training);
 }
 
-void batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                        const float *save_mean, const float *save_invstd, const float *weight,
-                        const BatchNormSize *s, int training) {
-    backward(dinp, dweight, dbias, dout, inp, save_mean, save_invstd, weight, s, training);
+void batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *relu_out,
+                        const float *inp, const float *save_mean, const float *save_invstd,
+                        const float *weight, const BatchNormSize *s, int training) {
+    backward(dinp, dweight, dbias, dout, relu_out, inp, save_mean, save_invstd, weight, s, training);
 }

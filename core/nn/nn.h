@@ -53,7 +53,20 @@ typedef struct Conv2dSize {
                               * for forward and backward_params); set by conv2d_size_init
                               * where they apply and are faster; may be cleared, or set for
                               * any 3x3 conv of stride <= 2 and padding <= 2 (tests) */
+    int use_winograd;        /* 1: a 3x3 stride-1 padding-1 conv uses Winograd F(4x4, 3x3)
+                              * (winograd.c) in all three passes, ahead of the direct
+                              * kernels; set by conv2d_size_init where it applies and is faster
+                              * and its start-up check passed (conv2d_winograd_status); may be
+                              * cleared, or set where it applies (tests) */
 } Conv2dSize;
+
+/* Whether the Winograd path passed its start-up check on this CPU (running the check on
+ * first call: a small convolution in all three passes against im2col + sgemm); why not, in
+ * *why when given.  MOCO_WINOGRAD=0 in the environment turns the path off. */
+int conv2d_winograd_status(const char **why);
+/* Whether conv2d_size_init may choose Winograd from now on (default 1); returns the
+ * previous setting.  0 keeps new convolutions on the exact paths (reference tests). */
+int conv2d_set_winograd(int enabled);
 
 /* Fills *s (derived fields included) or returns -1 naming the bad size. */
 int conv2d_size_init(Conv2dSize *s, int N, int C, int H, int W, int OC, int KH, int KW, int stride,
@@ -88,6 +101,9 @@ void conv2d_backward_params(float *dweight, float *dbias, float *workspace, cons
 typedef struct BatchNormSize {
     int N, C, HW;
     int splits;
+    int relu;  /* 1: a ReLU follows, fused: the forward writes max(0, bn(x)), and the
+                * backward takes dout through that ReLU first, its mask being the forward's
+                * output (relu_out); set after batchnorm_size_init, which clears it */
 } BatchNormSize;
 
 /* Checks N, C, HW >= 0 (N, C > 0), splits >= 1 dividing N. */
@@ -103,20 +119,30 @@ void batchnorm_forward_eval(float *out, float *save_mean, float *save_invstd, co
                             const float *running_mean, const float *running_var,
                             const float *weight, const float *bias, const BatchNormSize *s,
                             float eps);
+/* The output of the last forward again (with s->relu: its ReLU too), from its input and the
+ * statistics it saved: save_mean / save_invstd (S,C) with S = s->splits (1 for eval
+ * caches).  Bit-identical to that forward's output; out may alias inp. */
+void batchnorm_forward_saved(float *out, const float *inp, const float *save_mean, const float *save_invstd,
+                             const float *weight, const float *bias, const BatchNormSize *s);
 /* dinp (N,C,HW).  training selects the formula: in train mode the statistics depend on the
- * input (S groups), in eval mode they are constants (S treated as 1).  dinp may alias dout. */
-void batchnorm_backward_input(float *dinp, const float *dout, const float *inp,
+ * input (S groups), in eval mode they are constants (S treated as 1).  dinp may alias dout.
+ * out may alias inp in the forwards (a value is read before it is written).  With s->relu
+ * the backward entry points need relu_out (the forward's output); it is ignored otherwise
+ * and may be NULL. */
+void batchnorm_backward_input(float *dinp, const float *dout, const float *relu_out, const float *inp,
                               const float *save_mean, const float *save_invstd,
                               const float *weight, const BatchNormSize *s, int training);
-/* dweight (C) += sum dout * xhat, dbias (C) += sum dout; either may be NULL. */
+/* dweight (C) += sum dout * xhat, dbias (C) += sum dout; either may be NULL.  No fused ReLU
+ * here (s->relu must be 0): take dout through it first (relu_backward_input). */
 void batchnorm_backward_params(float *dweight, float *dbias, const float *dout, const float *inp,
                                const float *save_mean, const float *save_invstd,
                                const BatchNormSize *s, int training);
-/* Both at once (any output may be NULL): in train mode the parameter gradients are sums the
- * input gradient computes anyway, so this saves a pass over dout and inp. */
-void batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                        const float *save_mean, const float *save_invstd, const float *weight,
-                        const BatchNormSize *s, int training);
+/* Both at once (any output may be NULL, but dinp is needed with s->relu): in train mode the
+ * parameter gradients are sums the input gradient computes anyway, so this saves a pass over
+ * dout and inp. */
+void batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *relu_out,
+                        const float *inp, const float *save_mean, const float *save_invstd,
+                        const float *weight, const BatchNormSize *s, int training);
 
 /* ------------------------------------------------------------------ activations
  * out (n) = max(inp, 0); out may alias inp (in-place ReLU). */
@@ -124,6 +150,11 @@ void relu_forward(float *out, const float *inp, size_t n);
 /* dinp (n) = dout where out > 0, else 0 (the mask comes from the output, so the input need
  * not be kept); dinp may alias dout. */
 void relu_backward_input(float *dinp, const float *dout, const float *out, size_t n);
+/* The residual join of a ResNet block: out (n) = max(a + b, 0); out may alias a or b.  Its
+ * gradient is relu_backward_input's with out as the mask, given to both branches. */
+void add_relu_forward(float *out, const float *a, const float *b, size_t n);
+/* a (n) += b (n), split over the pool (the gradients of a block's two branches). */
+void add_into(float *a, const float *b, size_t n);
 
 /* ------------------------------------------------------------------ pooling
  * MaxPool2d (dilation 1, floor mode): out (N,C,OH,OW), indices (N,C,OH,OW) hold the argmax

@@ -49,4 +49,28 @@ static inline void vec_add_into(float *d, const float *s, size_t n) {
     for (; i < n; i++) d[i] += s[i];
 }
 
+/* Transposes the 16 x 16 block held in r[0..15] (row i = r[i]) in place: four rounds, round
+ * h swapping the off-diagonal h x h blocks of each pair of rows (i, i+h), one two-input
+ * shuffle per row (vpermt2ps with AVX-512; pairs of AVX shuffles otherwise). */
+static inline __attribute__((always_inline)) void vec_transpose_round(vecf *r, int h, veci lo, veci hi) {
+#pragma GCC unroll 16
+    for (int i = 0; i < VEC_WIDTH; i++)
+        if (!(i & h)) {
+            vecf a = r[i], b = r[i + h];
+            r[i] = __builtin_shuffle(a, b, lo);
+            r[i + h] = __builtin_shuffle(a, b, hi);
+        }
+}
+
+static inline __attribute__((always_inline)) void vec_transpose16(vecf *r) {
+    vec_transpose_round(r, 8, (veci){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                        (veci){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
+    vec_transpose_round(r, 4, (veci){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                        (veci){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31});
+    vec_transpose_round(r, 2, (veci){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                        (veci){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31});
+    vec_transpose_round(r, 1, (veci){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+                        (veci){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31});
+}
+
 #endif

@@ -66,6 +66,8 @@ function MoCo:__init(opts)
   local flat_k = self.encoder_k:flatten_parameters()
   flat_k:copy(self.encoder_q._flat_params) -- param_k.data.copy_(param_q.data)
   self.encoder_k:requires_grad(false)
+  -- no backward ever runs through the key encoder: its forward keeps no activations
+  if self.encoder_k.set_keep_activations then self.encoder_k:set_keep_activations(false) end
 
   self:register_buffer("queue", moco.zeros{ self.dim, self.K })
   C.queue_init(self.queue, gen(2))

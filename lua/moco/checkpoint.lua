@@ -48,6 +48,14 @@ local rundir = require "moco.rundir"
 
 local checkpoint = {}
 
+-- PyTorch's own files (torch.save: official MoCo checkpoints, torchvision's resnet50-*.pth),
+-- told by their content, are read by moco.torch (lua/moco/torch.lua); the rest is safetensors.
+local function open_weights(path)
+  local torchfile = require "moco.torch"
+  if torchfile.is_torch_file(path) then return torchfile.open(path) end
+  return moco.safe_open(path)
+end
+
 checkpoint.FORMAT = "moco-lua checkpoint 1"
 local BEST_NAME = "model_best.safetensors"
 -- Weights, statistics and the queue of a healthy run stay far below this (|w| ~ 1, BN
@@ -450,6 +458,7 @@ end
 -- tensors are read.
 function checkpoint.load_encoder(path, opts)
   opts = nn.check_options("checkpoint.load_encoder", opts, { bn_splits = true })
+  if require("moco.torch").is_torch_file(path) then return require("moco.torch").load_encoder(path, opts) end
   local f <close> = moco.safe_open(path)
   local meta = f:metadata()
   if meta.format ~= checkpoint.FORMAT then
@@ -491,7 +500,7 @@ function checkpoint.export_backbone(src, out_path)
   if type(src) ~= "string" or type(out_path) ~= "string" then
     error("checkpoint.export_backbone(checkpoint_path, out_path): two paths expected", 2)
   end
-  local f <close> = moco.safe_open(src)
+  local f <close> = open_weights(src)
   local prefix = "module.encoder_q."
   local tensors, dtypes, count = {}, {}, 0
   for _, key in ipairs(f:keys()) do
@@ -529,7 +538,7 @@ function checkpoint.load_torchvision(net, path, opts)
   if net.encoder_q then
     error("checkpoint.load_torchvision: pass the encoder (model.encoder_q), not the whole MoCo model", 2)
   end
-  local f <close> = moco.safe_open(path)
+  local f <close> = open_weights(path)
   local keys = f:keys()
   local have = {}
   for _, k in ipairs(keys) do have[k] = true end

@@ -22,7 +22,7 @@ local function section(name, title, intro)
 end
 local function add(kind, t)
   local e = { kind = kind, name = t[1], signature = t[2], summary = t[3], details = t.details, example = t.example,
-              parent = t.parent, protocol = t.protocol, section = current }
+              parent = t.parent, protocol = t.protocol, instance_only = t.instance_only, section = current }
   current.entries[#current.entries + 1] = e
   doc.entries[#doc.entries + 1] = e
   return e
@@ -195,6 +195,10 @@ C{ "moco.nn.Sequential", "nn.Sequential{m1, m2, ...} | nn.Sequential(m1, m2, ...
 M{ "moco.nn.Sequential:add", "seq:add(m) -> m", "Appends a child." }
 M{ "moco.nn.Sequential:get", "seq:get(i) -> module", "The i-th child (1-based)." }
 C{ "moco.nn.CrossEntropyLoss", "nn.CrossEntropyLoss()", "loss = c:forward(logits (N, K), labels (N)) with mean reduction; c:backward() gives d loss / d logits.", parent = "moco.nn.Module" }
+C{ "moco.nn.Arena", "nn.Arena()", "Named scratch tensors shared by the modules of one network, so buffers whose lives do not overlap share memory." }
+M{ "moco.nn.Arena:get", "arena:get(slot, shape) -> Tensor", "A tensor of that shape over the storage of slot (grown when too small; contents are what the slot last held)." }
+M{ "moco.nn.Arena:reserve", "arena:reserve({slots}, n)", "Makes each slot hold at least n values." }
+M{ "moco.nn.Arena:bytes", "arena:bytes() -> n", "The bytes the arena holds." }
 F{ "moco.nn.class", "nn.class(name [, parent]) -> class", "Makes a module class: calling it constructs an instance through its __init." }
 F{ "moco.nn.check_options", "nn.check_options(fn, opts, known) -> opts", "Refuses option names not in known, naming the known ones (a typo never becomes a default)." }
 F{ "moco.nn.init.uniform_", "nn.init.uniform_(t, a, b [, generator]) -> t", "Fills t with U[a, b)." }
@@ -221,6 +225,7 @@ C{ "moco.models.ResNet", "a ResNet from models.resnet18 ...", "conv1, bn1, relu,
    details = "net.feature_dim is the pooled feature size; backward returns the input gradient unless net.need_input_grad == false (MoCo's query encoder)." }
 M{ "moco.models.ResNet:features", "net:features(x) -> (N, feature_dim)", "The pooled representation before fc." }
 M{ "moco.models.ResNet:backward_features", "net:backward_features(gf) -> gx", "Backward from the gradient of the pooled features." }
+M{ "moco.models.ResNet:set_keep_activations", "net:set_keep_activations(flag) -> net", "false: forward keeps nothing for backward (features only, in a few shared buffers); backward is then an error." }
 C{ "moco.models.BasicBlock", "models.BasicBlock(inplanes, planes, stride, downsample, bn)", "torchvision's BasicBlock (two 3x3 convolutions).", parent = "moco.nn.Module" }
 C{ "moco.models.Bottleneck", "models.Bottleneck(inplanes, planes, stride, downsample, bn)", "torchvision's Bottleneck (1x1, 3x3, 1x1).", parent = "moco.nn.Module" }
 
@@ -448,6 +453,29 @@ F{ "moco.checkpoint.check_values", "checkpoint.check_values(model | tensors) -> 
 F{ "moco.checkpoint.max_abs", "checkpoint.max_abs(t) -> number", "The largest |x| of a tensor (NaN if it holds one), without copying it." }
 F{ "moco.checkpoint.plain_records", "checkpoint.plain_records(history) -> records", "History records as stored: their finite numbers and booleans." }
 
+-- ====================================================================== moco.torch
+section("moco.torch", "PyTorch files (moco.torch)", [[
+torch.save files read without executing anything (as torch.load(weights_only=True)), and
+written: official MoCo and main_lincls.py checkpoints, torchvision .pth files, detectron2's
+.pkl.  See docs/checkpoints.md.]])
+F{ "moco.torch.load", "torch.load(path) -> obj, dtypes", "What torch.save was given: dicts, lists, numbers, strings, tensors (float32); dtypes[tensor] is the file's dtype." }
+F{ "moco.torch.keys", "torch.keys(dict) -> {keys}", "A loaded dict's keys in file order." }
+F{ "moco.torch.format", "torch.format(path) -> 'zip' | 'legacy' | nil", "The torch.save layout of a file, by content." }
+F{ "moco.torch.is_torch_file", "torch.is_torch_file(path) -> boolean", "Whether path is a torch.save file (by content)." }
+F{ "moco.torch.open", "torch.open(path) -> TorchStateDict", "A file's state dict, read as moco.safe_open reads safetensors." }
+F{ "moco.torch.encoder_tensors", "torch.encoder_tensors(path [, {keep_fc =}]) -> tensors, names, dtypes, info", "The query encoder's tensors in torchvision's names, from a torch.save or safetensors file." }
+F{ "moco.torch.load_encoder", "torch.load_encoder(path [, {bn_splits =}]) -> ResNet", "A moco.models ResNet with a file's weights (architecture and sizes from the tensors)." }
+F{ "moco.torch.save", "torch.save(path, tensors [, {order =, dtypes =}])", "torch.save(OrderedDict(tensors)) in the zip layout, atomically (torch.load opens it)." }
+F{ "moco.torch.save_detectron2", "torch.save_detectron2(path, tensors [, {order =, dtypes =, author =}])", "detectron2's pickle of numpy arrays." }
+F{ "moco.torch.detectron2_name", "torch.detectron2_name(name) -> name", "The official convert-pretrain-to-detectron2.py renaming of a torchvision name." }
+C{ "moco.TorchStateDict", "moco.torch.open(path)", "An open torch.save state dict (use with <close>).", instance_only = true }
+M{ "moco.TorchStateDict:keys", "f:keys() -> {names}", "The tensor names, sorted.", instance_only = true }
+M{ "moco.TorchStateDict:order", "f:order() -> {names}", "The tensor names in file order.", instance_only = true }
+M{ "moco.TorchStateDict:info", "f:info(name) -> dtype, shape", "A tensor's dtype and shape.", instance_only = true }
+M{ "moco.TorchStateDict:get_tensor", "f:get_tensor(name) -> Tensor", "One tensor.", instance_only = true }
+M{ "moco.TorchStateDict:metadata", "f:metadata() -> {format=, arch=, epoch=, best_acc1=}", "What the file says besides its tensors.", instance_only = true }
+M{ "moco.TorchStateDict:close", "f:close()", "Drops the tensors (also __close).", instance_only = true }
+
 -- ====================================================================== recipes' support
 section("moco.pretrain", "What the MoCo recipes share (moco.pretrain)", [[
 The official flags, run directories, resume, validation, the report.  A recipe is
@@ -620,7 +648,9 @@ function doc.find(v)
   index()
   if by_value[v] then return by_value[v] end
   local mt = getmetatable(v)
-  if type(v) == "userdata" and type(mt) == "table" and type(mt.__name) == "string" then return by_name[mt.__name] end
+  if type(mt) == "table" and type(rawget(mt, "__name")) == "string" and by_name[mt.__name] then
+    return by_name[mt.__name] -- a userdata, or an object of a class reached only through its instances
+  end
   local depth = 0
   while type(mt) == "table" and depth < 16 do -- an instance: its class, or the nearest documented ancestor
     if by_value[mt] then return by_value[mt] end
@@ -773,7 +803,7 @@ end
 
 -- The modules whose public functions must be documented.
 local COVERED = { "moco", "moco.nn", "moco.nn.init", "moco.models", "moco.optim", "moco.train", "moco.data", "moco.image",
-                  "moco.transforms", "moco.transforms.F", "moco.eval", "moco.lincls", "moco.plot", "moco.checkpoint",
+                  "moco.transforms", "moco.transforms.F", "moco.eval", "moco.lincls", "moco.plot", "moco.checkpoint", "moco.torch",
                   "moco.pretrain", "moco.recipe", "moco.rundir", "moco.progress", "moco.report", "moco.repl", "moco.doc" }
 
 local function is_class(v)
@@ -826,7 +856,7 @@ function doc.coverage()
   methods("moco.transforms.Transform", lua_class("moco.transforms.Transform"))
   for _, e in ipairs(doc.entries) do
     local ok, v = pcall(doc.value_of, e.name)
-    if not e.protocol and (not ok or v == nil) then stale[#stale + 1] = e.name end
+    if not (e.protocol or e.instance_only) and (not ok or v == nil) then stale[#stale + 1] = e.name end
   end
   table.sort(missing)
   table.sort(stale)

@@ -21,20 +21,58 @@ local function conv1x1(cin, cout, stride, gen)
   return nn.Conv2d(cin, cout, 1, { stride = stride, padding = 0, bias = false, generator = gen })
 end
 
--- In-place ReLU on a tensor (the output mask is the tensor itself).
-local relu_ = function(t) return moco._nn.relu_forward(t, t) end
-local relu_grad = function(gy, out, into) return moco._nn.relu_backward_input(gy, out, into) end
+local L = moco._nn
 
--- self._g (the gradient at the block's output ReLU) if its shape is still that of `t`: the
--- buffer is reused between calls, but the batch size may change (an epoch's last batch).
-local function grad_buffer(self, t)
-  local g = self._g
-  if g and g:dim() == t:dim() then
-    local a, b = g:shape(), t:shape()
-    for i = 1, #a do if a[i] ~= b[i] then return nil end end
-    return g
+-- ------------------------------------------------------------------ buffers
+--
+-- Training keeps, per block, what the backward needs and cannot cheaply redo: each conv's
+-- output (its BN's input) and the block output (the next block's input, and the mask of
+-- its ReLU).  The fused BN + ReLU outputs inside a block are not kept: they go to the
+-- network's nn.Arena slot "a" (dead once the next conv has read them) and the backward
+-- recomputes them from the conv output and the saved statistics (bit for bit the same
+-- values: BatchNorm:recompute), one elementwise pass instead of one activation per block.
+-- The gradients live only while the backward passes a block and use three more slots:
+--   g  the gradient at the block output after its ReLU (read again for the shortcut)
+--   b, c  the gradients between the layers, alternating; the block's grad_input ends in
+--        one of them and the block before reads it before it writes either
+-- so one set of slots serves every block (a slot's storage takes the largest shape it is
+-- asked for).  PyTorch's autograd keeps the BN outputs too; this is where the memory goes.
+--
+-- Without kept activations (net:set_keep_activations(false): MoCo's key encoder, feature
+-- extraction), a forward keeps nothing: a block's values go to three rotating slots
+-- "1".."3" with batch norm in place, so the memory is three activations of the largest
+-- map.  backward is then an error.
+
+local SLOTS = { "1", "2", "3" }
+-- The first slot not among the given ones.
+local function free_slot(a, b)
+  for _, s in ipairs(SLOTS) do if s ~= a and s ~= b then return s end end
+end
+
+local function no_backward(self)
+  error(self._class_name .. ":backward: the last forward kept no activations (set_keep_activations(false)); "
+        .. "call set_keep_activations(true) and forward again", 3)
+end
+
+-- The shortcut branch: identity, or the downsample's conv (output kept for its BN's
+-- backward) and BN (output, used once, into `slot` when given).
+local function shortcut_forward(self, x, slot)
+  if not self.downsample then return x end
+  local conv, bn = self.downsample:get(1), self.downsample:get(2)
+  local c = conv:forward(x, not self.keep_activations and self._arena:get(slot, conv:output_shape(x)) or nil)
+  return bn:forward(c, slot and self._arena:get(slot, c:shape()) or nil)
+end
+
+-- The shortcut's gradient for g (slot "g"), added into gm; uses slot `free`.
+local function shortcut_backward(self, x, g, gm, free)
+  if not self.downsample then
+    L.add_into(gm, g)
+    return
   end
-  return nil
+  local conv, bn = self.downsample:get(1), self.downsample:get(2)
+  local gs = bn:backward(conv.output, g, self._arena:get(free, g:shape()))
+  gs = conv:backward(x, gs, self._arena:get("g", x:shape())) -- g has been read: its slot is free
+  L.add_into(gm, gs)
 end
 
 -- ------------------------------------------------------------------ blocks
@@ -51,27 +89,45 @@ function BasicBlock:__init(inplanes, planes, stride, downsample, bn)
   self:add_module("conv2", conv3x3(planes, planes, 1, bn.generator))
   self:add_module("bn2", bn.make(planes))
   if downsample then self:add_module("downsample", downsample) end
+  self._arena = nn.Arena() -- replaced by the network's own when part of a ResNet
+  self.keep_activations = true
 end
 
--- out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))
-function BasicBlock:forward(x)
-  local a1 = relu_(self.bn1:forward(self.conv1:forward(x)))
+-- out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), BN1 + ReLU and the residual
+-- join + ReLU each one pass.  x_slot: the arena slot holding x when activations are not kept.
+function BasicBlock:forward(x, x_slot)
+  local A = self._arena
+  if not self.keep_activations then
+    local t1 = free_slot(x_slot)
+    local t = A:get(t1, self.conv1:output_shape(x))
+    self.conv1:forward(x, t)
+    self.bn1:forward(t, t, true)
+    local u_slot = free_slot(x_slot, t1)
+    local u = A:get(u_slot, self.conv2:output_shape(t))
+    self.conv2:forward(t, u)
+    self.bn2:forward(u, u)
+    local sc = shortcut_forward(self, x, t1) -- t is dead: its slot takes the shortcut
+    self.output = L.add_relu_forward(u, sc, u)
+    return self.output, u_slot
+  end
+  local c1 = self.conv1:forward(x)
+  local a1 = self.bn1:forward(c1, A:get("a", c1:shape()), true)
   local out = self.bn2:forward(self.conv2:forward(a1))
-  out:add_(self.downsample and self.downsample:forward(x) or x)
-  self._a1 = a1
-  self.output = relu_(out)
+  self.output = L.add_relu_forward(out, shortcut_forward(self, x, "a"), out) -- a1 is dead
   return self.output
 end
 
 function BasicBlock:backward(x, gy)
-  local g = relu_grad(gy, self.output, grad_buffer(self, gy))
-  self._g = g
-  local gm = self.bn2:backward(self.conv2.output, g)
-  gm = self.conv2:backward(self._a1, gm)
-  gm = relu_grad(gm, self._a1, gm)
-  gm = self.bn1:backward(self.conv1.output, gm)
-  gm = self.conv1:backward(x, gm)
-  gm:add_(self.downsample and self.downsample:backward(x, g) or g)
+  if not self.keep_activations then no_backward(self) end
+  local A = self._arena
+  local g = L.relu_backward_input(gy, self.output, A:get("g", gy:shape()))
+  local gm = self.bn2:backward(self.conv2.output, g, A:get("b", g:shape()))
+  local c1 = self.conv1.output
+  local a1 = self.bn1:recompute(c1, A:get("a", c1:shape()))
+  gm = self.conv2:backward(a1, gm, A:get("c", c1:shape()))
+  gm = self.bn1:backward(c1, gm, gm)
+  gm = self.conv1:backward(x, gm, A:get("b", x:shape()))
+  shortcut_backward(self, x, g, gm, "c")
   self.grad_input = gm
   return gm
 end
@@ -91,30 +147,51 @@ function Bottleneck:__init(inplanes, planes, stride, downsample, bn)
   self:add_module("bn3", bn.make(planes * 4))
   self:add_module("relu", nn.ReLU(true))
   if downsample then self:add_module("downsample", downsample) end
+  self._arena = nn.Arena()
+  self.keep_activations = true
 end
 
-function Bottleneck:forward(x)
-  local a1 = relu_(self.bn1:forward(self.conv1:forward(x)))
-  local a2 = relu_(self.bn2:forward(self.conv2:forward(a1)))
+function Bottleneck:forward(x, x_slot)
+  local A = self._arena
+  if not self.keep_activations then
+    local s1 = free_slot(x_slot)
+    local t1 = A:get(s1, self.conv1:output_shape(x))
+    self.conv1:forward(x, t1)
+    self.bn1:forward(t1, t1, true)
+    local s2 = free_slot(x_slot, s1)
+    local t2 = A:get(s2, self.conv2:output_shape(t1))
+    self.conv2:forward(t1, t2)
+    self.bn2:forward(t2, t2, true)
+    local t3 = A:get(s1, self.conv3:output_shape(t2)) -- t1 is dead
+    self.conv3:forward(t2, t3)
+    self.bn3:forward(t3, t3)
+    local sc = shortcut_forward(self, x, s2)         -- t2 is dead
+    self.output = L.add_relu_forward(t3, sc, t3)
+    return self.output, s1
+  end
+  local c1 = self.conv1:forward(x)
+  local a1 = self.bn1:forward(c1, A:get("a", c1:shape()), true)
+  local c2 = self.conv2:forward(a1)
+  local a2 = self.bn2:forward(c2, A:get("a", c2:shape()), true) -- a1 is dead
   local out = self.bn3:forward(self.conv3:forward(a2))
-  out:add_(self.downsample and self.downsample:forward(x) or x)
-  self._a1, self._a2 = a1, a2
-  self.output = relu_(out)
+  self.output = L.add_relu_forward(out, shortcut_forward(self, x, "a"), out)
   return self.output
 end
 
 function Bottleneck:backward(x, gy)
-  local g = relu_grad(gy, self.output, grad_buffer(self, gy))
-  self._g = g
-  local gm = self.bn3:backward(self.conv3.output, g)
-  gm = self.conv3:backward(self._a2, gm)
-  gm = relu_grad(gm, self._a2, gm)
-  gm = self.bn2:backward(self.conv2.output, gm)
-  gm = self.conv2:backward(self._a1, gm)
-  gm = relu_grad(gm, self._a1, gm)
-  gm = self.bn1:backward(self.conv1.output, gm)
-  gm = self.conv1:backward(x, gm)
-  gm:add_(self.downsample and self.downsample:backward(x, g) or g)
+  if not self.keep_activations then no_backward(self) end
+  local A = self._arena
+  local g = L.relu_backward_input(gy, self.output, A:get("g", gy:shape()))
+  local gm = self.bn3:backward(self.conv3.output, g, A:get("b", g:shape()))
+  local c1, c2 = self.conv1.output, self.conv2.output
+  local a2 = self.bn2:recompute(c2, A:get("a", c2:shape()))
+  gm = self.conv3:backward(a2, gm, A:get("c", c2:shape()))
+  gm = self.bn2:backward(c2, gm, gm)
+  local a1 = self.bn1:recompute(c1, A:get("a", c1:shape()))
+  gm = self.conv2:backward(a1, gm, A:get("b", c1:shape()))
+  gm = self.bn1:backward(c1, gm, gm)
+  gm = self.conv1:backward(x, gm, A:get("c", x:shape()))
+  shortcut_backward(self, x, g, gm, "b")
   self.grad_input = gm
   return gm
 end
@@ -174,6 +251,20 @@ function ResNet:__init(block, layers, planes, opts, name)
       if last then last.weight:zero() end
     end)
   end
+  -- one arena for the whole network (see "buffers" above)
+  self._arena = nn.Arena()
+  self.keep_activations = true
+  self:apply(function(m) if m._arena then m._arena = self._arena end end)
+end
+
+-- Whether forward keeps what backward needs (default true).  false: a forward for
+-- features only (MoCo's key encoder, feature extraction) in a few shared buffers; backward
+-- is then an error.  Returns self.
+function ResNet:set_keep_activations(flag)
+  local keep = flag ~= false
+  self:apply(function(m) if m.keep_activations ~= nil then m.keep_activations = keep end end)
+  self._arena_for = nil
+  return self
 end
 
 function ResNet:_make_layer(block, planes, blocks, stride, bn)
@@ -189,16 +280,67 @@ function ResNet:_make_layer(block, planes, blocks, stride, bn)
   return layer
 end
 
--- The order in which features flow; fc may be replaced (MoCo's MLP head) or removed.
+-- The stages after the stem, in the order features flow; fc may be replaced (MoCo's MLP
+-- head) or removed.
 local function stages(self)
-  local list = { self.conv1, self.bn1, self.relu, self.maxpool }
+  local list = { self.maxpool }
   for i = 1, 4 do if self["layer" .. i] then list[#list + 1] = self["layer" .. i] end end
   list[#list + 1] = self.avgpool
   return list
 end
 
--- features(x): the pooled representation (N, feature_dim) before fc.
+-- Without kept activations: the stem into slot "1" (BN + ReLU in place), the max-pool
+-- (ImageNet stem) into "2", then block by block through the rotating slots.
+local function features_inference(self, x)
+  local A, slot = self._arena, "1"
+  local t = A:get(slot, self.conv1:output_shape(x))
+  self.conv1:forward(x, t)
+  x = self.bn1:forward(t, t, true)
+  if getmetatable(self.maxpool) ~= nn.Identity then
+    x = self.maxpool:forward(x) -- the pool's own buffer
+    slot = nil
+  end
+  for i = 1, 4 do
+    local layer = self["layer" .. i]
+    if layer then
+      for _, block in ipairs(layer:children()) do x, slot = block:forward(x, slot) end
+    end
+  end
+  return self.avgpool:forward(x)
+end
+
+-- The arena slots, grown once per input size to the largest activation of the network: the
+-- stem's output or layer1's (each later stage halves the map and at most doubles the
+-- channels), so that no slot grows layer by layer.
+local function reserve_arena(self, x)
+  local key = table.concat(x:shape(), ",")
+  if self._arena_for == key then return end
+  self._arena_for = key
+  local s = self.conv1:output_shape(x)
+  local n, h, w = s[1] * s[2] * s[3] * s[4], s[3], s[4]
+  local mp = self.maxpool
+  if getmetatable(mp) == nn.MaxPool2d then
+    h = (h + 2 * mp.padding - mp.kernel_size) // mp.stride + 1
+    w = (w + 2 * mp.padding - mp.kernel_size) // mp.stride + 1
+  end
+  local blocks = self.layer1:children()
+  local last = blocks[#blocks]
+  local c = last.bn3 and last.bn3.num_features or last.bn2.num_features
+  n = math.max(n, s[1] * c * h * w)
+  self._arena:reserve(self.keep_activations and { "a", "g", "b", "c" } or SLOTS, n)
+end
+
+-- features(x): the pooled representation (N, feature_dim) before fc.  The stem's BN and
+-- ReLU are one pass (relu is a module for torchvision's structure only).
 function ResNet:features(x)
+  reserve_arena(self, x)
+  if not self.keep_activations then
+    local pooled = features_inference(self, x)
+    self._pooled = pooled:reshape(pooled:size(1), -1)
+    return self._pooled
+  end
+  self._stem_input = x
+  x = self.bn1:forward(self.conv1:forward(x), nil, true)
   self._inputs = {}
   for i, m in ipairs(stages(self)) do
     self._inputs[i] = x
@@ -222,16 +364,17 @@ end
 -- input images, as every module's backward does, unless need_input_grad == false (a MoCo
 -- encoder: nothing uses it, so the stem's input-gradient work is skipped and nil returned).
 function ResNet:backward_features(gf)
+  if not self.keep_activations then no_backward(self) end
   local list = stages(self)
   local g = gf:reshape(gf:size(1), self.feature_dim, 1, 1)
-  for i = #list, 1, -1 do
-    local m = list[i]
-    if i == 1 and self.need_input_grad == false then
-      if m._grad_enabled then m:backward_params(self._inputs[i], g) end
-      g = nil
-    else
-      g = m:backward(self._inputs[i], g)
-    end
+  for i = #list, 1, -1 do g = list[i]:backward(self._inputs[i], g) end
+  g = self.bn1:backward(self.conv1.output, g, self._arena:get("g", self.conv1.output:shape()))
+  local conv = self.conv1
+  if self.need_input_grad == false then
+    if conv._grad_enabled then conv:backward_params(self._stem_input, g) end
+    g = nil
+  else
+    g = conv:backward(self._stem_input, g)
   end
   self.grad_input = g
   return g

@@ -275,6 +275,60 @@ function Module:repr(indent)
   return table.concat(lines, "\n")
 end
 
+-- ------------------------------------------------------------------ Arena
+
+-- nn.Arena(): named scratch tensors shared by the modules of one network, so that buffers
+-- whose lives do not overlap share memory (ggml's arena, by name instead of by offset).
+-- arena:get(slot, shape) returns a tensor of that shape over the storage of `slot`, grown
+-- when too small; its contents are whatever the slot last held.  Whoever picks the slots
+-- must know which values are still live (the ResNet blocks do: see models.lua).
+local Arena = {}
+Arena.__index = Arena
+Arena.__name = "nn.Arena"
+nn.Arena = setmetatable(Arena, { __call = function(cls) return setmetatable({ _store = {}, _views = {} }, cls) end })
+
+function Arena:get(slot, shape)
+  local key = slot .. "|" .. table.concat(shape, ",")
+  local v = self._views[key]
+  if v then return v end
+  local n = 1
+  for i = 1, #shape do n = n * shape[i] end
+  local st = self._store[slot]
+  if not st or st:numel() < n then
+    st = moco.empty{ n }
+    self._store[slot] = st
+    for k in pairs(self._views) do -- views of the old storage are handed out no more
+      if k:sub(1, #slot + 1) == slot .. "|" then self._views[k] = nil end
+    end
+  end
+  v = st:narrow(1, 1, n):reshape(shape)
+  self._views[key] = v
+  return v
+end
+
+-- Grows each named slot to at least n floats now, so that the first pass through a network
+-- does not grow them layer by layer (each outgrown storage would be garbage until collected).
+function Arena:reserve(slots, n)
+  for _, slot in ipairs(slots) do
+    local st = self._store[slot]
+    if not st or st:numel() < n then
+      self._store[slot] = moco.empty{ n }
+      for k in pairs(self._views) do
+        if k:sub(1, #slot + 1) == slot .. "|" then self._views[k] = nil end
+      end
+    end
+  end
+end
+
+-- Bytes held.
+function Arena:bytes()
+  local b = 0
+  for _, st in pairs(self._store) do b = b + 4 * st:numel() end
+  return b
+end
+
+function Arena:__tostring() return string.format("nn.Arena (%.1f MB)", self:bytes() / 1e6) end
+
 -- ------------------------------------------------------------------ initialisation
 
 -- PyTorch's default for Conv2d/Linear (kaiming_uniform_ with a = sqrt(5)): U(-b, b) with
@@ -327,16 +381,23 @@ function Conv2d:output_shape(x)
   return { s[1], self.out_channels, (s[3] + 2 * p - k) // st + 1, (s[4] + 2 * p - k) // st + 1 }
 end
 
-function Conv2d:forward(x)
+-- out / into (optional): the tensor to write the output / input gradient to, instead of
+-- the module's own buffer (the ResNet blocks pass buffers of their nn.Arena).
+function Conv2d:forward(x, out)
   self.output = C.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding,
-                                 reuse(self, "output", self:output_shape(x)))
+                                 out or reuse(self, "output", self:output_shape(x)))
   return self.output
 end
 
-function Conv2d:backward_input(x, gy)
+function Conv2d:backward_input(x, gy, into)
   self.grad_input = C.conv2d_backward_input(gy, self.weight, x, self.stride, self.padding,
-                                            reuse(self, "grad_input", x:shape()))
+                                            into or reuse(self, "grad_input", x:shape()))
   return self.grad_input
+end
+
+function Conv2d:backward(x, gy, into)
+  if self._grad_enabled then self:backward_params(x, gy) end
+  return self:backward_input(x, gy, into)
 end
 
 function Conv2d:backward_params(x, gy)
@@ -375,36 +436,54 @@ function BatchNorm:__init(num_features, opts, name)
   end
 end
 
-function BatchNorm:forward(x)
+-- out (optional): where to write the output (x itself: in place).  relu: a ReLU follows,
+-- fused into this pass (the ResNet blocks' bn1; the backward then takes the gradient
+-- through it, its mask being this output, which must stay untouched until then).
+function BatchNorm:forward(x, out, relu)
   local use_batch_stats = self.training or not self.track_running_stats
   if self.training and self.track_running_stats then
     self.num_batches_tracked:add_(1)
   end
   self._batch_stats = use_batch_stats
+  self._relu = relu and true or false
   self.output, self.save_mean, self.save_invstd = C.batchnorm_forward(
     x, self.weight, self.bias, self.running_mean, self.running_var, use_batch_stats,
-    self.momentum, self.eps, use_batch_stats and self.splits or 1, reuse(self, "output", x:shape()))
+    self.momentum, self.eps, use_batch_stats and self.splits or 1, out or reuse(self, "output", x:shape()),
+    self._relu)
   return self.output
 end
 
-function BatchNorm:backward_input(x, gy)
+-- The last forward's output again, into out (default: that forward's output tensor), from
+-- its input x and the statistics it saved: bit for bit the same values.  Lets a network
+-- drop a fused BN + ReLU output after its use and recompute it for the backward.
+function BatchNorm:recompute(x, out)
+  self.output = C.batchnorm_forward_saved(x, self.save_mean, self.save_invstd, self.weight, self.bias,
+                                          out or self.output, self._relu)
+  return self.output
+end
+
+-- into (optional): where to write the input gradient (gy itself: in place).
+function BatchNorm:backward_input(x, gy, into)
   self.grad_input = C.batchnorm_backward_input(gy, x, self.save_mean, self.save_invstd, self.weight,
-                                               self._batch_stats, reuse(self, "grad_input", x:shape()))
+                                               self._batch_stats, into or reuse(self, "grad_input", x:shape()),
+                                               self._relu and self.output or nil)
   return self.grad_input
 end
 
 -- Both gradients in one pass over the data (train mode computes the parameter gradients'
 -- sums for the input gradient anyway).
-function BatchNorm:backward(x, gy)
-  if not (self._grad_enabled and self.affine) then return self:backward_input(x, gy) end
+function BatchNorm:backward(x, gy, into)
+  if not (self._grad_enabled and self.affine) then return self:backward_input(x, gy, into) end
   self.grad_input = C.batchnorm_backward(gy, x, self.save_mean, self.save_invstd, self.weight,
                                          self._batch_stats, self.grad_weight, self.grad_bias,
-                                         reuse(self, "grad_input", x:shape()))
+                                         into or reuse(self, "grad_input", x:shape()),
+                                         self._relu and self.output or nil)
   return self.grad_input
 end
 
 function BatchNorm:backward_params(x, gy)
   if self.affine then
+    if self._relu then gy = C.relu_backward_input(gy, self.output) end
     C.batchnorm_backward_params(gy, x, self.save_mean, self.save_invstd, self.grad_weight, self.grad_bias)
   end
 end

@@ -127,6 +127,10 @@ local rss = peak_rss()
 
 print(string.format("%-22s %8.1f images/s  (best %.3f s, mean %.3f s, peak RSS %.0f MiB, %d threads)", name,
                     c.batch / best, best, mean, rss / 2 ^ 20, threads))
+local step_flops = 0
+for _, k in ipairs(order) do step_flops = step_flops + phases[k].flops / iters end
+print(string.format("    %-26s %8.1f GFLOP per step, %.1f GFLOP/s at the best step", "convolutions + linear",
+                    step_flops / 1e9, step_flops / best / 1e9))
 local accounted = 0
 for _, k in ipairs(order) do
   local p = phases[k]
@@ -143,7 +147,8 @@ if json_out then
   local parts = {}
   for _, k in ipairs(order) do parts[#parts + 1] = string.format('"%s": %.6f', k, phases[k].time / iters) end
   f:write(string.format('{"name": "%s", "images_per_s": %.4f, "best_s": %.6f, "mean_s": %.6f, "peak_rss": %d, '
-                        .. '"threads": %d, "phases": {%s}}\n', name, c.batch / best, best, mean, rss, threads,
-                        table.concat(parts, ", ")))
+                        .. '"threads": %d, "flops": %.0f, "gemm": "%s", "winograd": "%s", "phases": {%s}}\n', name,
+                        c.batch / best, best, mean, rss, threads, step_flops, moco._nn.gemm_backend and
+                        moco._nn.gemm_backend() or "", select(2, moco._nn.winograd_status()), table.concat(parts, ", ")))
   f:close()
 end

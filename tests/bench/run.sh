@@ -1,34 +1,70 @@
 #!/bin/sh
-# tests/bench/run.sh: `make bench`.  Runs the moco-lua benchmarks and, when Debian's
-# python3-torch is installed, the same workloads in PyTorch in the same run, then prints
-# the ratio (moco-lua / PyTorch images/s; above 1 means moco-lua is faster).
-# Both sides use the same thread count: --threads N if given, else the cores this process
-# may use (nproc).  Extra arguments (--quick, --only NAME) go to both scripts.
+# tests/bench/run.sh: `make bench`.  Training compute of moco-lua against PyTorch at its
+# best on the same machine, in the same run, then the data pipeline.
+#
+#   make bench [BENCH_ARGS="--rounds N --threads N --only NAME --quick --no-augment"]
+#
+# Each configuration (see bench_moco.lua / bench_moco.py) runs in its own process, once per
+# round, alternating moco-lua, PyTorch with tcmalloc preloaded (its best: glibc's malloc
+# makes it page-fault on fresh buffers every step) and PyTorch with glibc's malloc
+# (reported, labelled, for reference); the summary gives the range over the rounds (the
+# machine is noisy: default 2 rounds), the ratio range, both peak RSS and the GFLOP/s
+# moco-lua reaches against the FMA peak measured here (tests/bench/peak.c).  Both sides
+# use the same thread count: --threads N, else the cores this process may use.
 cd "$(dirname "$0")/../.." || exit 1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-threads=$(nproc)
-prev=""
-for a in "$@"; do
-  [ "$prev" = "--threads" ] && threads=$a
-  prev=$a
+threads=$(nproc); rounds=2; only=""; iters=""; augment=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --threads) threads=$2; shift ;;
+    --rounds) rounds=$2; shift ;;
+    --only) only=$2; shift ;;
+    --quick) rounds=1; iters="--iters 2" ;;
+    --no-augment) augment=0 ;;
+    *) echo "bench: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
 done
-echo "== moco-lua ($(nproc) cores, $threads threads; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-./moco-lua tests/bench/bench_resnet.lua --threads "$threads" --json "$tmp/moco.json" "$@" || exit 1
+configs="moco-r18-cifar-b64 moco-r18-cifar-b256 moco-r20-28-b256 r50-224-b32"
+[ -n "$only" ] && configs=$(for c in $configs; do case $c in *"$only"*) echo "$c" ;; esac; done)
+
+cc -O2 -pthread tests/bench/peak.c -o "$tmp/peak" || exit 1
+"$tmp/peak" "$threads" > "$tmp/peak.json"
+echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; FMA peak at $threads threads: $(cat "$tmp/peak.json")"
+echo "== moco-lua: $(./moco-lua -e 'io.write(moco._nn.gemm_backend(), "; Winograd: ", select(2, moco._nn.winograd_status()))')"
+
 PY=/usr/bin/python3
+TCMALLOC=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal.so.4 /{print $NF; exit}')
+torch=0
 if [ -x "$PY" ] && "$PY" -c 'import torch, torchvision' 2>/dev/null; then
-  echo "== PyTorch $("$PY" -c 'import torch; print(torch.__version__)') ($threads threads; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-  "$PY" tests/bench/bench_resnet.py --threads "$threads" --json "$tmp/torch.json" "$@" || exit 1
-  echo "== ratio (moco-lua / PyTorch, $threads threads)"
-  "$PY" - "$tmp/moco.json" "$tmp/torch.json" <<'PYEOF'
-import json, sys
-m, t = (json.load(open(p)) for p in sys.argv[1:3])
-for k in m:
-    if k in t:
-        print(f"{k:<24} {m[k] / t[k]:6.2f}x  ({m[k]:.1f} vs {t[k]:.1f} images/s)")
-PYEOF
+  torch=1
+  echo "== PyTorch $("$PY" -c 'import torch; print(torch.__version__)'), oneDNN $("$PY" -c 'import torch; print(torch.backends.mkldnn.is_available())'); tcmalloc: ${TCMALLOC:-not installed (apt-get install libtcmalloc-minimal4)}"
 else
-  echo "== PyTorch not installed (apt-get install python3-torch python3-torchvision): no ratio"
+  echo "== PyTorch not installed (apt-get install python3-torch python3-torchvision): moco-lua only"
 fi
 
-echo "== data pipeline (augmentation throughput)"
-./moco-lua tests/bench/bench_augment.lua "$@" || exit 1
+for r in $(seq "$rounds"); do
+  for c in $configs; do
+    echo "-- round $r: $c (load $(cut -d' ' -f1 /proc/loadavg))"
+    # the per-phase breakdown in the first round only (later rounds: the headline)
+    ./moco-lua tests/bench/bench_moco.lua "$c" --threads "$threads" $iters --json "$tmp/moco.$c.$r.json" \
+      > "$tmp/out" || { cat "$tmp/out"; exit 1; }
+    if [ "$r" = 1 ]; then cat "$tmp/out"; else head -n 1 "$tmp/out"; fi
+    if [ "$torch" = 1 ]; then
+      if [ -n "$TCMALLOC" ]; then
+        LD_PRELOAD=$TCMALLOC "$PY" tests/bench/bench_moco.py "$c" --threads "$threads" $iters \
+          --json "$tmp/tcmalloc.$c.$r.json" | sed 's/^/   PyTorch+tcmalloc /' || exit 1
+      fi
+      "$PY" tests/bench/bench_moco.py "$c" --threads "$threads" $iters --json "$tmp/glibc.$c.$r.json" \
+        | sed 's/^/   PyTorch+glibc    /' || exit 1
+    fi
+  done
+done
+
+echo "== summary ($rounds rounds; ranges are min-max over the rounds; ratio = moco-lua / PyTorch+tcmalloc images/s)"
+./moco-lua tests/bench/summary.lua "$tmp" "$rounds" $configs || exit 1
+
+if [ "$augment" = 1 ]; then
+  echo "== data pipeline (augmentation throughput)"
+  ./moco-lua tests/bench/bench_augment.lua || exit 1
+fi

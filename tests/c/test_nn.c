@@ -115,6 +115,8 @@ static double conv_reference_max_diff(const ConvCase *c) {
 /* 1 or 0: the next test_conv calls force the vectorised 3x3 kernels on or off (they apply
  * to any 3x3 conv of stride <= 2); -1 keeps conv2d_size_init's choice. */
 static int force_3x3 = -1;
+/* The same for Winograd F(4x4, 3x3) (3x3 stride-1 padding-1 convs only). */
+static int force_winograd = -1;
 
 /* images_per_gemm = 0 keeps conv2d_size_init's choice. */
 static void test_conv(int N, int C, int H, int W, int OC, int K, int stride, int padding, int with_bias,
@@ -126,9 +128,10 @@ static void test_conv(int N, int C, int H, int W, int OC, int K, int stride, int
     if (rc) return;
     if (images_per_gemm) c.s.images_per_gemm = images_per_gemm;
     if (force_3x3 >= 0) c.s.use_3x3_kernel = force_3x3;
+    if (force_winograd >= 0) c.s.use_winograd = force_winograd;
     snprintf(tag, sizeof tag, "conv2d k%d s%d p%d %s N%d C%d %dx%d OC%d B%d%s", K, stride, padding,
              with_bias ? "bias" : "nobias", N, C, H, W, OC, c.s.images_per_gemm,
-             c.s.use_3x3_kernel ? " 3x3" : "");
+             c.s.use_winograd ? " winograd" : c.s.use_3x3_kernel ? " 3x3" : "");
     long nin = (long)N * C * H * W, nw = (long)OC * C * K * K, nout = (long)N * OC * c.s.OH * c.s.OW;
     c.inp = randn_buf(nin, 1);
     c.weight = randn_buf(nw, 0.5f);
@@ -142,9 +145,14 @@ static void test_conv(int N, int C, int H, int W, int OC, int K, int stride, int
 
     conv_fwd(&c);
     double ref = conv_reference_max_diff(&c);
+    /* Winograd rounds to ~1e-5 of the largest output (the transforms' sums), the direct
+     * paths to ~1e-7 */
+    double out_max = 0;
+    for (long i = 0; i < nout; i++) out_max = fmax(out_max, fabs(c.out[i]));
+    double tol = c.s.use_winograd ? 1e-5 * fmax(1, out_max) : 1e-4;
     snprintf(name, sizeof name, "%s forward vs direct", tag);
-    printf("  %-48s max abs diff %.2e\n", name, ref);
-    CHECK(name, ref <= 1e-4, "max abs diff %.3g", ref);
+    printf("  %-48s max abs diff %.2e (tol %.1e)\n", name, ref, tol);
+    CHECK(name, ref <= tol, "max abs diff %.3g > %.3g", ref, tol);
 
     Fd f = {conv_fwd, &c, c.out, nout, proj};
     float *dinp = randn_buf(nin, 1); /* garbage: backward_input must overwrite */
@@ -234,6 +242,39 @@ static void test_conv_3x3(void) {
           "use_3x3_kernel %d", s.use_3x3_kernel);
 }
 
+/* Winograd F(4x4, 3x3) (winograd.c): channel counts that are not multiples of the vector
+ * width or of the product kernel's tile, maps with partial tiles and with one tile, with
+ * and without bias; then the choice conv2d_size_init makes. */
+static void test_conv_winograd(void) {
+    const char *why;
+    int ok = conv2d_winograd_status(&why);
+    printf("  winograd: %s\n", why);
+    CHECK("conv2d Winograd start-up check passes", ok, "%s", why);
+    if (!ok) return;
+    rng_seed(&rng, 4321, 5);
+    force_winograd = 1;
+    test_conv(2, 20, 9, 11, 40, 3, 1, 1, 1, 0);
+    test_conv(3, 16, 4, 4, 16, 3, 1, 1, 0, 0);
+    test_conv(1, 33, 5, 7, 17, 3, 1, 1, 1, 0);
+    test_conv(5, 8, 3, 2, 24, 3, 1, 1, 0, 0);
+    force_winograd = -1;
+    Conv2dSize s;
+    CHECK("conv2d 64-channel 32x32 3x3 takes Winograd",
+          conv2d_size_init(&s, 8, 64, 32, 32, 64, 3, 3, 1, 1) == 0 && s.use_winograd == 1, "use_winograd %d",
+          s.use_winograd);
+    CHECK("conv2d 16-channel 28x28 3x3 keeps the direct kernels",
+          conv2d_size_init(&s, 8, 16, 28, 28, 16, 3, 3, 1, 1) == 0 && s.use_winograd == 0 && s.use_3x3_kernel == 1,
+          "use_winograd %d", s.use_winograd);
+    CHECK("conv2d stride-2 3x3 keeps the direct kernels",
+          conv2d_size_init(&s, 8, 64, 32, 32, 128, 3, 3, 2, 1) == 0 && s.use_winograd == 0, "use_winograd %d",
+          s.use_winograd);
+    int previous = conv2d_set_winograd(0);
+    CHECK("conv2d_set_winograd(0) keeps new convolutions exact",
+          conv2d_size_init(&s, 8, 64, 32, 32, 64, 3, 3, 1, 1) == 0 && s.use_winograd == 0, "use_winograd %d",
+          s.use_winograd);
+    conv2d_set_winograd(previous);
+}
+
 /* ------------------------------------------------------------ batch norm */
 
 typedef struct BnCase {
@@ -297,7 +338,7 @@ static void test_batchnorm(const char *label, int N, int C, int HW, int splits, 
 
     Fd f = {bn_fwd, &c, c.out, n, proj};
     float *dinp = randn_buf(n, 1);
-    batchnorm_backward_input(dinp, proj, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+    batchnorm_backward_input(dinp, proj, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
     snprintf(name, sizeof name, "%s grad input", label);
     fd_check(name, &f, c.inp, n, dinp);
 
@@ -312,7 +353,7 @@ static void test_batchnorm(const char *label, int N, int C, int HW, int splits, 
 
     /* the combined backward gives the same numbers */
     float *dinp2 = zeros_buf(n), *dw2 = zeros_buf(C), *db2 = zeros_buf(C);
-    batchnorm_backward(dinp2, dw2, db2, proj, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+    batchnorm_backward(dinp2, dw2, db2, proj, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
     snprintf(name, sizeof name, "%s combined backward matches", label);
     CHECK(name, check_max_abs_diff(dinp2, dinp, n) == 0 && check_max_abs_diff(dw2, dw, C) <= 1e-6 &&
               check_max_abs_diff(db2, db, C) <= 1e-6,
@@ -322,9 +363,48 @@ static void test_batchnorm(const char *label, int N, int C, int HW, int splits, 
 
     /* dinp may alias dout */
     float *alias = copy_buf(proj, n);
-    batchnorm_backward_input(alias, alias, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+    batchnorm_backward_input(alias, alias, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
     snprintf(name, sizeof name, "%s backward in place", label);
     CHECK(name, check_max_abs_diff(alias, dinp, n) == 0, "differs by %g", check_max_abs_diff(alias, dinp, n));
+
+    /* The fused ReLU: the forward gives max(0, bn(x)) exactly, in place too; the backward
+     * equals the plain backward of dout masked by that output. */
+    {
+        BnCase r = c;
+        float *plain = copy_buf(c.out, n), *inplace = copy_buf(c.inp, n);
+        r.out = zeros_buf(n), r.s.relu = 1;
+        bn_fwd(&r);
+        double worst = 0;
+        for (long i = 0; i < n; i++) worst = fmax(worst, fabs(r.out[i] - (plain[i] > 0 ? plain[i] : 0.0f)));
+        snprintf(name, sizeof name, "%s fused relu forward", label);
+        CHECK(name, worst == 0, "differs from relu(bn(x)) by %g", worst);
+        float *again = zeros_buf(n), *again_plain = zeros_buf(n);
+        batchnorm_forward_saved(again, c.inp, r.mean, r.invstd, c.weight, c.bias, &r.s);
+        batchnorm_forward_saved(again_plain, c.inp, c.mean, c.invstd, c.weight, c.bias, &c.s);
+        snprintf(name, sizeof name, "%s output recomputed from the saved statistics", label);
+        CHECK(name, check_max_abs_diff(again, r.out, n) == 0 && check_max_abs_diff(again_plain, plain, n) == 0,
+              "differs by %g / %g", check_max_abs_diff(again, r.out, n), check_max_abs_diff(again_plain, plain, n));
+        free(again), free(again_plain);
+        BnCase ip = c;
+        ip.inp = inplace, ip.out = inplace;
+        bn_fwd(&ip);
+        snprintf(name, sizeof name, "%s forward in place", label);
+        CHECK(name, check_max_abs_diff(inplace, plain, n) == 0, "differs by %g", check_max_abs_diff(inplace, plain, n));
+        float *masked = copy_buf(proj, n), *want = zeros_buf(n), *got = zeros_buf(n), *got2 = zeros_buf(n);
+        for (long i = 0; i < n; i++) masked[i] = r.out[i] > 0 ? proj[i] : 0.0f;
+        batchnorm_backward_input(want, masked, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+        batchnorm_backward_input(got, proj, r.out, c.inp, c.mean, c.invstd, c.weight, &r.s, training);
+        float *dw1 = zeros_buf(C), *db1 = zeros_buf(C), *dw2r = zeros_buf(C), *db2r = zeros_buf(C);
+        batchnorm_backward(want, dw1, db1, masked, NULL, c.inp, c.mean, c.invstd, c.weight, &c.s, training);
+        batchnorm_backward(got2, dw2r, db2r, proj, r.out, c.inp, c.mean, c.invstd, c.weight, &r.s, training);
+        snprintf(name, sizeof name, "%s fused relu backward", label);
+        CHECK(name, check_max_abs_diff(got, want, n) == 0 && check_max_abs_diff(got2, want, n) == 0 &&
+                        check_max_abs_diff(dw1, dw2r, C) == 0 && check_max_abs_diff(db1, db2r, C) == 0,
+              "differs by %g / %g / %g / %g", check_max_abs_diff(got, want, n), check_max_abs_diff(got2, want, n),
+              check_max_abs_diff(dw1, dw2r, C), check_max_abs_diff(db1, db2r, C));
+        free(plain), free(inplace), free(r.out), free(masked), free(want), free(got), free(got2);
+        free(dw1), free(db1), free(dw2r), free(db2r);
+    }
 
     free(c.inp), free(c.weight), free(c.bias), free(c.out), free(c.mean), free(c.invstd);
     free(c.rm), free(c.rv), free(proj), free(dinp), free(dw), free(db), free(alias);
@@ -491,6 +571,43 @@ static void test_maxpool_semantics(void) {
     CHECK("maxpool2d overlapping windows accumulate", dx[10] == 9, "dx at the maximum is %g, expected 9", dx[10]);
 }
 
+/* Maps wide enough for the 16-output stride-2 vector path, with ties (values on a coarse
+ * grid) and NaNs, against PyTorch's rule written out plainly. */
+static void test_maxpool_vector(void) {
+    static const int cases[][5] = {{70, 67, 3, 2, 1}, {64, 64, 3, 2, 1}, {40, 81, 2, 2, 0}, {37, 50, 3, 2, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int H = cases[ci][0], W = cases[ci][1], k = cases[ci][2], st = cases[ci][3], pad = cases[ci][4];
+        MaxPool2dSize s;
+        maxpool2d_size_init(&s, 2, 3, H, W, k, st, pad);
+        long nin = 6L * H * W, nout = 6L * s.OH * s.OW;
+        float *x = randn_buf(nin, 1), *y = zeros_buf(nout);
+        int32_t *idx = malloc((size_t)nout * sizeof *idx);
+        for (long i = 0; i < nin; i++) x[i] = roundf(x[i] * 2) / 2; /* many ties */
+        for (long i = 0; i < nin; i += 97) x[i] = NAN;
+        maxpool2d_forward(y, idx, x, &s);
+        long bad = 0;
+        for (int pl = 0; pl < 6; pl++)
+            for (int oh = 0; oh < s.OH; oh++)
+                for (int ow = 0; ow < s.OW; ow++) {
+                    const float *p = x + (long)pl * H * W;
+                    int h0 = oh * st - pad, w0 = ow * st - pad, best = -1;
+                    float m = -INFINITY;
+                    for (int h = h0 < 0 ? 0 : h0; h < h0 + k && h < H; h++)
+                        for (int w = w0 < 0 ? 0 : w0; w < w0 + k && w < W; w++) {
+                            if (best < 0) best = h * W + w;
+                            if (p[h * W + w] > m || isnan(p[h * W + w])) m = p[h * W + w], best = h * W + w;
+                        }
+                    long o = ((long)pl * s.OH + oh) * s.OW + ow;
+                    int same = idx[o] == best && (m == y[o] || (isnan(m) && isnan(y[o])));
+                    bad += !same;
+                }
+        char name[120];
+        snprintf(name, sizeof name, "maxpool2d k%d s%d p%d %dx%d with ties and NaN (vector path)", k, st, pad, H, W);
+        CHECK(name, bad == 0, "%ld of %ld outputs differ from the rule", bad, nout);
+        free(x), free(y), free(idx);
+    }
+}
+
 static void avgpool_fwd(void *p) {
     SimpleCase *c = p;
     avgpool_global_forward(c->out, c->inp, c->N, c->C, c->HW);
@@ -635,11 +752,13 @@ int main(void) {
     test_maxpool(1, 2, 6, 5, 2, 2, 0);
     test_maxpool(1, 1, 5, 5, 3, 1, 1);
     test_maxpool_semantics();
+    test_maxpool_vector();
     test_avgpool();
     test_linear(1);
     test_linear(0);
     test_normalize();
     test_cross_entropy();
     test_conv_3x3();
+    test_conv_winograd();
     CHECK_DONE();
 }

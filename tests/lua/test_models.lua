@@ -18,6 +18,16 @@
 --                             differences grow over the steps: see tests.sgd_training_loop)
 --   finite differences        float32, central, eps 1e-3: |fd - backward| within 1% of the
 --                             tensor's max |gradient| (see tests.finite_differences)
+--   resnet18 by Winograd      the 64+ channel 3x3 convolutions by F(4x4, 3x3), the default
+--                             path (core/nn/winograd.c), which rounds to ~1e-5 of a layer's
+--                             largest value instead of ~1e-7: the ImageNet-stem case meets the
+--                             tolerances above (measured worst 4.9e-5); in the CIFAR-stem case
+--                             one ReLU input lies 1.5e-6 from 0 and changes side, which moves
+--                             the gradients under it by up to 3% of their max, so there the
+--                             logits and loss keep the tolerances above and every gradient is
+--                             held to 1e-2 in relative L2 norm (measured worst 6.9e-3); a wrong
+--                             transform is off by O(1)
+-- The exact cases run with moco._nn.set_winograd(false) (direct kernels and im2col only).
 package.path = "tests/lua/?.lua;" .. package.path
 local check = require "check"
 local moco = require "moco"
@@ -231,7 +241,20 @@ end
 
 -- ------------------------------------------------------------------ resnet18
 
-local function resnet18_case(case, net)
+-- Relative L2 distance, for the Winograd case whose ReLU flip is described at the top.
+local function compare_l2(label, got, want, tol)
+  local d = (got - want)
+  local r = math.sqrt((d * d):sum()) / math.max(math.sqrt((want * want):sum()), 1e-30)
+  print(string.format("  %-52s rel L2 diff %.1e (tol %.0e)", label, r, tol))
+  check.ok(label, r <= tol, string.format("relative L2 difference %.3g > %.3g", r, tol))
+end
+
+-- mode: "exact" (Winograd off), "winograd" (the default path, same tolerances) or
+-- "winograd-l2" (the default path, gradients by relative L2 norm).
+local function resnet18_case(case, make, mode)
+  local previous = moco._nn.set_winograd(mode ~= "exact") -- read by every convolution call
+  local net = make()
+  local label = case .. (mode == "exact" and "" or " winograd")
   fill_from_formula(net)
   check_formula(case, net, load(case .. ".init_check"))
   net.conv1.skip_input_grad = false  -- the reference includes the gradient for the image
@@ -240,26 +263,47 @@ local function resnet18_case(case, net)
   local x, labels = load(case .. ".input"), load(case .. ".labels")
   local criterion = nn.CrossEntropyLoss()
   local logits = net:forward(x)
-  compare(case .. " logits", logits, load(case .. ".logits"), 2e-4)
+  compare(label .. " logits", logits, load(case .. ".logits"), 2e-4)
   local loss = criterion:forward(logits, labels)
   local want_loss = load(case .. ".loss"):get(1)
-  report(case .. " loss", math.abs(loss - want_loss), math.abs(want_loss), 1e-5)
+  report(label .. " loss", math.abs(loss - want_loss), math.abs(want_loss), 1e-5)
   local gx = net:backward(x, criterion:backward())
-  compare(case .. " grad_input", gx, load(case .. ".grad_input"), 2e-4)
-  for _, p in ipairs(net:named_parameters()) do
-    compare_whole_or_summary(case .. " grad " .. p.name, p.grad, load(case .. ".grad." .. p.name), 2e-4)
+  local function grad(name, got, want)
+    if mode == "winograd-l2" then
+      if want:numel() ~= got:numel() then -- summarised in the fixture: its first entries
+        got, want = flat(got):narrow(1, 1, SUMMARY_FIRST), want:narrow(1, 1, SUMMARY_FIRST)
+      end
+      compare_l2(label .. " " .. name, got, want, 1e-2)
+    elseif want:numel() == got:numel() then
+      compare(label .. " " .. name, got, want, 2e-4)
+    else
+      compare_summary(label .. " " .. name, got, want, 2e-4)
+    end
   end
-  compare_buffers(case, net, 1e-4)
+  grad("grad_input", gx, load(case .. ".grad_input"))
+  for _, p in ipairs(net:named_parameters()) do grad("grad " .. p.name, p.grad, load(case .. ".grad." .. p.name)) end
+  if mode ~= "winograd-l2" then compare_buffers(case, net, 1e-4) end
   net:eval()
-  compare(case .. " logits in eval mode", net:forward(x), load(case .. ".eval_logits"), 2e-4)
+  compare(label .. " logits in eval mode", net:forward(x), load(case .. ".eval_logits"), 2e-4)
+  moco._nn.set_winograd(previous)
 end
 
+local function r18_cifar() return models.resnet18{ num_classes = 10, cifar_stem = true } end
+local function r18_imagenet() return models.resnet18{ num_classes = 10 } end
+
 function tests.resnet18_cifar_stem()
-  resnet18_case("r18", models.resnet18{ num_classes = 10, cifar_stem = true })
+  resnet18_case("r18", r18_cifar, "exact")
 end
 
 function tests.resnet18_imagenet_stem()
-  resnet18_case("r18s", models.resnet18{ num_classes = 10 })
+  resnet18_case("r18s", r18_imagenet, "exact")
+end
+
+function tests.resnet18_winograd()
+  local ok, why = moco._nn.winograd_status()
+  check.ok("Winograd path available: " .. why, ok, why)
+  resnet18_case("r18", r18_cifar, "winograd-l2")
+  resnet18_case("r18s", r18_imagenet, "winograd")
 end
 
 -- ------------------------------------------------------------------ SGD
