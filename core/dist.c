@@ -21,6 +21,10 @@ int dist_mpi_finalize(void);
 #endif
 
 static int started, use_mpi, rank_, size_ = 1, finalized;
+
+#ifdef MOCO_WITH_MPI
+static void finalize_at_exit(void) { dist_finalize(); }
+#endif
 static char backend_name[160] = "single";
 
 /* mpirun (Open MPI's, MPICH's or a PMIx launcher) leaves these in every rank's environment. */
@@ -51,6 +55,8 @@ int dist_init(void) {
     if (want) {
         if (dist_mpi_init(&rank_, &size_, backend_name, sizeof backend_name)) return -1;
         use_mpi = 1;
+        /* a rank that exits without MPI_Finalize makes mpirun report the whole job as failed */
+        atexit(finalize_at_exit);
     }
 #endif
     started = 1;

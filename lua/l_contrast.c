@@ -10,6 +10,7 @@
  *   gather_rows(x (N,...), index (N) [, out])         -> out[i] = x[index[i]]
  */
 #include <lauxlib.h>
+#include <string.h>
 #include <lua.h>
 #include <stdlib.h>
 
@@ -124,19 +125,29 @@ static int l_shuffle_indices(lua_State *L) {
     return 2;
 }
 
+/* gather_rows(x (n, ...), index (m) [, out (m, ...)]) -> out: out[i] = x[index[i]], 0-based
+ * row numbers held exactly in the float index; m may differ from n (a rank's slice of a
+ * shuffled batch). */
 static int l_gather_rows(lua_State *L) {
     Tensor *x = lmoco_checktensor(L, 1), *index = lmoco_checktensor(L, 2);
     Tensor *out = lua_isnoneornil(L, 3) ? NULL : lmoco_checktensor(L, 3);
     char a[128], b[128];
-    if (x->ndim < 1 || index->ndim != 1 || index->shape[0] != x->shape[0])
-        return luaL_error(L, "gather_rows: index %s should be 1-d with one entry per row of %s",
+    if (x->ndim < 1 || index->ndim != 1)
+        return luaL_error(L, "gather_rows: index %s should be 1-d, and x %s at least 1-d",
                           tensor_shape_str(index, a, sizeof a), tensor_shape_str(x, b, sizeof b));
-    if (out && (!tensor_same_shape(out, x) || out->data == x->data))
-        return luaL_error(L, "gather_rows: out %s must have the shape of x %s and not share its memory",
-                          tensor_shape_str(out, a, sizeof a), tensor_shape_str(x, b, sizeof b));
-    int64_t n = x->shape[0], row = n ? x->numel / n : 0;
-    int64_t *idx = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *idx, 0);
-    for (int64_t i = 0; i < n; i++) {
+    int64_t n = x->shape[0], m = index->shape[0], row = n ? x->numel / n : 0;
+    int64_t shape[TENSOR_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[0] = m;
+    if (out) {
+        int same = out->ndim == x->ndim;
+        for (int d = 0; same && d < x->ndim; d++) same = out->shape[d] == shape[d];
+        if (!same || out->data == x->data)
+            return luaL_error(L, "gather_rows: out %s must have %d rows of x %s and not share its memory",
+                              tensor_shape_str(out, a, sizeof a), (int)m, tensor_shape_str(x, b, sizeof b));
+    }
+    int64_t *idx = lua_newuserdatauv(L, (size_t)(m ? m : 1) * sizeof *idx, 0);
+    for (int64_t i = 0; i < m; i++) {
         float v = index->data[i];
         if (!(v >= 0 && v < (float)n) || v != (float)(int64_t)v)
             return luaL_error(L, "gather_rows: index entry %d is %f, not a row in [0, %d)", (int)i + 1, v, (int)n);
@@ -146,12 +157,12 @@ static int l_gather_rows(lua_State *L) {
      * run a GC step that frees it before moco_gather_rows reads it. */
     if (!out) {
         LTensor *box = lmoco_newbox(L);
-        lmoco_settensor(L, box, tensor_empty(x->ndim, x->shape));
+        lmoco_settensor(L, box, tensor_empty(x->ndim, shape));
         out = box->t;
     } else {
         lua_pushvalue(L, 3);
     }
-    moco_gather_rows(out->data, x->data, idx, n, row);
+    moco_gather_rows(out->data, x->data, idx, m, row);
     return 1;
 }
 

@@ -27,6 +27,7 @@
 #include <lualib.h>
 
 #include "error.h"
+#include "dist.h"
 #include "lmoco.h"
 
 #define PROGNAME "moco-lua"
@@ -341,6 +342,9 @@ static int report(lua_State *L, int status) {
         fprintf(stderr, "%s: %s\n", PROGNAME, msg ? msg : "(error object is not a string)");
         fflush(stderr);
         lua_pop(L, 1);
+        /* under mpirun the other ranks may be waiting for this one in a collective: end the
+         * whole job now (MPI_Finalize at exit would wait for them forever) */
+        if (dist_size() > 1) dist_abort(1);
     }
     return status;
 }

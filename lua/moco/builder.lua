@@ -20,6 +20,7 @@ local moco = require "moco"
 local nn = require "moco.nn"
 local models = require "moco.models"
 local optim = require "moco.optim"
+local dist = require "moco.dist"
 
 local C = moco._moco
 local L = moco._nn
@@ -71,6 +72,13 @@ function MoCo:__init(opts)
 
   self:register_buffer("queue", moco.zeros{ self.dim, self.K })
   C.queue_init(self.queue, gen(2))
+  if dist.active() then
+    -- every rank starts from rank 0's weights and queue (the official code: DDP broadcasts
+    -- the module's state at construction)
+    dist.broadcast_(self.encoder_q._flat_params, 0)
+    self.encoder_k._flat_params:copy(self.encoder_q._flat_params)
+    dist.broadcast_(self.queue, 0)
+  end
   self.queue_ptr = 0
   self.shuffle_generator = gen(3)
   self.normalize_q = nn.Normalize()
@@ -138,8 +146,19 @@ function MoCo:momentum_update()
   C.momentum_update(self.encoder_k._flat_params, self.encoder_q._flat_params, self.m)
 end
 
--- Keys for im_k: (N, dim), L2-normalised, computed without any gradient work.
+-- Keys for im_k: (N, dim), L2-normalised, computed without any gradient work; and the keys
+-- of the whole global batch in global order (the same tensor on one process), which go to
+-- the queue.
+--
+-- Over several ranks (moco.dist), shuffling BN as the official _batch_shuffle_ddp: the key
+-- images of every rank are gathered, rank 0 draws the permutation of the global batch and
+-- broadcasts it, each rank encodes its slice of the shuffled batch, the keys are gathered
+-- and un-shuffled.  The slice of rank r is the shuffled positions r, r + N, r + 2N, ... (the
+-- official code takes a contiguous block): with DistributedSampler's interleaved batches,
+-- the batch-norm groups are then exactly those of one process with bn_splits x N splits,
+-- so an N-rank run reproduces that 1-process run (docs/distributed.md).
 function MoCo:keys(im_k)
+  if dist.active() then return self:keys_distributed(im_k) end
   local n = im_k:size(1)
   local x, inverse = im_k, nil
   if self.shuffle then
@@ -151,15 +170,35 @@ function MoCo:keys(im_k)
   end
   local k = L.normalize_forward(self.encoder_k:forward(x))
   if inverse then k = C.gather_rows(k, inverse) end
-  return k
+  return k, k
+end
+
+function MoCo:keys_distributed(im_k)
+  local b = im_k:size(1)
+  local all = dist.to_global(dist.all_gather(im_k), b) -- the global batch, in global order
+  local x, inverse = dist.local_rows(all), nil
+  if self.shuffle then
+    local perm
+    perm, inverse = C.shuffle_indices(all:size(1), self.shuffle_generator)
+    dist.broadcast_(perm, 0)
+    dist.broadcast_(inverse, 0)
+    x = dist.shuffled_slice(all, perm)
+  end
+  local k = L.normalize_forward(self.encoder_k:forward(x))
+  -- this rank's keys are shuffled positions r + N j: gathered rank by rank, to_global puts
+  -- position j * N + r back in order, and the inverse permutation un-shuffles
+  local keys = dist.to_global(dist.all_gather(k), b)
+  if inverse then keys = C.gather_rows(keys, inverse) end
+  return dist.local_rows(keys), keys
 end
 
 -- One contrastive term: forward q, keys, InfoNCE with its gradient, backward through
--- encoder_q (parameter gradients accumulate).  Returns loss, acc1, acc5, keys.
+-- encoder_q (parameter gradients accumulate).  Returns loss, acc1, acc5, keys (this
+-- process's) and the global batch's keys (for the queue).
 function MoCo:contrastive_loss(im_q, im_k)
   local feat = self.encoder_q:forward(im_q)
   local q = self.normalize_q:forward(feat)
-  local k = self:keys(im_k)
+  local k, k_all = self:keys(im_k)
   if self.keep_logits then
     -- core/moco.c overwrites its logits buffer with d loss / d logits when it computes dq, so
     -- the kept logits come from a second, gradient-free call (same code, same numbers).
@@ -170,7 +209,43 @@ function MoCo:contrastive_loss(im_q, im_k)
   local loss, acc1, acc5, dq = C.infonce(q, k, self.queue, self.T)
   local g = self.normalize_q:backward_input(feat, dq)
   self.encoder_q:backward(im_q, g)
-  return loss, acc1, acc5, k
+  return loss, acc1, acc5, k, k_all
+end
+
+-- Over several ranks, after the backward: the gradients averaged (DDP's all-reduce), so
+-- every rank takes the same SGD step.
+local function average_gradients(self)
+  if dist.active() then dist.all_reduce_mean_(self.encoder_q._flat_grads) end
+end
+
+-- Over several ranks, after the step: the batch-norm running statistics averaged, so they
+-- stay the same on every rank and equal the mean over all bn_splits x N groups, as one
+-- process's split batch norm keeps them (DDP instead broadcasts rank 0's buffers).
+local function sync_batchnorm_buffers(self)
+  if not dist.active() then return end
+  local bufs = self._bn_buffers
+  if not bufs then
+    bufs = {}
+    for _, enc in ipairs{ self.encoder_q, self.encoder_k } do
+      enc:apply(function(m)
+        if m.running_mean then bufs[#bufs + 1] = m.running_mean; bufs[#bufs + 1] = m.running_var end
+      end)
+    end
+    local total = 0
+    for _, t in ipairs(bufs) do total = total + t:numel() end
+    self._bn_buffers, self._bn_flat = bufs, moco.zeros{ total }
+  end
+  local flat, o = self._bn_flat, 1
+  for _, t in ipairs(bufs) do
+    flat:narrow(1, o, t:numel()):copy(t:reshape(t:numel()))
+    o = o + t:numel()
+  end
+  dist.all_reduce_mean_(flat)
+  o = 1
+  for _, t in ipairs(bufs) do
+    t:copy(flat:narrow(1, o, t:numel()):reshape(t:shape()))
+    o = o + t:numel()
+  end
 end
 
 -- One training step; returns loss, acc@1, acc@5 (percent) of the contrastive task.
@@ -181,10 +256,11 @@ function MoCo:step(im_q, im_k)
     error(string.format("MoCo:step: the batch of %d images cannot be split into bn_splits = %d equal groups "
                         .. "(choose --batch-size a multiple of --bn-splits)", n, self.bn_splits), 2)
   end
-  local per_step = self.symmetric and 2 * n or n
+  local per_step = (self.symmetric and 2 * n or n) * dist.size()
   if self.K % per_step ~= 0 then
-    error(string.format("MoCo:step: K = %d is not a multiple of the %d keys enqueued per step (batch %d%s)",
-                        self.K, per_step, n, self.symmetric and ", symmetric" or ""), 2)
+    error(string.format("MoCo:step: K = %d is not a multiple of the %d keys enqueued per step (batch %d%s%s)",
+                        self.K, per_step, n, self.symmetric and ", symmetric" or "",
+                        dist.active() and string.format(" on each of %d ranks", dist.size()) or ""), 2)
   end
   self.encoder_q:zero_grad()
   if self.keep_logits then self.last_logits = {} end
@@ -192,20 +268,24 @@ function MoCo:step(im_q, im_k)
   local loss, acc1, acc5
   if self.symmetric then
     -- loss = loss_12 + loss_21 and k = cat([k1, k2]), as the official CIFAR-10 demo.
-    local l12, a12, b12, k2 = self:contrastive_loss(im_q, im_k)
+    local l12, a12, b12, _, k2 = self:contrastive_loss(im_q, im_k)
     k2 = k2:clone()
-    local l21, a21, b21, k1 = self:contrastive_loss(im_k, im_q)
+    local l21, a21, b21, _, k1 = self:contrastive_loss(im_k, im_q)
     loss, acc1, acc5 = l12 + l21, (a12 + a21) / 2, (b12 + b21) / 2
+    average_gradients(self)
     self.optimizer:step()
     self.queue_ptr = C.queue_enqueue(self.queue, k1, self.queue_ptr)
     self.queue_ptr = C.queue_enqueue(self.queue, k2, self.queue_ptr)
   else
-    local k
-    loss, acc1, acc5, k = self:contrastive_loss(im_q, im_k)
+    local k_all
+    loss, acc1, acc5, _, k_all = self:contrastive_loss(im_q, im_k)
+    average_gradients(self)
     self.optimizer:step()
-    self.queue_ptr = C.queue_enqueue(self.queue, k, self.queue_ptr)
+    self.queue_ptr = C.queue_enqueue(self.queue, k_all, self.queue_ptr)
   end
+  sync_batchnorm_buffers(self)
   self.steps = self.steps + 1
+  if dist.active() then loss, acc1, acc5 = dist.mean_of(loss, acc1, acc5) end
   return loss, acc1, acc5
 end
 

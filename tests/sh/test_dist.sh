@@ -63,3 +63,41 @@ check "a failing rank ends the job with a non-zero status" '[ "$rc" -ne 0 ] && [
 check "a failing rank ends the job within seconds (took ${took}s)" '[ "$took" -le 20 ]' "took ${took}s"
 check "a failing rank's message is shown" 'echo "$out" | grep -q "rank 1 fails on purpose"' "output: $out"
 check "the waiting rank never passed the barrier" '! echo "$out" | grep -q "passed the barrier"' "output: $out"
+
+# Data-parallel MoCo: 2 ranks x batch 8 x bn_splits 2 against 1 process x batch 16 x
+# bn_splits 4 on the same global batches (tests/lua/dist_moco_case.lua; docs/distributed.md
+# for why they are the same run).  Tolerances: the losses within 1e-5 relative, the final
+# queue within 1e-4 and the weights within 5e-4 (the ranks sum their gradients in another
+# order; measured: losses 2e-7 / 7e-7 relative, queue 1e-6 / 4e-6, query weights 3e-6 /
+# 9e-5 for the plain / symmetric loss); the two ranks' queues (after every step) and weights
+# are identical bit for bit.
+cat > "$tmp/check.lua" <<'EOF'
+local p, mode = ...
+local function maxdiff(x, y) local d = x - y; local a = d:max(); local b = (-d):max(); return math.max(a, b) end
+local function load(name) return moco.load_npy(p .. "/" .. name .. ".npy") end
+local function check(name, ok, detail) print((ok and "PASS " or "FAIL ") .. mode .. ": " .. name .. (ok and "" or ": " .. detail)) end
+local one, two = load("one." .. mode .. ".losses"), load("two." .. mode .. ".losses")
+local worst = 0
+for i = 1, one:size(1) do worst = math.max(worst, math.abs(one:get(i, 1) - two:get(i, 1)) / math.abs(one:get(i, 1))) end
+check(string.format("loss over %d steps equals the 1-process run (worst relative diff %.1e)", one:size(1), worst),
+      worst <= 1e-5, string.format("%.3g > 1e-5", worst))
+local q0, q1 = load("two." .. mode .. ".rank0.queues"), load("two." .. mode .. ".rank1.queues")
+check("the queues of both ranks are identical after every step", maxdiff(q0, q1) == 0, tostring(maxdiff(q0, q1)))
+for _, w in ipairs{ "params", "params_k" } do
+  local a, b = load("two." .. mode .. ".rank0." .. w), load("two." .. mode .. ".rank1." .. w)
+  check(w .. " identical on both ranks", maxdiff(a, b) == 0, tostring(maxdiff(a, b)))
+  local r = load("one." .. mode .. ".rank0." .. w)
+  check(string.format("%s within 5e-4 of the 1-process run (%.1e)", w, maxdiff(a, r)), maxdiff(a, r) <= 5e-4,
+        tostring(maxdiff(a, r)))
+end
+local qa, qr = load("two." .. mode .. ".rank0.queue"), load("one." .. mode .. ".rank0.queue")
+check(string.format("queue within 1e-4 of the 1-process run (%.1e)", maxdiff(qa, qr)), maxdiff(qa, qr) <= 1e-4,
+      tostring(maxdiff(qa, qr)))
+EOF
+for mode in plain symmetric; do
+  ./moco-lua tests/lua/dist_moco_case.lua "$tmp/one.$mode" "$mode" > "$tmp/one.log" 2>&1 ||
+    { echo "FAIL $mode: the 1-process run failed: $(tail -3 "$tmp/one.log")"; continue; }
+  timeout 300 $MPIRUN ./moco-lua tests/lua/dist_moco_case.lua "$tmp/two.$mode" "$mode" > "$tmp/two.log" 2>&1 ||
+    { echo "FAIL $mode: the 2-rank run failed: $(tail -3 "$tmp/two.log")"; continue; }
+  ./moco-lua "$tmp/check.lua" "$tmp" "$mode"
+done
