@@ -111,19 +111,24 @@ if opts["start-epoch"] >= opts.epochs and not ckpt then
 end
 if opts.threads > 0 then moco.set_num_threads(opts.threads) end
 
--- The network's options, stored in the classifier's checkpoints to rebuild it.
-local function encoder_options(pretrained, in_channels)
-  if ckpt then return ckpt.model end
-  if pretrained == "random" then return { arch = opts.arch, in_channels = in_channels, cifar_stem = false, width = 1 } end
-  local f <close> = moco.safe_open(pretrained)
-  local ok, o = pcall(moco.json_decode, f:metadata().model or "")
-  if not ok or type(o) ~= "table" then error(pretrained .. ": no 'model' metadata: not a MoCo checkpoint of moco-lua", 0) end
-  return { arch = o.arch, in_channels = o.in_channels or 3, cifar_stem = o.cifar_stem or false, width = o.width or 1 }
+-- The backbone, read before anything is written (a missing or hostile --pretrained file
+-- fails here): a MoCo checkpoint of moco-lua, an official or torchvision torch.save file, or
+-- 'random'.  Its options, stored in the classifier's checkpoints to rebuild it, are read
+-- off the network itself, whatever file it came from.
+local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16 }
+local pretrained_backbone, model_options
+if ckpt then
+  model_options = ckpt.model
+else
+  local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (opts.data == "fashion-mnist" and 1 or 3)
+  pretrained_backbone = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
+  local conv = pretrained_backbone.conv1
+  model_options = {
+    arch = pretrained_backbone.arch, in_channels = conv.in_channels,
+    cifar_stem = pretrained_backbone.arch ~= "resnet20" and conv.kernel_size == 3,
+    width = conv.out_channels / (STEM_CHANNELS[pretrained_backbone.arch] or conv.out_channels),
+  }
 end
-
--- Read before anything is written: a missing or foreign --pretrained file fails here.
-local model_options = encoder_options(opts.pretrained, opts["in-channels"] > 0 and opts["in-channels"]
-                                                       or (opts.data == "fashion-mnist" and 1 or 3))
 
 -- The run directory (not for --evaluate, which writes nothing): config.json first.
 local run
@@ -152,7 +157,6 @@ if not opened then -- refused before training: leave no half-made run directory 
 end
 if opts["train-subset"] > 0 and opts["train-subset"] < #train_ds then train_ds = data.Subset(train_ds, opts["train-subset"]) end
 if opts["test-subset"] > 0 and opts["test-subset"] < #test_ds then test_ds = data.Subset(test_ds, opts["test-subset"]) end
-local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (kind == "fashion-mnist" and 1 or 3)
 local classes = train_ds.classes and #train_ds.classes or math.tointeger(train_ds:targets():max()) + 1
 
 if opts.evaluate then -- main_lincls.py -e: validate the saved classifier and stop
@@ -192,7 +196,7 @@ if ckpt then
              best_top1 = ckpt.best_top1, best_epoch = ckpt.best_epoch }
   print(string.format("resumed from %s: epoch %d (best top-1 so far %.2f%%)", ckpt.path, ckpt.epoch, ckpt.best_top1 or 0))
 else
-  backbone = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
+  backbone = pretrained_backbone
 end
 local source = ckpt and ckpt.path or opts.pretrained
 

@@ -146,34 +146,7 @@ function MoCo:momentum_update()
   C.momentum_update(self.encoder_k._flat_params, self.encoder_q._flat_params, self.m)
 end
 
--- Keys for im_k: (N, dim), L2-normalised, computed without any gradient work; and the keys
--- of the whole global batch in global order (the same tensor on one process), which go to
--- the queue.
---
--- Over several ranks (moco.dist), shuffling BN as the official _batch_shuffle_ddp: the key
--- images of every rank are gathered, rank 0 draws the permutation of the global batch and
--- broadcasts it, each rank encodes its slice of the shuffled batch, the keys are gathered
--- and un-shuffled.  The slice of rank r is the shuffled positions r, r + N, r + 2N, ... (the
--- official code takes a contiguous block): with DistributedSampler's interleaved batches,
--- the batch-norm groups are then exactly those of one process with bn_splits x N splits,
--- so an N-rank run reproduces that 1-process run (docs/distributed.md).
-function MoCo:keys(im_k)
-  if dist.active() then return self:keys_distributed(im_k) end
-  local n = im_k:size(1)
-  local x, inverse = im_k, nil
-  if self.shuffle then
-    local perm
-    perm, inverse = C.shuffle_indices(n, self.shuffle_generator)
-    self._shuffled = C.gather_rows(im_k, perm, self._shuffled and self._shuffled:numel() == im_k:numel()
-                                                 and self._shuffled or nil)
-    x = self._shuffled
-  end
-  local k = L.normalize_forward(self.encoder_k:forward(x))
-  if inverse then k = C.gather_rows(k, inverse) end
-  return k, k
-end
-
-function MoCo:keys_distributed(im_k)
+local function keys_distributed(self, im_k)
   local b = im_k:size(1)
   local all = dist.to_global(dist.all_gather(im_k), b) -- the global batch, in global order
   local x, inverse = dist.local_rows(all), nil
@@ -191,6 +164,34 @@ function MoCo:keys_distributed(im_k)
   if inverse then keys = C.gather_rows(keys, inverse) end
   return dist.local_rows(keys), keys
 end
+
+-- Keys for im_k: (N, dim), L2-normalised, computed without any gradient work; and the keys
+-- of the whole global batch in global order (the same tensor on one process), which go to
+-- the queue.
+--
+-- Over several ranks (moco.dist), shuffling BN as the official _batch_shuffle_ddp: the key
+-- images of every rank are gathered, rank 0 draws the permutation of the global batch and
+-- broadcasts it, each rank encodes its slice of the shuffled batch, the keys are gathered
+-- and un-shuffled.  The slice of rank r is the shuffled positions r, r + N, r + 2N, ... (the
+-- official code takes a contiguous block): with DistributedSampler's interleaved batches,
+-- the batch-norm groups are then exactly those of one process with bn_splits x N splits,
+-- so an N-rank run reproduces that 1-process run (docs/distributed.md).
+function MoCo:keys(im_k)
+  if dist.active() then return keys_distributed(self, im_k) end
+  local n = im_k:size(1)
+  local x, inverse = im_k, nil
+  if self.shuffle then
+    local perm
+    perm, inverse = C.shuffle_indices(n, self.shuffle_generator)
+    self._shuffled = C.gather_rows(im_k, perm, self._shuffled and self._shuffled:numel() == im_k:numel()
+                                                 and self._shuffled or nil)
+    x = self._shuffled
+  end
+  local k = L.normalize_forward(self.encoder_k:forward(x))
+  if inverse then k = C.gather_rows(k, inverse) end
+  return k, k
+end
+
 
 -- One contrastive term: forward q, keys, InfoNCE with its gradient, backward through
 -- encoder_q (parameter gradients accumulate).  Returns loss, acc1, acc5, keys (this

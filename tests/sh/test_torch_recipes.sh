@@ -31,7 +31,7 @@ else
 fi
 
 ./moco-lua recipes/lincls.lua --pretrained "$ckpt" --data "$tmp/data" --image-size 32 --epochs 2 --schedule 1 \
-  --lr 0.5 --batch-size 4 --workers 1 >"$tmp/lin" 2>&1
+  --lr 0.5 --batch-size 4 --workers 1 --out "$tmp/lin_run" >"$tmp/lin" 2>&1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "lincls (precomputed mode, 2 epochs, lr 0.5): test top-1" "$tmp/lin" &&
    grep -q "=> sanity check passed." "$tmp/lin"; then
@@ -50,7 +50,7 @@ else
 fi
 
 ./moco-lua recipes/lincls.lua --pretrained tests/fixtures/torch/hostile_os_system.pth --data "$tmp/data" \
-  --image-size 32 --epochs 1 --workers 1 >"$tmp/bad" 2>&1
+  --image-size 32 --epochs 1 --workers 1 --out "$tmp/bad_run" >"$tmp/bad" 2>&1
 rc=$?
 if [ $rc -ne 0 ] && grep -q "hostile_os_system.pth: pickle byte 2: global 'os.system' is not allowed" "$tmp/bad" &&
    ! grep -q "lincls:" "$tmp/bad"; then
