@@ -99,7 +99,7 @@ function train.fit(model, loader, opts)
     local t_epoch = moco.time()
     local i = 0
     local interrupted
-    for im_q, im_k in loader:iter() do
+    for im_q, im_k, _, indices in loader:iter() do
       if skip > 0 then -- batches done before the checkpoint: drawn, not used
         skip = skip - 1
         i = i + 1
@@ -109,7 +109,7 @@ function train.fit(model, loader, opts)
         model:set_lr(optim.warmup_lr(lr, epoch + i / steps_per_epoch, opts.warmup_epochs))
       end
       local t0 = moco.time()
-      local loss, acc1, acc5 = model:step(im_q, im_k)
+      local loss, acc1, acc5 = model:step(im_q, im_k, indices) -- indices: the memory bank's rows
       compute_time = compute_time + (moco.time() - t0)
       if loss ~= loss or loss == math.huge or loss == -math.huge then
         if opts.on_diverge then opts.on_diverge(epoch, i + 1, loss) end
