@@ -6,15 +6,17 @@
 --   --sweep v2          MoCo v2's additions one at a time: v1, +mlp, +aug+, +cos, and all (v2)
 -- (--values a,b,c picks other values).  Every run starts from the same seed and options
 -- (the recipe's below, then the command line's) and trains for the same number of steps
--- (--budget steps: --epochs over --train-subset images) or the same wall time (--budget
+-- (--budget steps: --epochs over --train-subset images), the same wall time (--budget
 -- time: --seconds each, the clock starting after the first step; the learning-rate
--- schedule still spans --epochs); then the kNN monitor (k --knn-k, T --knn-t) scores its
+-- schedule still spans --epochs) or the same processor time (--budget cpu: --seconds of
+-- this process's CPU time, all threads, which other programs on a shared machine do not
+-- eat into); then the kNN monitor (k --knn-k, T --knn-t) scores its
 -- query encoder: the training images as the bank, the first --test-subset test images as
 -- queries.  Every run is checked (moco.MoCo.check_config) before the first one trains.
 --
 -- Writes into --out (default ablations-out): <sweep>.json and <sweep>.md (one row per
 -- value: kNN top-1/top-5, the pretext task's acc@1/acc@5 and loss over the last epoch,
--- steps, seconds, images/s), <sweep>.png (kNN and pretext acc@1 against the swept value),
+-- steps, wall and CPU seconds of pretrain.run, images/s of the steps' compute), <sweep>.png (kNN and pretext acc@1 against the swept value),
 -- and each run's checkpoint under <sweep>/<value>/ (for recipes/lincls.lua).
 --   moco-lua recipes/ablations.lua --sweep momentum [--epochs 2 --train-subset 10000 ...]
 -- docs/experiments.md has the results and commands; docs/mechanisms.md the mechanisms.
@@ -32,8 +34,8 @@ local opts = pretrain.parse(arg, {
 }, "The MoCo paper's ablations at CPU scale: one sweep, a table and a plot", {
   { "sweep", "", "what to sweep: mechanism, momentum, K, shuffle or v2" },
   { "values", "", "the values to sweep, comma-separated (default: the sweep's own)" },
-  { "budget", "steps", "steps: every run trains --epochs; time: every run trains --seconds" },
-  { "seconds", 120.0, "--budget time: training seconds per run" },
+  { "budget", "steps", "steps: every run trains --epochs; time / cpu: every run trains --seconds of wall / CPU time" },
+  { "seconds", 120.0, "--budget time or cpu: training seconds per run" },
   { "test-subset", 2000, "kNN queries: the first N test images (0 = all)" },
 })
 if not opts then return end
@@ -92,8 +94,11 @@ local SWEEPS = {
 local sweep = SWEEPS[opts.sweep]
 if opts.sweep == "" then fail("--sweep is required: mechanism, momentum, K, shuffle or v2") end
 if not sweep then fail("unknown --sweep '%s' (known: mechanism, momentum, K, shuffle, v2)", opts.sweep) end
-if opts.budget ~= "steps" and opts.budget ~= "time" then fail("--budget must be steps or time, got '%s'", opts.budget) end
-if opts.budget == "time" and not (opts.seconds > 0) then fail("--seconds must be > 0 with --budget time") end
+local clocks = { time = moco.time, cpu = os.clock }
+if opts.budget ~= "steps" and not clocks[opts.budget] then
+  fail("--budget must be steps, time or cpu, got '%s'", opts.budget)
+end
+if opts.budget ~= "steps" and not (opts.seconds > 0) then fail("--seconds must be > 0 with --budget %s", opts.budget) end
 if opts.resume ~= "" then fail("a sweep does not resume: run it again (each run's checkpoints are in --out)") end
 local values = sweep.values
 if opts.values ~= "" then
@@ -139,7 +144,7 @@ print(string.format("ablations: --sweep %s over %s, %s budget (%s), %d training 
                       for i, v in ipairs(values) do t[i] = tostring(v) end
                       return t
                     end)(), ", "), opts.budget,
-                    opts.budget == "time" and string.format("%g s per run", opts.seconds)
+                    opts.budget ~= "steps" and string.format("%g %s s per run", opts.seconds, opts.budget == "cpu" and "CPU" or "wall")
                       or string.format("%d epochs per run", opts.epochs), #train_ds, #test_ds))
 
 local rows = {}
@@ -147,16 +152,16 @@ for _, v in ipairs(values) do
   local o = run_options(v)
   print(string.format("\n== %s = %s ==", opts.sweep, tostring(v)))
   local hooks
-  if opts.budget == "time" then
-    local t0
+  if opts.budget ~= "steps" then
+    local clock, t0 = clocks[opts.budget], nil
     hooks = { should_stop = function()
-      t0 = t0 or moco.time()
-      return moco.time() - t0 >= opts.seconds
+      t0 = t0 or clock()
+      return clock() - t0 >= opts.seconds
     end }
   end
-  local t_start = moco.time()
+  local t_start, cpu_start = moco.time(), os.clock()
   local model, history = pretrain.run(o, hooks)
-  local train_seconds = moco.time() - t_start
+  local train_seconds, cpu_seconds = moco.time() - t_start, os.clock() - cpu_start
   local steps, images, compute = 0, 0, 0
   for _, r in ipairs(history) do
     steps = steps + r.steps
@@ -169,7 +174,8 @@ for _, v in ipairs(values) do
   })
   rows[#rows + 1] = {
     value = v, knn_top1 = top1, knn_top5 = top5, pretext_acc1 = last.acc1, pretext_acc5 = last.acc5,
-    loss = last.loss, steps = steps, epochs = #history, train_seconds = train_seconds, compute_seconds = compute,
+    loss = last.loss, steps = steps, epochs = #history, train_seconds = train_seconds, cpu_seconds = cpu_seconds,
+    compute_seconds = compute,
     images_per_s = images / math.max(compute, 1e-9),
   }
   print(string.format("%s = %s: kNN top-1 %.2f%%, pretext acc@1 %.2f%% (last epoch), %d steps in %.0f s",
@@ -183,16 +189,17 @@ local base = plot.output_path(out, opts.sweep)
 
 local md = {
   string.format("Sweep `%s` (%s budget: %s; %d training images, kNN k=%d T=%g on %d test images; seed %d)", opts.sweep,
-                opts.budget, opts.budget == "time" and string.format("%g s of training per run", opts.seconds)
+                opts.budget, opts.budget ~= "steps" and string.format("%g %s s of training per run", opts.seconds, opts.budget == "cpu" and "CPU" or "wall")
                   or string.format("%d epochs per run", opts.epochs), #train_ds, opts["knn-k"], opts["knn-t"],
                 #test_ds, opts.seed),
   "",
-  "| " .. opts.sweep .. " | kNN top-1 (%) | kNN top-5 (%) | pretext acc@1 (%) | pretext acc@5 (%) | loss | steps | train s | img/s |",
-  "|---|---|---|---|---|---|---|---|---|",
+  "| " .. opts.sweep .. " | kNN top-1 (%) | kNN top-5 (%) | pretext acc@1 (%) | pretext acc@5 (%) | loss | steps | wall s | CPU s | img/s |",
+  "|---|---|---|---|---|---|---|---|---|---|",
 }
 for _, r in ipairs(rows) do
-  md[#md + 1] = string.format("| %s | %.2f | %.2f | %.2f | %.2f | %.4f | %d | %.0f | %.0f |", tostring(r.value), r.knn_top1,
-                              r.knn_top5, r.pretext_acc1, r.pretext_acc5, r.loss, r.steps, r.train_seconds, r.images_per_s)
+  md[#md + 1] = string.format("| %s | %.2f | %.2f | %.2f | %.2f | %.4f | %d | %.0f | %.0f | %.0f |", tostring(r.value),
+                              r.knn_top1, r.knn_top5, r.pretext_acc1, r.pretext_acc5, r.loss, r.steps, r.train_seconds,
+                              r.cpu_seconds, r.images_per_s)
 end
 local f = assert(io.open(base .. ".md", "w"))
 f:write(table.concat(md, "\n"), "\n")
@@ -201,7 +208,7 @@ f:close()
 local argv = {}
 for i = 1, #arg do argv[i] = arg[i] end
 local doc = {
-  sweep = opts.sweep, budget = opts.budget, seconds = opts.budget == "time" and opts.seconds or nil,
+  sweep = opts.sweep, budget = opts.budget, seconds = opts.budget ~= "steps" and opts.seconds or nil,
   epochs = opts.epochs, train_images = #train_ds, test_images = #test_ds, knn_k = opts["knn-k"], knn_t = opts["knn-t"],
   command = "moco-lua recipes/ablations.lua " .. table.concat(argv, " "), runs = rows,
 }

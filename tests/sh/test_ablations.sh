@@ -2,7 +2,8 @@
 # tests/sh/test_ablations.sh: recipes/ablations.lua and the three dictionary mechanisms in a
 # real moco-lua process, on tiny Fashion-MNIST subsets (seconds):
 #   - a short --sweep mechanism (all three mechanisms through the real loader) and a
-#     --sweep shuffle on a time budget write their table (JSON, markdown) and plot;
+#     --sweep shuffle on a time budget write their table (JSON, markdown) and plot; a CPU
+#     time budget stops a run too;
 #   - memory_bank and end_to_end runs with the kNN monitor, resumed from a checkpoint, end
 #     bitwise where an uninterrupted run ends; lincls reads their checkpoints;
 #   - bad input (unknown sweep or value, a bank larger than memory, end-to-end with batches
@@ -60,6 +61,17 @@ esac
 steps=$(echo "$got" | sed 's/.*on:\([0-9]*\),.*/\1/')
 [ -n "$steps" ] && [ "$steps" -lt 200 ] && pass "the time budget ends the run before --epochs 50 (200 steps)" \
   || failed "the time budget ends the run before --epochs 50 (200 steps)" "$got"
+
+# shellcheck disable=SC2086
+"$exe" recipes/ablations.lua --sweep mechanism --values moco $tiny --epochs 50 --budget cpu --seconds 0.5 \
+  --out "$tmp/abl" >"$tmp/cpu" 2>&1
+got=$("$exe" "$tmp/table.lua" "$tmp/abl/mechanism.json" 2>&1)
+case "$got" in
+  "mechanism cpu moco:"*) steps=${got#mechanism cpu moco:}
+    if [ "$steps" -lt 200 ]; then pass "--budget cpu ends the run on the process's CPU clock"
+    else failed "--budget cpu ends the run on the process's CPU clock" "$got"; fi ;;
+  *) failed "--budget cpu ends the run on the process's CPU clock" "$got $(tail -3 "$tmp/cpu")" ;;
+esac
 
 # ---- memory bank and end-to-end: kNN monitor, exact resume, lincls
 cat >"$tmp/recipe.lua" <<'EOF'
