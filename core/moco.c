@@ -1,4 +1,5 @@
-/* core/moco.c: queue, InfoNCE, momentum update, shuffling (see moco.h). */
+/* core/moco.c: queue, InfoNCE, momentum update, shuffling, and the end-to-end and memory-bank
+ * baselines (see moco.h). */
 #include "gemm.h"
 #include "moco.h"
 
@@ -33,13 +34,44 @@ int moco_queue_enqueue(float *queue, const float *keys, int dim, int K, int ptr,
     return (ptr + N) % K;
 }
 
-/* One row of the contrastive logits (see moco_infonce); rows are independent, so the pool
- * takes them in ranges and the per-row results are summed afterwards in row order. */
+/* One row of logits (L) already holding the dot products: divides by T (as the official code
+ * divides the concatenated logits), stores in *rank how many logits are strictly greater than
+ * the one of column `target` (a top-k hit is rank < k, as the official accuracy()), and
+ * returns the cross-entropy lse - row[target].  With grad, the row becomes d loss / d logits
+ * of a mean over N rows: (softmax - onehot(target)) / N, in place. */
+static double cross_entropy_row(float *row, int L, int target, float T, int N, int grad, int *rank) {
+    float maxv = -INFINITY;
+    for (int j = 0; j < L; j++) {
+        row[j] /= T;
+        if (row[j] > maxv) maxv = row[j];
+    }
+    int greater = 0;
+    for (int j = 0; j < L; j++) greater += row[j] > row[target];
+    *rank = greater;
+    double sum = 0;
+    for (int j = 0; j < L; j++) sum += exp((double)row[j] - maxv);
+    double lse = maxv + log(sum);
+    double loss = lse - row[target];
+    if (grad) {
+        for (int j = 0; j < L; j++) row[j] = (float)(exp((double)row[j] - lse) / N);
+        row[target] -= 1.0f / (float)N;
+    }
+    return loss;
+}
+
+static void set_result(InfoNceResult *out, double loss, int top1, int top5, int N) {
+    out->loss = (float)(loss / N);
+    out->acc1 = 100.0f * (float)top1 / (float)N;
+    out->acc5 = 100.0f * (float)top5 / (float)N;
+}
+
+/* Rows of the queue logits (see moco_infonce); rows are independent, so the pool takes them
+ * in ranges and the per-row results are summed afterwards in row order. */
 typedef struct InfoNceJob {
     float *logits;
     const float *q, *k;
     double *row_loss;
-    int *row_rank; /* logits greater than the positive one */
+    int *row_rank;
     int N, dim, L, want_grad, tasks;
     float T;
 } InfoNceJob;
@@ -47,33 +79,16 @@ typedef struct InfoNceJob {
 static void infonce_rows(void *ctx, int task, int thread) {
     (void)thread;
     const InfoNceJob *j = ctx;
-    const int L = j->L, dim = j->dim, N = j->N;
-    const float T = j->T;
+    const int L = j->L, dim = j->dim;
     long i0, i1;
-    threadpool_split(N, j->tasks, task, &i0, &i1);
+    threadpool_split(j->N, j->tasks, task, &i0, &i1);
     for (long i = i0; i < i1; i++) {
         float *row = j->logits + (int64_t)i * L;
         /* l_pos = q_i . k_i (einsum 'nc,nc->n') */
         float pos = 0;
         for (int d = 0; d < dim; d++) pos += j->q[(int64_t)i * dim + d] * j->k[(int64_t)i * dim + d];
         row[0] = pos;
-        /* logits /= T, as the official code divides the concatenated logits */
-        float maxv = -INFINITY;
-        for (int c = 0; c < L; c++) {
-            row[c] /= T;
-            if (row[c] > maxv) maxv = row[c];
-        }
-        int greater = 0;
-        for (int c = 1; c < L; c++) greater += row[c] > row[0];
-        j->row_rank[i] = greater;
-        double sum = 0;
-        for (int c = 0; c < L; c++) sum += exp((double)row[c] - maxv);
-        double lse = maxv + log(sum);
-        j->row_loss[i] = lse - row[0];
-        if (j->want_grad) { /* d loss / d logits = (softmax - onehot(0)) / N, in place */
-            for (int c = 0; c < L; c++) row[c] = (float)(exp((double)row[c] - lse) / N);
-            row[0] -= 1.0f / (float)N;
-        }
+        j->row_loss[i] = cross_entropy_row(row, L, 0, j->T, j->N, j->want_grad, &j->row_rank[i]);
     }
 }
 
@@ -104,9 +119,7 @@ int moco_infonce(InfoNceResult *out, float *logits, float *dq, const float *q, c
         top5 += row_rank[i] < 5;
     }
     free(row_loss), free(row_rank);
-    out->loss = (float)(loss / N);
-    out->acc1 = 100.0f * (float)top1 / (float)N;
-    out->acc5 = 100.0f * (float)top5 / (float)N;
+    set_result(out, loss, top1, top5, N);
     if (dq) {
         /* dq = (dlogits[:, 0] * k + dlogits[:, 1:] @ queue^T) / T */
         for (int i = 0; i < N; i++) {
@@ -118,6 +131,124 @@ int moco_infonce(InfoNceResult *out, float *logits, float *dq, const float *q, c
                         1.0f, dq, dim);
         for (int64_t i = 0; i < (int64_t)N * dim; i++) dq[i] /= T;
     }
+    return 0;
+}
+
+int moco_infonce_batch(InfoNceResult *out, float *logits, float *dq, float *dk, const float *q, const float *k,
+                       int N, int dim, float T) {
+    if (N < 2)
+        return moco_error("end-to-end loss: a batch of %d has no negative key (the negatives are the other keys "
+                          "of the batch): use a batch of at least 2", N);
+    if (dim <= 0 || !(T > 0)) return moco_error("end-to-end loss: invalid dim=%d or temperature %g", dim, T);
+    if ((dq == NULL) != (dk == NULL)) return moco_error("end-to-end loss: dq and dk go together");
+    /* logits (N, N) = q (N, dim) @ k^T (dim, N) */
+    moco_sgemm(0, 1, N, N, dim, 1.0f, q, dim, k, dim, 0.0f, logits, N);
+    double loss = 0;
+    int top1 = 0, top5 = 0;
+    for (int i = 0; i < N; i++) {
+        int rank;
+        loss += cross_entropy_row(logits + (int64_t)i * N, N, i, T, N, dq != NULL, &rank);
+        top1 += rank < 1;
+        top5 += rank < 5;
+    }
+    set_result(out, loss, top1, top5, N);
+    if (dq) {
+        /* G = d loss / d logits (N, N); dq = G @ k / T, dk = G^T @ q / T */
+        moco_sgemm(0, 0, N, dim, N, 1.0f, logits, N, k, dim, 0.0f, dq, dim);
+        moco_sgemm(1, 0, N, dim, N, 1.0f, logits, N, q, dim, 0.0f, dk, dim);
+        for (int64_t i = 0; i < (int64_t)N * dim; i++) {
+            dq[i] /= T;
+            dk[i] /= T;
+        }
+    }
+    return 0;
+}
+
+static int check_bank_index(const int64_t *index, int64_t n, int64_t M, const char *fn) {
+    for (int64_t i = 0; i < n; i++)
+        if (index[i] < 0 || index[i] >= M)
+            return moco_error("%s: bank index %lld at position %lld is outside the bank's %lld rows", fn,
+                              (long long)index[i], (long long)i, (long long)M);
+    return 0;
+}
+
+int moco_infonce_bank(InfoNceResult *out, float *logits, float *dq, const float *q, const float *bank,
+                      const int64_t *index, int N, int dim, int K, int64_t M, float T) {
+    if (N <= 0 || dim <= 0 || K < 1 || M <= 0 || !(T > 0))
+        return moco_error("memory-bank loss: invalid sizes N=%d dim=%d K=%d bank rows %lld or temperature %g", N,
+                          dim, K, (long long)M, T);
+    const int L = K + 1;
+    if (check_bank_index(index, (int64_t)N * L, M, "memory-bank loss")) return -1;
+    double loss = 0;
+    int top1 = 0, top5 = 0;
+    for (int i = 0; i < N; i++) {
+        const float *qi = q + (int64_t)i * dim;
+        float *row = logits + (int64_t)i * L;
+        /* out = bmm(bank[index] (N, 1+K, dim), q (N, dim, 1)): the positive, then K negatives */
+        for (int j = 0; j < L; j++) {
+            const float *b = bank + index[(int64_t)i * L + j] * dim;
+            float s = 0;
+            for (int d = 0; d < dim; d++) s += qi[d] * b[d];
+            row[j] = s;
+        }
+        int rank;
+        loss += cross_entropy_row(row, L, 0, T, N, dq != NULL, &rank);
+        top1 += rank < 1;
+        top5 += rank < 5;
+        if (dq) { /* dq_i = sum_j dlogits[i][j] * bank[index[i][j]] / T */
+            float *g = dq + (int64_t)i * dim;
+            for (int d = 0; d < dim; d++) g[d] = 0;
+            for (int j = 0; j < L; j++) {
+                const float *b = bank + index[(int64_t)i * L + j] * dim;
+                float w = row[j];
+                for (int d = 0; d < dim; d++) g[d] += w * b[d];
+            }
+            for (int d = 0; d < dim; d++) g[d] /= T;
+        }
+    }
+    set_result(out, loss, top1, top5, N);
+    return 0;
+}
+
+int moco_bank_sample(int64_t *index, const int64_t *positives, int N, int K, int64_t M, Rng *rng) {
+    if (N <= 0 || K < 1) return moco_error("memory bank: invalid sizes N=%d K=%d", N, K);
+    if (M < 1 || M > (int64_t)UINT32_MAX)
+        return moco_error("memory bank: %lld rows: the sampler draws from 1 to 2^32 - 1 rows", (long long)M);
+    if (check_bank_index(positives, N, M, "memory bank")) return -1;
+    for (int i = 0; i < N; i++) {
+        int64_t *row = index + (int64_t)i * (K + 1);
+        row[0] = positives[i];
+        for (int j = 1; j <= K; j++) row[j] = rng_below(rng, (uint32_t)M);
+    }
+    return 0;
+}
+
+/* As moco_momentum_update: the products and the sum rounded separately, as PyTorch's
+ * mul_ / mul / add_ do. */
+__attribute__((optimize("fp-contract=off")))
+int moco_bank_update(float *bank, const float *q, const int64_t *index, int N, int dim, int64_t M, double m) {
+    if (N <= 0 || dim <= 0) return moco_error("memory bank update: invalid sizes N=%d dim=%d", N, dim);
+    if (!(m >= 0 && m <= 1)) return moco_error("memory bank update: momentum %g is not in [0, 1]", m);
+    if (check_bank_index(index, N, M, "memory bank update")) return -1;
+    float *rows = malloc((size_t)N * (size_t)dim * sizeof *rows);
+    if (!rows) return moco_error("memory bank update: out of memory for %d x %d floats", N, dim);
+    const float mk = (float)m, mq = (float)(1.0 - m);
+    for (int i = 0; i < N; i++) {
+        const float *old = bank + index[i] * dim;
+        float *r = rows + (int64_t)i * dim;
+        double ss = 0;
+        for (int d = 0; d < dim; d++) {
+            float a = old[d] * mk;
+            float b = q[(int64_t)i * dim + d] * mq;
+            r[d] = a + b;
+            ss += (double)r[d] * r[d];
+        }
+        /* weight_pos.div(norm): a zero row would be 0/0 there; F.normalize's eps here */
+        float norm = (float)fmax(sqrt(ss), 1e-12);
+        for (int d = 0; d < dim; d++) r[d] /= norm;
+    }
+    for (int i = 0; i < N; i++) memcpy(bank + index[i] * dim, rows + (int64_t)i * dim, (size_t)dim * sizeof *rows);
+    free(rows);
     return 0;
 }
 

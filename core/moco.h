@@ -5,7 +5,10 @@
  *  - the InfoNCE loss: logits = [q.k+, q @ queue] / T, cross-entropy with label 0, mean over
  *    the batch; gradient with respect to q only (keys and queue carry no gradient);
  *  - the momentum update of the key encoder over whole parameter blocks;
- *  - batch shuffle / unshuffle permutations for shuffling BN. */
+ *  - batch shuffle / unshuffle permutations for shuffling BN;
+ *  - the two baselines of the MoCo paper's Fig. 2 and 3: the end-to-end loss over the keys of
+ *    the batch (gradients to q and k), and the memory bank of Wu et al. 2018 (one stored
+ *    feature per training sample, negatives drawn from it, rows updated with a momentum). */
 #ifndef MOCO_MOCO_H
 #define MOCO_MOCO_H
 
@@ -43,5 +46,35 @@ void moco_shuffle_indices(int64_t *perm, int64_t *inverse, int64_t N, Rng *rng);
 
 /* out[i] = in[index[i]] for rows of row_size floats (out must not alias in). */
 void moco_gather_rows(float *out, const float *in, const int64_t *index, int64_t N, int64_t row_size);
+
+/* ---- end-to-end (the paper's Fig. 2a): the keys come from the query encoder, with gradients,
+ * and the dictionary is the batch.  logits (N, N) = q @ k^T / T, cross-entropy with label i
+ * for row i (the positive is on the diagonal, the other N - 1 keys are the negatives), mean
+ * over the batch.  logits is the caller's buffer (overwritten by d loss / d logits when a
+ * gradient is asked for); dq, dk (N, dim) = d loss / d q and d loss / d k, or both NULL.
+ * N must be at least 2 (a batch of one has no negative). */
+int moco_infonce_batch(InfoNceResult *out, float *logits, float *dq, float *dk, const float *q, const float *k,
+                       int N, int dim, float T);
+
+/* ---- memory bank (Wu et al. 2018, as the MoCo paper's Fig. 2b baseline).
+ * bank (M, dim): one feature per training sample.  index (N, 1 + K): row i holds the bank row
+ * of sample i's positive (its own stored feature) in column 0 and K negatives after it, as
+ * moco_bank_sample draws them.  logits (N, 1 + K) = [q_i . bank[index[i][j]]] / T,
+ * cross-entropy with label 0 (InfoNCE, as the MoCo paper uses for all three mechanisms);
+ * dq (N, dim) = d loss / d q or NULL (the bank carries no gradient).  Indices must lie in
+ * [0, M) (checked). */
+int moco_infonce_bank(InfoNceResult *out, float *logits, float *dq, const float *q, const float *bank,
+                      const int64_t *index, int N, int dim, int K, int64_t M, float T);
+
+/* index (N, 1 + K): column 0 = positives[i], columns 1..K = uniform draws in [0, M) with
+ * replacement, row by row (rng_below; the sample itself may be drawn, as in Wu et al.'s
+ * uniform AliasMethod).  M must be in [1, 2^32). */
+int moco_bank_sample(int64_t *index, const int64_t *positives, int N, int K, int64_t M, Rng *rng);
+
+/* bank[index[i]] = normalize(bank[index[i]] * m + q_i * (1 - m)) for the N rows of q (N, dim),
+ * Wu et al.'s update (lemniscate.pytorch's NCEAverage: mul_(m), add_(x * (1 - m)), divide by
+ * the L2 norm).  Every new row is computed from the bank as it was before the call, then
+ * written in order (a sample twice in the batch: the last row wins, as index_copy_). */
+int moco_bank_update(float *bank, const float *q, const int64_t *index, int N, int dim, int64_t M, double m);
 
 #endif

@@ -8,10 +8,21 @@
  *   momentum_update(theta_k, theta_q, m)              theta_k = m theta_k + (1 - m) theta_q
  *   shuffle_indices(N [, gen])   -> perm, inverse     (float tensors of 0-based row indices)
  *   gather_rows(x (N,...), index (N) [, out])         -> out[i] = x[index[i]]
+ *
+ * The baselines of the MoCo paper (end-to-end, memory bank):
+ *   infonce_batch(q (N,dim), k (N,dim), T [, grad=true [, logits (N,N)]])
+ *       -> loss, acc1, acc5, dq | nil, dk | nil    (positives on the diagonal of q @ k^T / T)
+ *   bank_sample(positives (N), K, M [, gen])  -> index (N, 1+K): column 0 the positives,
+ *                                                then K uniform draws from [0, M)
+ *   infonce_bank(q (N,dim), bank (M,dim), index (N,1+K), T [, grad=true [, logits (N,1+K)]])
+ *       -> loss, acc1, acc5, dq | nil
+ *   bank_update(bank (M,dim), q (N,dim), index (N), m)   bank[index] = normalize(m bank + (1-m) q)
+ * Indices are 0-based, in float tensors as elsewhere here: exact up to 2^24 bank rows.
  */
 #include <lauxlib.h>
 #include <string.h>
 #include <lua.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "error.h"
@@ -166,10 +177,151 @@ static int l_gather_rows(lua_State *L) {
     return 1;
 }
 
+/* Float indices are exact integers up to 2^24: the largest memory bank they can address. */
+#define MAX_FLOAT_INDEX (1 << 24)
+
+/* The entries of t as int64 indices in [0, M), in a userdata left on the stack; an entry that
+ * is not such an integer is an error naming its position. */
+static int64_t *push_indices(lua_State *L, const char *fn, const Tensor *t, int64_t M) {
+    int64_t n = t->numel;
+    int64_t *idx = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *idx, 0);
+    for (int64_t i = 0; i < n; i++) {
+        float v = t->data[i];
+        if (!(v >= 0 && v < (float)M) || v != (float)(int64_t)v)
+            luaL_error(L, "%s: index entry %d is %f, not a row in [0, %d)", fn, (int)i + 1, v, (int)M);
+        idx[i] = (int64_t)v;
+    }
+    return idx;
+}
+
+static int want_gradient(lua_State *L, int idx) { return !(lua_isboolean(L, idx) && !lua_toboolean(L, idx)); }
+
+/* A (rows, cols) buffer: the tensor at idx when given (checked), else a new one pushed. */
+static Tensor *logits_buffer(lua_State *L, const char *fn, int idx, int64_t rows, int64_t cols) {
+    char a[128];
+    if (!lua_isnoneornil(L, idx)) {
+        Tensor *t = lmoco_checktensor(L, idx);
+        if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+            luaL_error(L, "%s: logits buffer %s should be [%d, %d]", fn, tensor_shape_str(t, a, sizeof a), (int)rows,
+                       (int)cols);
+        return t;
+    }
+    int64_t shape[2] = {rows, cols};
+    LTensor *box = lmoco_newbox(L);
+    lmoco_settensor(L, box, tensor_empty(2, shape));
+    return box->t;
+}
+
+static Tensor *new_like(lua_State *L, const Tensor *t) {
+    LTensor *box = lmoco_newbox(L);
+    lmoco_settensor(L, box, tensor_empty(t->ndim, t->shape));
+    return box->t;
+}
+
+static int l_infonce_batch(lua_State *L) {
+    Tensor *q = lmoco_checktensor(L, 1), *k = lmoco_checktensor(L, 2);
+    float T = (float)luaL_checknumber(L, 3);
+    int grad = want_gradient(L, 4);
+    char a[128], b[128];
+    check_2d(L, "infonce_batch", "q", q);
+    if (!tensor_same_shape(q, k))
+        return luaL_error(L, "infonce_batch: q %s and k %s must have the same shape (N, dim)",
+                          tensor_shape_str(q, a, sizeof a), tensor_shape_str(k, b, sizeof b));
+    int N = (int)q->shape[0], dim = (int)q->shape[1];
+    Tensor *logits = logits_buffer(L, "infonce_batch", 5, N, N);
+    int top = lua_gettop(L);
+    Tensor *dq = grad ? new_like(L, q) : NULL, *dk = grad ? new_like(L, k) : NULL;
+    InfoNceResult r;
+    if (moco_infonce_batch(&r, logits->data, dq ? dq->data : NULL, dk ? dk->data : NULL, q->data, k->data, N, dim, T))
+        return lmoco_error(L);
+    lua_pushnumber(L, r.loss);
+    lua_pushnumber(L, r.acc1);
+    lua_pushnumber(L, r.acc5);
+    if (grad) {
+        lua_pushvalue(L, top + 1);
+        lua_pushvalue(L, top + 2);
+    } else {
+        lua_pushnil(L);
+        lua_pushnil(L);
+    }
+    return 5;
+}
+
+static int l_bank_sample(lua_State *L) {
+    Tensor *pos = lmoco_checktensor(L, 1);
+    lua_Integer K = luaL_checkinteger(L, 2), M = luaL_checkinteger(L, 3);
+    Rng *rng = lmoco_optgenerator(L, 4);
+    char a[128];
+    if (pos->ndim != 1 || pos->shape[0] < 1)
+        return luaL_error(L, "bank_sample: positives %s should be 1-d with one bank row per sample",
+                          tensor_shape_str(pos, a, sizeof a));
+    luaL_argcheck(L, K >= 1 && K <= (1 << 24), 2, "the number of negatives K must be in [1, 2^24]");
+    luaL_argcheck(L, M >= 1 && M <= MAX_FLOAT_INDEX, 3, "the bank must have 1 to 2^24 rows");
+    int N = (int)pos->shape[0];
+    int64_t shape[2] = {N, K + 1};
+    LTensor *box = lmoco_newbox(L);
+    lmoco_settensor(L, box, tensor_empty(2, shape));
+    int64_t *positives = push_indices(L, "bank_sample", pos, M);
+    int64_t *index = lua_newuserdatauv(L, (size_t)N * (size_t)(K + 1) * sizeof *index, 0);
+    if (moco_bank_sample(index, positives, N, (int)K, M, rng)) return lmoco_error(L);
+    for (int64_t i = 0; i < (int64_t)N * (K + 1); i++) box->t->data[i] = (float)index[i];
+    lua_pop(L, 2);
+    return 1;
+}
+
+static int l_infonce_bank(lua_State *L) {
+    Tensor *q = lmoco_checktensor(L, 1), *bank = lmoco_checktensor(L, 2), *index = lmoco_checktensor(L, 3);
+    float T = (float)luaL_checknumber(L, 4);
+    int grad = want_gradient(L, 5);
+    char a[128], b[128], c[128];
+    check_2d(L, "infonce_bank", "q", q);
+    check_2d(L, "infonce_bank", "bank", bank);
+    check_2d(L, "infonce_bank", "index", index);
+    if (bank->shape[1] != q->shape[1] || index->shape[0] != q->shape[0] || index->shape[1] < 2)
+        return luaL_error(L, "infonce_bank: q %s, bank %s and index %s should be (N, dim), (M, dim) and (N, 1 + K) "
+                          "with K >= 1", tensor_shape_str(q, a, sizeof a), tensor_shape_str(bank, b, sizeof b),
+                          tensor_shape_str(index, c, sizeof c));
+    if (bank->shape[0] > MAX_FLOAT_INDEX) return luaL_error(L, "infonce_bank: the bank has more than 2^24 rows");
+    int N = (int)q->shape[0], dim = (int)q->shape[1], K = (int)index->shape[1] - 1;
+    Tensor *logits = logits_buffer(L, "infonce_bank", 6, N, K + 1);
+    int top = lua_gettop(L);
+    Tensor *dq = grad ? new_like(L, q) : NULL;
+    int64_t *idx = push_indices(L, "infonce_bank", index, bank->shape[0]);
+    InfoNceResult r;
+    if (moco_infonce_bank(&r, logits->data, dq ? dq->data : NULL, q->data, bank->data, idx, N, dim, K,
+                          bank->shape[0], T))
+        return lmoco_error(L);
+    lua_pushnumber(L, r.loss);
+    lua_pushnumber(L, r.acc1);
+    lua_pushnumber(L, r.acc5);
+    if (grad) lua_pushvalue(L, top + 1);
+    else lua_pushnil(L);
+    return 4;
+}
+
+static int l_bank_update(lua_State *L) {
+    Tensor *bank = lmoco_checktensor(L, 1), *q = lmoco_checktensor(L, 2), *index = lmoco_checktensor(L, 3);
+    double m = luaL_checknumber(L, 4);
+    char a[128], b[128], c[128];
+    check_2d(L, "bank_update", "bank", bank);
+    check_2d(L, "bank_update", "q", q);
+    if (q->shape[1] != bank->shape[1] || index->ndim != 1 || index->shape[0] != q->shape[0])
+        return luaL_error(L, "bank_update: bank %s, q %s and index %s should be (M, dim), (N, dim) and (N)",
+                          tensor_shape_str(bank, a, sizeof a), tensor_shape_str(q, b, sizeof b),
+                          tensor_shape_str(index, c, sizeof c));
+    if (bank->shape[0] > MAX_FLOAT_INDEX) return luaL_error(L, "bank_update: the bank has more than 2^24 rows");
+    int64_t *idx = push_indices(L, "bank_update", index, bank->shape[0]);
+    if (moco_bank_update(bank->data, q->data, idx, (int)q->shape[0], (int)q->shape[1], bank->shape[0], m))
+        return lmoco_error(L);
+    return 0;
+}
+
 static const luaL_Reg contrast_functions[] = {
     {"queue_init", l_queue_init},         {"queue_enqueue", l_queue_enqueue},
     {"infonce", l_infonce},               {"momentum_update", l_momentum_update},
     {"shuffle_indices", l_shuffle_indices}, {"gather_rows", l_gather_rows},
+    {"infonce_batch", l_infonce_batch},   {"bank_sample", l_bank_sample},
+    {"infonce_bank", l_infonce_bank},     {"bank_update", l_bank_update},
     {NULL, NULL}};
 
 void lmoco_open_contrast(lua_State *L) {

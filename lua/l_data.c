@@ -439,11 +439,14 @@ static void print_skip_warnings(LLoader *box) {
     fflush(stderr);
 }
 
-/* loader:next() -> im_q, im_k, labels (TwoCrops) | images, labels | nil at the end of the epoch */
+/* loader:next() -> im_q, im_k, labels, indices (TwoCrops) | images, labels, indices | nil at
+ * the end of the epoch.  indices (N): the samples' 0-based dataset indices (floats, exact to
+ * 2^24), e.g. the rows of a memory bank. */
 static int ld_next(lua_State *L) {
     LLoader *box = check_loader(L, 1);
     lua_settop(L, 1);
     LTensor *bq = lmoco_newbox(L), *bk = box->two_crops ? lmoco_newbox(L) : NULL, *bl = lmoco_newbox(L);
+    LTensor *bi = lmoco_newbox(L);
     LoaderBatch b;
     int rc = loader_next(box->l, &b);
     if (box->skip_errors) print_skip_warnings(box);
@@ -453,13 +456,16 @@ static int ld_next(lua_State *L) {
         return 1;
     }
     push_tensor(L, bl, b.labels, b.fresh_storage);
+    int64_t n = b.count;
+    lmoco_settensor(L, bi, tensor_empty(1, &n));
+    for (int64_t j = 0; j < n; j++) bi->t->data[j] = (float)b.indices[j];
     if (box->lua_mode) {
         apply_lua_pipeline(L, box, &b, bq, bk);
     } else {
         push_tensor(L, bq, b.images, b.fresh_storage);
         if (bk) push_tensor(L, bk, b.images_k, b.fresh_storage);
     }
-    return box->two_crops ? 3 : 2;
+    return box->two_crops ? 4 : 3;
 }
 
 /* The iterator of loader:iter(): closes the previous batch, then returns the next.
@@ -467,7 +473,7 @@ static int ld_next(lua_State *L) {
 static int ld_iter_step(lua_State *L) {
     lua_settop(L, 0);
     lua_pushvalue(L, lua_upvalueindex(2));
-    for (int i = 1; i <= 3; i++) {
+    for (int i = 1; i <= 4; i++) {
         lua_rawgeti(L, 1, i);
         LTensor *t = luaL_testudata(L, -1, MOCO_TENSOR_MT);
         if (t) {
@@ -482,7 +488,7 @@ static int ld_iter_step(lua_State *L) {
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_call(L, 1, LUA_MULTRET);
     int n = lua_gettop(L) - 1;
-    for (int i = 1; i <= n && i <= 3; i++) {
+    for (int i = 1; i <= n && i <= 4; i++) {
         lua_pushvalue(L, 1 + i);
         lua_rawseti(L, 1, i);
     }
@@ -495,7 +501,7 @@ static int ld_iter_step(lua_State *L) {
 static int ld_iter(lua_State *L) {
     check_loader(L, 1);
     lua_settop(L, 1);
-    lua_createtable(L, 3, 0);
+    lua_createtable(L, 4, 0);
     lua_pushcclosure(L, ld_iter_step, 2);
     return 1;
 }

@@ -35,7 +35,24 @@ Files, in tests/fixtures/moco/, float32 .npy unless said (<c> = case name):
   <c>.final_q, <c>.final_k   both encoders' state_dicts after two steps, flattened as init_q
   <c>.queue, <c>.queue_ptr   the queue (dim, K) and the pointer after two steps
 
-Run with Debian's python3-torch (CI does not need it; the outputs are committed, ~0.8 MB):
+The two baselines of the MoCo paper (Fig. 2 and 3), re-typed in the same way, for
+tests/lua/test_mechanisms.lua:
+  end-to-end (EndToEnd below; no official code exists): builder.py with encoder_k replaced by
+  encoder_q itself and with gradients: q = normalize(encoder_q(im_q)), k = normalize(encoder_q(
+  im_k[idx_shuffle]))[idx_unshuffle] (two forwards of one module, autograd through both),
+  logits = q @ k^T / T, CrossEntropyLoss against arange(N) (the positives on the diagonal).
+  memory bank (MemoryBank below): Wu et al. 2018's official lemniscate.pytorch NCEAverage as
+  the MoCo paper uses it, with InfoNCE (CMC's use_softmax form: bmm of the gathered memory
+  rows with q, / T, cross-entropy with label 0): column 0 of the index is the sample's own row,
+  then K uniform draws (moco-lua's PCG32 stream 3 in place of the AliasMethod); after the
+  forward, memory[y] = normalize(memory[y] * m + q * (1 - m)) with m = bank_m (index_copy_).
+Their files (<c> = e2e, bank): keys.txt, init_q, im_q, im_k, metrics, logits, final_q as
+above; perms (e2e: one permutation per step); grads (2, P): d loss / d parameters of each
+step before the SGD update, the parameters in sorted key order, flattened; bank only:
+memory0 (M, dim) the initial bank (features of other images, as queue0), indices (2, N) the
+samples' bank rows, draws (2, N, 1 + K) the index rows used, memory the bank after two steps.
+
+Run with Debian's python3-torch (CI does not need it; the outputs are committed, ~1 MB):
     /usr/bin/python3 tests/make_fixtures_moco.py"""
 import copy
 import math
@@ -61,6 +78,11 @@ CASES = [
     ("sym", dict(dim=16, K=32, m=0.99, T=0.1, mlp=True, bn_splits=2, symmetric=True,
                  in_channels=3, width=0.25, seed=5), (3, 8, 8), 3),
 ]
+# The baselines (test_mechanisms.lua has the same table).
+E2E_CASE = ("e2e", dict(mechanism="end_to_end", dim=16, T=0.1, mlp=False, bn_splits=2, shuffle=True,
+                        in_channels=3, width=0.25, seed=3), (3, 8, 8), 4)
+BANK_CASE = ("bank", dict(mechanism="memory_bank", dim=16, K=32, T=0.1, mlp=True, bn_splits=2,
+                          bank_size=24, bank_m=0.5, in_channels=1, width=0.25, seed=7), (1, 8, 8), 5)
 BATCH = 8
 STEPS = 2
 LR, MOMENTUM, WEIGHT_DECAY = 0.03, 0.9, 1e-4
@@ -263,6 +285,72 @@ class MoCo(nn.Module):
         return outputs, labels
 
 
+def query_encoder(base_encoder, dim, mlp):
+    """base_encoder(num_classes=dim) with builder.py's MLP head hack when mlp."""
+    enc = base_encoder(num_classes=dim)
+    if mlp:
+        dim_mlp = enc.fc.weight.shape[1]
+        enc.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), enc.fc)
+    return enc
+
+
+class EndToEnd(nn.Module):
+    """The end-to-end mechanism (the MoCo paper's Fig. 2a) in builder.py's terms: the keys come
+    from encoder_q itself, with gradients; the dictionary is the batch."""
+
+    def __init__(self, base_encoder, dim=128, T=0.07, mlp=False, shuffle=True, shuffle_generator=None):
+        super().__init__()
+        self.T = T
+        self.shuffle = shuffle
+        self.shuffle_generator = shuffle_generator
+        self.perms = []
+        self.encoder_q = query_encoder(base_encoder, dim, mlp)
+
+    def forward(self, im_q, im_k):
+        q = nn.functional.normalize(self.encoder_q(im_q), dim=1)
+        if self.shuffle:  # the demo's single-GPU shuffle, with moco-lua's permutation, and gradients
+            idx_shuffle = torch.tensor(self.shuffle_generator.permutation(im_k.shape[0]), dtype=torch.long)
+            self.perms.append(idx_shuffle.clone())
+            idx_unshuffle = torch.argsort(idx_shuffle)
+            k = nn.functional.normalize(self.encoder_q(im_k[idx_shuffle]), dim=1)[idx_unshuffle]
+        else:
+            k = nn.functional.normalize(self.encoder_q(im_k), dim=1)
+        logits = torch.einsum("nc,mc->nm", [q, k]) / self.T
+        labels = torch.arange(logits.shape[0], dtype=torch.long)
+        return [logits], labels
+
+
+class MemoryBank(nn.Module):
+    """Wu et al.'s memory bank (lemniscate.pytorch's NCEAverage) with InfoNCE, as the MoCo paper's
+    Fig. 2b baseline; draws from moco-lua's generator (see the file header)."""
+
+    def __init__(self, base_encoder, dim, K, T, mlp, bank_size, bank_m, generator):
+        super().__init__()
+        self.K, self.T, self.bank_m = K, T, bank_m
+        self.generator = generator
+        self.draws = []
+        self.encoder_q = query_encoder(base_encoder, dim, mlp)
+        stdv = 1. / math.sqrt(dim / 3)
+        self.register_buffer("memory", torch.rand(bank_size, dim).mul_(2 * stdv).add_(-stdv))
+
+    def forward(self, im_q, y):
+        q = nn.functional.normalize(self.encoder_q(im_q), dim=1)
+        B, dim = q.shape
+        M = self.memory.shape[0]
+        idx = torch.tensor([[int(y[i])] + [self.generator.below(M) for _ in range(self.K)] for i in range(B)],
+                           dtype=torch.long)
+        self.draws.append(idx.clone())
+        weight = torch.index_select(self.memory, 0, idx.view(-1)).detach().view(B, self.K + 1, dim)
+        logits = torch.bmm(weight, q.view(B, dim, 1)).squeeze(2) / self.T
+        with torch.no_grad():  # NCEFunction.backward's update, with the forward's q
+            pos = torch.index_select(self.memory, 0, y.view(-1))
+            pos.mul_(self.bank_m)
+            pos.add_(torch.mul(q.detach(), 1 - self.bank_m))
+            norm = pos.pow(2).sum(1, keepdim=True).pow(0.5)
+            self.memory.index_copy_(0, y, pos.div(norm))
+        return [logits], torch.zeros(B, dtype=torch.long)
+
+
 @torch.no_grad()
 def concat_all_gather(tensor):
     """One process: the gather of all processes' tensors is the tensor itself."""
@@ -369,13 +457,93 @@ def simulate(opts, input_shape, torch_seed):
     return out, relu_margin[0]
 
 
+def flat_grads(module, keys):
+    params = dict(module.named_parameters())
+    return torch.cat([params[k].grad.detach().reshape(-1) for k in keys if k in params])
+
+
+def relu_recorder(module):
+    relu_margin = [math.inf]
+
+    def record(mod, inputs):  # before the (in-place) ReLU
+        relu_margin[0] = min(relu_margin[0], inputs[0].detach().abs().min().item())
+
+    for mod in module.modules():
+        if isinstance(mod, nn.ReLU):
+            mod.register_forward_pre_hook(record)
+    return relu_margin
+
+
+def simulate_baseline(opts, input_shape, torch_seed):
+    """Two training steps of EndToEnd or MemoryBank; returns the files and the ReLU margin."""
+    torch.manual_seed(torch_seed)
+    encoder = partial(base_encoder, in_channels=opts["in_channels"], width=opts["width"],
+                      bn_splits=opts["bn_splits"])
+    gen = Pcg32(opts["seed"], SHUFFLE_STREAM)
+    bank = opts["mechanism"] == "memory_bank"
+    if bank:
+        model = MemoryBank(encoder, dim=opts["dim"], K=opts["K"], T=opts["T"], mlp=opts["mlp"],
+                           bank_size=opts["bank_size"], bank_m=opts["bank_m"], generator=gen)
+    else:
+        model = EndToEnd(encoder, dim=opts["dim"], T=opts["T"], mlp=opts["mlp"], shuffle=opts["shuffle"],
+                         shuffle_generator=gen)
+    model.train()
+    out = {}
+    keys = sorted(model.encoder_q.state_dict())
+    sd = model.encoder_q.state_dict()
+    out["keys.txt"] = [f"{k} {sd[k].numel()}" for k in keys]
+    out["init_q"] = flat_state(model.encoder_q, keys)
+    base = torch.randn(STEPS, BATCH, *input_shape)
+    im_q = base + 0.5 * torch.randn(base.shape)
+    im_k = base + 0.5 * torch.randn(base.shape)
+    out["im_q"], out["im_k"] = im_q, im_k
+    if bank:
+        M = opts["bank_size"]
+        # A bank as training fills it (features of other images; the official uniform init has
+        # random positives), and batches whose rows overlap, so that step 2 reads rows step 1 wrote.
+        with torch.no_grad():
+            filler = copy.deepcopy(model.encoder_q)
+            model.memory.copy_(nn.functional.normalize(filler(torch.randn(M, *input_shape)), dim=1))
+        out["memory0"] = model.memory.clone()
+        perm = torch.randperm(M)
+        indices = torch.stack([perm[:BATCH], torch.cat([perm[BATCH // 2:BATCH], perm[BATCH:BATCH + BATCH // 2]])])
+        out["indices"] = indices.float()
+    relu_margin = relu_recorder(model.encoder_q)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    metrics, all_logits, grads = [], [], []
+    for step in range(STEPS):
+        if bank:
+            outputs, target = model(im_q[step], indices[step])
+        else:
+            outputs, target = model(im_q[step], im_k[step])
+        loss = sum(criterion(output, target) for output in outputs)
+        acc1, acc5 = accuracy(outputs[0], target, topk=(1, 5))
+        optimizer.zero_grad()
+        loss.backward()
+        grads.append(flat_grads(model.encoder_q, keys))
+        optimizer.step()
+        metrics.append([loss.item(), acc1.item(), acc5.item()])
+        all_logits += [o.detach() for o in outputs]
+    out["metrics"] = metrics
+    out["logits"] = torch.stack(all_logits)
+    out["grads"] = torch.stack(grads)
+    out["final_q"] = flat_state(model.encoder_q, keys)
+    if bank:
+        out["draws"] = torch.stack(model.draws).float()
+        out["memory"] = model.memory
+    else:
+        out["perms"] = torch.stack(model.perms).float()
+    return out, relu_margin[0]
+
+
 # A ReLU input within float32 noise of 0 (activations agree to ~1e-6 after 20 layers) may take
 # the other side in moco-lua: its gradient mask flips and the second step's gradients differ
 # by percents (seen with a ReLU input of 7.6e-6), a property of the data, not of either code.
 RELU_MARGIN = 2e-5
 
 
-def run_case(name, opts, input_shape, torch_seed):
+def run_case(name, opts, input_shape, torch_seed, simulate=simulate):
     for attempt in range(50):
         seed = torch_seed + 1000 * attempt
         out, margin = simulate(opts, input_shape, seed)
@@ -413,6 +581,8 @@ def main():
     check_pcg()
     for name, opts, shape, seed in CASES:
         run_case(name, opts, shape, seed)
+    for name, opts, shape, seed in (E2E_CASE, BANK_CASE):
+        run_case(name, opts, shape, seed, simulate=simulate_baseline)
     total = sum(os.path.getsize(p) for p in written)
     print(f"wrote {len(written)} files, {total / 1e6:.2f} MB, into {OUT} (torch {torch.__version__})")
 

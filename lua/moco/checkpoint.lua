@@ -18,6 +18,9 @@
 --   module.encoder_q.<torchvision name>  every parameter and buffer of the query encoder
 --   module.encoder_k.<torchvision name>  the key encoder's
 --   module.queue (dim, K), module.queue_ptr (1) I64
+--                                        (mechanism "moco"; "memory_bank" has module.memory
+--                                        (bank_size, dim) instead, "end_to_end" neither and
+--                                        no encoder_k: whatever model:state_dict() holds)
 --   *.num_batches_tracked                I64 (PyTorch's dtype)
 --   optimizer.momentum_buffer (P)        SGD's buffer over encoder_q's parameters, flat, in
 --                                        named_parameters() order (absent with momentum 0)
@@ -133,11 +136,12 @@ local function model_options(model)
   for k, v in pairs(model.options or {}) do o[k] = v end
   o.arch, o.dim, o.K, o.m, o.T, o.mlp = model.arch, model.dim, model.K, model.m, model.T, model.mlp
   o.bn_splits, o.symmetric, o.shuffle, o.seed = model.bn_splits, model.symmetric, model.shuffle, model.seed
+  o.mechanism = model.mechanism
   return o
 end
 
 local function check_model(model, fn)
-  if type(model) ~= "table" or not model.encoder_q or not model.queue then
+  if type(model) ~= "table" or not model.encoder_q or type(model.state_dict) ~= "function" then
     error(string.format("checkpoint.%s: expected a moco.MoCo model, got %s", fn, type(model)), 3)
   end
 end
@@ -168,10 +172,9 @@ checkpoint.max_abs = max_abs
 -- The tensors a checkpoint of model holds, by their checkpoint names.
 local function model_tensors(model)
   local t = {}
-  for _, enc in ipairs{ "encoder_q", "encoder_k" } do
-    for name, v in pairs(model[enc]:state_dict()) do t["module." .. enc .. "." .. name] = v end
+  for name, v in pairs(model:state_dict()) do
+    if name ~= "queue_ptr" then t["module." .. name] = v end
   end
-  t["module.queue"] = model.queue
   local opt = model.optimizer
   if opt and opt.momentum_buffer then t["optimizer.momentum_buffer"] = opt.momentum_buffer end
   return t
@@ -237,13 +240,13 @@ function checkpoint.save(path, model, info)
     tensors[name] = t
     if dtype then dtypes[name] = dtype end
   end
-  for _, enc in ipairs{ "encoder_q", "encoder_k" } do
-    for name, t in pairs(model[enc]:state_dict()) do
-      add("module." .. enc .. "." .. name, t, is_integer_buffer(name) and "I64" or nil)
+  for name, t in pairs(model:state_dict()) do
+    if name == "queue_ptr" then -- the official 1-element int64 buffer
+      add("module.queue_ptr", moco.tensor{ model.queue_ptr }, "I64")
+    else
+      add("module." .. name, t, is_integer_buffer(name) and "I64" or nil)
     end
   end
-  add("module.queue", model.queue)
-  add("module.queue_ptr", moco.tensor{ model.queue_ptr }, "I64")
   local opt = info.optimizer or model.optimizer
   if opt and opt.momentum_buffer then add("optimizer.momentum_buffer", opt.momentum_buffer) end
   add("rng.shuffle_generator", generator_bytes(model.shuffle_generator), "U8")
@@ -342,8 +345,9 @@ end
 
 -- The model's description, for messages: "resnet18 (dim 128, K 4096, mlp)".
 local function describe(o)
-  return string.format("%s (dim %s, K %s%s%s)", tostring(o.arch), tostring(o.dim), tostring(o.K),
-                       o.mlp and ", mlp" or "", (o.width and o.width ~= 1) and (", width " .. o.width) or "")
+  return string.format("%s (%sdim %s, K %s%s%s)", tostring(o.arch),
+                       (o.mechanism and o.mechanism ~= "moco") and (o.mechanism .. ", ") or "", tostring(o.dim),
+                       tostring(o.K), o.mlp and ", mlp" or "", (o.width and o.width ~= 1) and (", width " .. o.width) or "")
 end
 
 -- Copies every state of ckpt into model (a moco.MoCo of the same architecture), after
@@ -354,7 +358,7 @@ function checkpoint.restore(model, ckpt)
   ckpt = as_checkpoint(ckpt, "restore")
   local path, T = ckpt.path or "checkpoint", ckpt.tensors
   local o = ckpt.model_options
-  for _, key in ipairs{ "arch", "dim", "K", "mlp" } do
+  for _, key in ipairs{ "mechanism", "arch", "dim", "K", "mlp" } do
     if o[key] ~= nil and o[key] ~= model[key] then
       error(string.format("%s: the checkpoint is for another model (architecture or size): it holds %s, the model is %s",
                           path, describe(o), describe(model_options(model))), 2)
@@ -362,6 +366,7 @@ function checkpoint.restore(model, ckpt)
   end
   -- Every tensor the model has, with its shape; then nothing the model does not know.
   local wanted = model_tensors(model)
+  local has_queue = model.queue_ptr ~= nil
   local opt = model.optimizer
   local missing = {}
   for _, name in ipairs(sorted_keys(wanted)) do
@@ -374,9 +379,8 @@ function checkpoint.restore(model, ckpt)
                           describe(model_options(model))), 2)
     end
   end
-  for _, name in ipairs{ "module.queue_ptr", "rng.shuffle_generator" } do
-    if T[name] == nil then missing[#missing + 1] = name end
-  end
+  if has_queue and T["module.queue_ptr"] == nil then missing[#missing + 1] = "module.queue_ptr" end
+  if T["rng.shuffle_generator"] == nil then missing[#missing + 1] = "rng.shuffle_generator" end
   if #missing > 0 then
     local shown = table.concat(missing, ", ", 1, math.min(#missing, 8))
     error(string.format("%s: missing tensors: %s%s", path, shown,
@@ -384,7 +388,7 @@ function checkpoint.restore(model, ckpt)
   end
   local unexpected = {}
   for _, name in ipairs(sorted_keys(T)) do
-    if wanted[name] == nil and name ~= "module.queue_ptr" and name ~= "rng.shuffle_generator" then
+    if wanted[name] == nil and not (has_queue and name == "module.queue_ptr") and name ~= "rng.shuffle_generator" then
       unexpected[#unexpected + 1] = name
     end
   end
@@ -393,14 +397,17 @@ function checkpoint.restore(model, ckpt)
                         table.concat(unexpected, ", ", 1, math.min(#unexpected, 8)),
                         #unexpected > 8 and string.format(" (and %d more)", #unexpected - 8) or ""), 2)
   end
-  local ptr = T["module.queue_ptr"]
-  local ptr_value = ptr:numel() == 1 and math.tointeger(ptr:item()) or nil
-  if ptr_value == nil or ptr_value < 0 or ptr_value >= model.K then
-    error(string.format("%s: module.queue_ptr must hold one value in [0, %d)", path, model.K), 2)
+  local ptr_value
+  if has_queue then
+    local ptr = T["module.queue_ptr"]
+    ptr_value = ptr:numel() == 1 and math.tointeger(ptr:item()) or nil
+    if ptr_value == nil or ptr_value < 0 or ptr_value >= model.K then
+      error(string.format("%s: module.queue_ptr must hold one value in [0, %d)", path, model.K), 2)
+    end
   end
   -- All checked: copy.
   for name, t in pairs(wanted) do t:copy(T[name]) end
-  model.queue_ptr = ptr_value
+  if has_queue then model.queue_ptr = ptr_value end
   set_generator_bytes(model.shuffle_generator, T["rng.shuffle_generator"], path)
   local saved_optimizer = ckpt.optimizer or {}
   opt.steps = saved_optimizer.steps or ckpt.step
@@ -427,7 +434,14 @@ local function check_options_against_tensors(path, o, shape_of, with_queue)
     error(string.format("%s: its tensors do not match its metadata 'model' (%s): the encoder's last fc is %s", path,
                         describe(o), fc and ("[" .. table.concat(fc, ", ") .. "]") or "missing"), 3)
   end
-  if with_queue then
+  local mech = o.mechanism or "moco"
+  if with_queue and mech == "memory_bank" then
+    local b = shape_of("module.memory")
+    if not (b and #b == 2 and b[1] == o.bank_size and b[2] == o.dim) then
+      error(string.format("%s: its tensors do not match its metadata 'model' (%s, bank_size %s): module.memory is %s",
+                          path, describe(o), tostring(o.bank_size), b and ("[" .. table.concat(b, ", ") .. "]") or "missing"), 3)
+    end
+  elseif with_queue and mech == "moco" then
     local q = shape_of("module.queue")
     if not q then error(path .. ": missing tensors: module.queue", 3) end
     if not (#q == 2 and q[1] == o.dim and q[2] == o.K) then

@@ -13,9 +13,10 @@
 --   loader = data.Loader(ds, {batch_size = 256, transform = T.TwoCrops(aug), workers = 2,
 --                             shuffle = true, drop_last = true, seed = 0, prefetch = 2,
 --                             on_error = "raise"})   -- or "skip"
---   for im_q, im_k, labels in loader:iter() do ... end   -- TwoCrops
---   for images, labels in loader:iter() do ... end       -- any other transform, or none
+--   for im_q, im_k, labels, indices in loader:iter() do ... end   -- TwoCrops
+--   for images, labels, indices in loader:iter() do ... end       -- any other transform, or none
 --   loader:next()  -> the same values, or nil at the end of the epoch
+--   (indices: the samples' 0-based dataset indices, a float tensor (N), e.g. memory-bank rows)
 --   #loader, loader:set_epoch(e), loader:epoch(), loader:set_transform(t), loader:close()
 --   (also __gc and `local loader <close> = ...`), loader:stats() -> {wait_seconds, batches,
 --   samples, skipped} (since creation or loader:reset_stats())

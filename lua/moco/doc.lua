@@ -241,7 +241,13 @@ local model = moco.MoCo{arch = "resnet20", width = 0.25, in_channels = 1, dim = 
 local x = moco.randn{16, 1, 12, 12}
 local loss, acc1, acc5 = model:step(x, x:clone())
 assert(loss > 0 and model.queue_ptr == 16)]] }
-M{ "moco.MoCo:step", "model:step(im_q, im_k) -> loss, acc1, acc5", "One training step: momentum update, keys, InfoNCE, backward, SGD, enqueue." }
+M{ "moco.MoCo:step", "model:step(im_q, im_k [, indices]) -> loss, acc1, acc5", "One training step: momentum update, keys, InfoNCE, backward, SGD, enqueue (indices: the samples' dataset rows, for mechanism = 'memory_bank')." }
+M{ "moco.MoCo:check_batch", "model:check_batch(n)", "Raises the error step() would give a batch of n images (bn_splits, K a multiple of the keys per step)." }
+M{ "moco.MoCo:end_to_end_loss", "model:end_to_end_loss(im_q, im_k) -> loss, acc1, acc5", "mechanism = 'end_to_end': keys from encoder_q with gradients, the other keys of the batch as negatives (docs/mechanisms.md)." }
+M{ "moco.MoCo:memory_bank_loss", "model:memory_bank_loss(im_q, indices) -> loss, acc1, acc5, q", "mechanism = 'memory_bank': K negatives drawn from the bank of stored features (docs/mechanisms.md)." }
+F{ "moco.MoCo.check_config", "MoCo.check_config(options [, batch_size])", "Checks a model's options (and a batch size) before anything is built; one clear error." }
+F{ "moco.MoCo.check_batch_size", "MoCo.check_batch_size(options, n)", "The batch-size part of check_config." }
+F{ "moco.MoCo.available_memory", "MoCo.available_memory() -> bytes | nil", "Linux's MemAvailable, for the dictionary's memory check." }
 M{ "moco.MoCo:encoder", "model:encoder() -> ResNet", "The query encoder (for evaluation)." }
 M{ "moco.MoCo:set_lr", "model:set_lr(lr)", "The optimizer's learning rate." }
 M{ "moco.MoCo:keys", "model:keys(im_k) -> (N, dim)", "Normalised keys of a batch, without gradients (shuffled across BN groups)." }
@@ -481,14 +487,15 @@ section("moco.pretrain", "What the MoCo recipes share (moco.pretrain)", [[
 The official flags, run directories, resume, validation, the report.  A recipe is
 `local opts = pretrain.parse(arg, defaults, description); pretrain.run(opts)`.]])
 F{ "moco.pretrain.parse", "pretrain.parse(argv, defaults, description) -> opts | nil", "The MoCo options with a recipe's defaults (nil after --help)." }
-F{ "moco.pretrain.run", "pretrain.run(opts [, {check_data = fn}]) -> model, history, knn, run", "Pre-training in its run directory (checkpoints, log.jsonl, report.html)." }
+F{ "moco.pretrain.run", "pretrain.run(opts [, {check_data = fn, should_stop = fn}]) -> model, history, knn, run", "Pre-training in its run directory (checkpoints, log.jsonl, report.html)." }
 F{ "moco.pretrain.resume_plan", "pretrain.resume_plan(opts [, {load =, kind =}]) -> plan", "What --resume asks for: {ckpt, run, dir_options, notes}." }
 F{ "moco.pretrain.apply_checkpoint", "pretrain.apply_checkpoint(opts, ckpt, dir_options) -> notes", "A checkpoint's settings (never its paths) under the options given again." }
 F{ "moco.pretrain.validate", "pretrain.validate(opts)", "Checks the options that need no data." }
 F{ "moco.pretrain.validate_data", "pretrain.validate_data(opts, train_ds, test_ds)", "Checks the options against the data sizes." }
 F{ "moco.pretrain.datasets", "pretrain.datasets(opts) -> train, test, kind, test_transform", "The datasets --data names." }
 F{ "moco.pretrain.augmentation", "pretrain.augmentation(opts, kind) -> transform", "The official v1/v2, CIFAR demo or Fashion-MNIST augmentation." }
-F{ "moco.pretrain.build_model", "pretrain.build_model(opts) -> MoCo", "The model the options describe." }
+F{ "moco.pretrain.build_model", "pretrain.build_model(opts [, dataset_size]) -> MoCo", "The model the options describe (dataset_size: the memory bank's rows)." }
+F{ "moco.pretrain.model_options", "pretrain.model_options(opts [, dataset_size]) -> table", "The moco.MoCo options of a recipe's opts (for MoCo.check_config)." }
 F{ "moco.pretrain.resume_command", "pretrain.resume_command(opts, dir [, extra]) -> string", "'moco-lua RECIPE --resume DIR'." }
 F{ "moco.pretrain.recipe_name", "pretrain.recipe_name(opts) -> name", "'quickstart' for recipes/quickstart.lua." }
 F{ "moco.pretrain.write_report", "pretrain.write_report(run)", "Rewrites the curves and report.html of a run." }

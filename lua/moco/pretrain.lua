@@ -89,6 +89,9 @@ local function spec_with(defaults)
     { "bn-splits", 8, "batch-norm groups: shuffling BN on one process", metavar = "N" },
     { "shuffle", true, "shuffle the key batch across the BN groups (--no-shuffle shows what shuffling BN prevents)" },
     { "symmetric", false, "symmetric loss (the CIFAR-10 demo's option)" },
+    { "mechanism", "moco", "dictionary: the MoCo queue, or the paper's baselines end_to_end and memory_bank "
+                           .. "(docs/mechanisms.md)", choices = { "moco", "end_to_end", "memory_bank" } },
+    { "bank-m", 0.5, "memory_bank: momentum of the stored features (Wu et al.'s 0.5)", metavar = "M" },
     { "knn-every", 0, "run the kNN monitor every N epochs (0 = never)", metavar = "N" },
     { "knn-k", 200, "k of the kNN monitor", metavar = "K" },
     { "knn-t", 0.1, "temperature of the kNN monitor", metavar = "T" },
@@ -114,8 +117,10 @@ local function spec_with(defaults)
   return spec
 end
 
-function pretrain.parse(argv, defaults, description)
+-- extra (optional): more options of this recipe's own, in recipe.parse's form.
+function pretrain.parse(argv, defaults, description, extra)
   local spec = spec_with(defaults or {})
+  for _, o in ipairs(extra or {}) do spec[#spec + 1] = o end
   local opts = recipe.parse(argv, spec, {
     description = description,
     positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
@@ -336,11 +341,13 @@ function pretrain.augmentation(opts, kind)
     }
   elseif kind == "fashion-mnist" then
     -- Gray images: saturation and hue do nothing, grayscale is the identity.
-    return T.Compose{
-      T.RandomResizedCrop(size, { scale = { 0.2, 1.0 } }),
-      T.RandomApply(T.ColorJitter(0.4, 0.4, 0, 0), 0.8),
-      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(FMNIST_MEAN, FMNIST_STD),
-    }
+    local list = { T.RandomResizedCrop(size, { scale = { 0.2, 1.0 } }), T.RandomApply(T.ColorJitter(0.4, 0.4, 0, 0), 0.8) }
+    -- --aug-plus adds v2's blur (the jitter has p = 0.8 either way)
+    if opts["aug-plus"] then list[#list + 1] = T.RandomApply(T.GaussianBlur{ 0.1, 2.0 }, 0.5) end
+    for _, t in ipairs{ T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(FMNIST_MEAN, FMNIST_STD) } do
+      list[#list + 1] = t
+    end
+    return T.Compose(list)
   elseif opts["aug-plus"] then
     return T.Compose{
       T.RandomResizedCrop(size, { scale = { 0.2, 1.0 } }),
@@ -382,13 +389,21 @@ function pretrain.datasets(opts)
   return data.ImageFolder(train_dir), val_dir and data.ImageFolder(val_dir) or nil, "imagenet", test_t
 end
 
-function pretrain.build_model(opts)
-  return moco.MoCo{
-    arch = opts.arch, dim = opts["moco-dim"], K = opts["moco-k"], m = opts["moco-m"], T = opts["moco-t"],
+-- The moco.MoCo options of a recipe's opts; dataset_size: the training samples (the memory
+-- bank's rows).  moco.MoCo.check_config(pretrain.model_options(opts, n), batch size) checks
+-- a run before anything is built (recipes/ablations.lua, for every run of a sweep).
+function pretrain.model_options(opts, dataset_size)
+  return {
+    mechanism = opts.mechanism, bank_size = opts.mechanism == "memory_bank" and dataset_size or nil,
+    bank_m = opts["bank-m"], arch = opts.arch, dim = opts["moco-dim"], K = opts["moco-k"], m = opts["moco-m"], T = opts["moco-t"],
     mlp = opts.mlp, bn_splits = opts["bn-splits"], symmetric = opts.symmetric, shuffle = opts.shuffle,
     in_channels = opts["in-channels"], cifar_stem = opts["cifar-stem"], width = opts.width,
     lr = opts.lr, momentum = opts.momentum, weight_decay = opts.wd, seed = opts.seed,
   }
+end
+
+function pretrain.build_model(opts, dataset_size)
+  return moco.MoCo(pretrain.model_options(opts, dataset_size))
 end
 
 -- What --resume asks for: {ckpt = (checkpoint.load's table) | nil, run = an existing run
@@ -518,7 +533,8 @@ end
 -- Runs pre-training; returns the model, the history, the last kNN accuracy (or nil) and
 -- the run directory (a moco.rundir run with .history, .results, .pictures for the report).
 -- how.check_data(data) may raise a recipe's own message about --data (after the settings
--- of a resumed run are known, so `--resume DIR` alone passes).
+-- of a resumed run are known, so `--resume DIR` alone passes); how.should_stop() ends
+-- training between two steps when it returns true (recipes/ablations.lua: a time budget).
 function pretrain.run(opts, how)
   how = how or {}
   progress.set_quiet(opts.quiet)
@@ -581,7 +597,8 @@ function pretrain.run(opts, how)
     shuffle = true, drop_last = true, seed = opts.seed,
   })
   local _ <close> = setmetatable({}, { __close = function() loader:close() end })
-  local model = pretrain.build_model(opts)
+  local model = pretrain.build_model(opts, #train_ds)
+  model:check_batch(opts["batch-size"]) -- what the first step would refuse, said before training
   print(string.format("moco-lua: %s on %s (%d images, %d steps per epoch); %s",
                       opts.arch, kind, #train_ds, #loader, recipe.describe(opts, opts._spec)))
   print(string.format("encoder: %d parameters; augmentation: %s", model.encoder_q:num_parameters(), tostring(aug)))
@@ -685,7 +702,7 @@ function pretrain.run(opts, how)
       warmup_epochs = opts["warmup-epochs"], start_epoch = start_epoch, start_step = start_step,
       resume_sums = resume_sums, print_freq = opts["print-freq"], monitor = monitor, monitor_every = opts["knn-every"],
       on_epoch_end = on_epoch_end, on_interrupt = on_interrupt, on_diverge = on_diverge, on_step = on_step,
-      history = history,
+      should_stop = how.should_stop, history = history,
     })
   end
   local last = history[#history]

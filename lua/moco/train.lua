@@ -163,9 +163,9 @@ local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge en
 -- The tensors of a batch from loader:next(), freed when the step's scope ends (as
 -- loader:iter() does), so that the loader reuses their buffers.
 local BATCH_CLOSER = { __close = function(t)
-  for i = 1, 3 do if t[i] then t[i]:free() end end
+  for i = 1, 4 do if t[i] then t[i]:free() end end
 end }
-local function batch_closer(a, b, c) return setmetatable({ a, b, c }, BATCH_CLOSER) end
+local function batch_closer(a, b, c, d) return setmetatable({ a, b, c, d }, BATCH_CLOSER) end
 
 -- Updates the record's means and rates from its sums.
 function Trainer:update_record(record)
@@ -271,12 +271,12 @@ function Trainer:run(limits)
       if self.warmup_epochs and self.warmup_epochs > 0 then
         model:set_lr(optim.warmup_lr(lr, self.epoch + self.step / n, self.warmup_epochs))
       end
-      local im_q, im_k, labels = loader:next()
-      local _ <close> = batch_closer(im_q, im_k, labels)
+      local im_q, im_k, labels, indices = loader:next()
+      local _ <close> = batch_closer(im_q, im_k, labels, indices)
       if im_q == nil then error(string.format("moco.train: the loader ended epoch %d after %d of its %d batches",
                                               self.epoch, self.step, n), 0) end
       local t0 = moco.time()
-      local loss, acc1, acc5 = model:step(im_q, im_k)
+      local loss, acc1, acc5 = model:step(im_q, im_k, indices) -- indices: the memory bank's rows
       record.compute_seconds = record.compute_seconds + (moco.time() - t0)
       if not finite(loss) then
         if hooks.on_diverge then hooks.on_diverge(self.epoch, self.step + 1, loss) end

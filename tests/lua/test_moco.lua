@@ -30,9 +30,20 @@ local check = require "check"
 local moco = require "moco"
 local C = moco._moco
 
-local DIR = "tests/fixtures/moco/"
-local FLT_EPSILON = 2 ^ -23
-local BATCH = 8
+local F = require "moco_fixture"
+local load, maxabs, report, compare, compare_abs = F.load, F.maxabs, F.report, F.compare, F.compare_abs
+local read_keys, build, compare_encoder = F.read_keys, F.build, F.compare_encoder
+local cross_entropy0 = F.cross_entropy0
+local BATCH = F.BATCH
+
+-- The official initialisation from a saved query-encoder state and queue.
+local function load_initial(model, case, keys)
+  F.load_encoder_q(model, case, keys)
+  model.encoder_k._flat_params:copy(model.encoder_q._flat_params) -- param_k.data.copy_(param_q.data)
+  model.queue:copy(load(case, "queue0"))
+  model.queue_ptr = 0
+end
+
 -- name, options of moco.MoCo (as make_fixtures_moco.py's CASES)
 local CASES = {
   { "v1", { dim = 16, K = 32, m = 0.99, T = 0.07, mlp = false, bn_splits = 2, symmetric = false,
@@ -42,136 +53,6 @@ local CASES = {
   { "sym", { dim = 16, K = 32, m = 0.99, T = 0.1, mlp = true, bn_splits = 2, symmetric = true,
              in_channels = 3, width = 0.25, seed = 5 } },
 }
-
-local function load(case, what) return moco.load_npy(DIR .. case .. "." .. what .. ".npy") end
-
-local function maxabs(t)
-  if t:numel() == 0 then return 0 end
-  local hi, lo = t:max(), (-t):max()  -- max() also returns a position: keep the values only
-  return math.max(hi, lo)
-end
-
-local function shape_of(t) return "[" .. table.concat(t:shape(), ", ") .. "]" end
-
-local function flat(t) return t:reshape(t:numel()) end
-
-local function report(label, d, scale, tol)
-  local bound = tol * scale
-  print(string.format("  %-44s max abs diff %.2e  rel %.1e (tol %.0e)", label, d,
-                      scale > 0 and d / scale or 0, tol))
-  check.ok(label, d <= bound, string.format("max abs diff %.3g > %.3g", d, bound))
-end
-
--- max |got - want| <= tol * max |want|
-local function compare(label, got, want, tol)
-  if got:numel() ~= want:numel() then
-    check.ok(label, false, "shape " .. shape_of(got) .. ", expected " .. shape_of(want))
-    return
-  end
-  report(label, maxabs(flat(got) - flat(want)), maxabs(want), tol)
-end
-
--- max |got - want| <= tol
-local function compare_abs(label, got, want, tol)
-  local d = maxabs(flat(got) - flat(want))
-  print(string.format("  %-44s max abs diff %.2e  (tol %.0e)", label, d, tol))
-  check.ok(label, d <= tol, string.format("max abs diff %.3g > %.3g", d, tol))
-end
-
--- "<key> <numel>" lines of make_fixtures_moco.py: the sorted state_dict keys of one encoder.
-local function read_keys(case)
-  local keys = {}
-  for line in io.lines(DIR .. case .. ".keys.txt") do
-    local key, n = line:match("^(%S+) (%d+)$")
-    keys[#keys + 1] = { key = key, numel = tonumber(n) }
-  end
-  return keys
-end
-
--- name -> tensor (shaped as in `like`) of a state flattened in the order of `keys`.
-local function unflatten(flat_state, keys, like)
-  local sd, offset = {}, 1
-  for _, e in ipairs(keys) do
-    local own = like[e.key]
-    if own == nil then error("fixture key " .. e.key .. " is not in the model") end
-    if own:dim() == 0 then
-      sd[e.key] = moco.tensor(flat_state:get(offset))
-    else
-      sd[e.key] = flat_state:narrow(1, offset, e.numel):reshape(own:shape())
-    end
-    offset = offset + e.numel
-  end
-  if offset - 1 ~= flat_state:numel() then error("fixture state has entries beyond its keys") end
-  return sd
-end
-
-local function build(opts, extra)
-  local o = { arch = "resnet20", lr = 0.03, momentum = 0.9, weight_decay = 1e-4 }
-  for k, v in pairs(opts) do o[k] = v end
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return moco.MoCo(o)
-end
-
--- The official initialisation from a saved query-encoder state and queue.
-local function load_initial(model, case, keys)
-  local sd = unflatten(load(case, "init_q"), keys, model.encoder_q:state_dict())
-  model.encoder_q:load_state_dict(sd)
-  model.encoder_k._flat_params:copy(model.encoder_q._flat_params) -- param_k.data.copy_(param_q.data)
-  model.queue:copy(load(case, "queue0"))
-  model.queue_ptr = 0
-end
-
-local function is_bn_buffer(key) return key:find("running_", 1, true) ~= nil end
-local function is_parameter(key) return not is_bn_buffer(key) and not key:find("num_batches", 1, true) end
-
--- Compares an encoder's state after the steps with the reference, per tensor; one check per
--- group (weights, weight changes, running statistics), printing the worst tensor of each.
-local function compare_encoder(label, encoder, want_flat, init_flat, keys)
-  local own = encoder:state_dict()
-  local want = unflatten(want_flat, keys, own)
-  local init = unflatten(init_flat, keys, own)
-  local groups = {
-    { name = "weights", tol = 1e-5, pick = is_parameter,
-      diff = function(k) return own[k] - want[k], want[k] end },
-    { name = "weight change", tol = 2e-3, pick = is_parameter,
-      diff = function(k) return (own[k] - init[k]) - (want[k] - init[k]), want[k] - init[k] end,
-      floor = function(k) return 4 * FLT_EPSILON * maxabs(want[k]) end },
-    { name = "running stats", tol = 1e-4, pick = is_bn_buffer,
-      diff = function(k) return own[k] - want[k], want[k] end },
-  }
-  for _, g in ipairs(groups) do
-    local worst, worst_key, worst_abs, bad = -1, nil, 0, {}
-    for _, e in ipairs(keys) do
-      if g.pick(e.key) then
-        local d, ref = g.diff(e.key)
-        local abs, scale = maxabs(d), maxabs(ref)
-        local rel = scale > 0 and abs / scale or abs
-        if rel > worst then worst, worst_key, worst_abs = rel, e.key, abs end
-        if abs > g.tol * scale + (g.floor and g.floor(e.key) or 0) then
-          bad[#bad + 1] = string.format("%s (%.2e rel)", e.key, rel)
-        end
-      end
-    end
-    local name = label .. " " .. g.name
-    print(string.format("  %-44s worst %s: max abs diff %.2e  rel %.1e (tol %.0e)", name,
-                        tostring(worst_key), worst_abs, worst, g.tol))
-    check.ok(name, #bad == 0, "over tolerance: " .. table.concat(bad, ", "))
-  end
-end
-
--- Cross-entropy with label 0 of logits (N, 1 + K), in double: the mean over rows.
-local function cross_entropy0(logits)
-  local n, l = logits:size(1), logits:size(2)
-  local total = 0
-  for i = 1, n do
-    local maxv = -math.huge
-    for j = 1, l do maxv = math.max(maxv, logits:get(i, j)) end
-    local s = 0
-    for j = 1, l do s = s + math.exp(logits:get(i, j) - maxv) end
-    total = total + maxv + math.log(s) - logits:get(i, 1)
-  end
-  return total / n
-end
 
 local tests = {}
 
