@@ -11,12 +11,16 @@
 
 #include "image.h"
 
-/* PIL refuses images above 2 * Image.MAX_IMAGE_PIXELS (its DecompressionBombError); so do
- * we, before allocating, so a forged header cannot ask for gigabytes. */
-#define IMAGE_MAX_PIXELS 178956970LL
-
-/* Checks the size an image header announces.  Returns 0 or -1 with a message. */
+/* Checks the size an image header announces against the limits (image.h), before the
+ * decoder allocates anything.  Returns 0 or -1 with a message. */
 int image_check_size(long long width, long long height);
+
+/* The current limits (image_get_limits without the copy). */
+long long image_max_pixels(void);
+int image_max_scans(void);
+
+/* Whether the decode running on this thread should stop (image_set_cancel_flag). */
+int image_cancelled(void);
 
 /* want_channels as in image_decode (0, 1 or 3). */
 int png_decode(const uint8_t *bytes, size_t size, int want_channels, Image *out);

@@ -1,7 +1,6 @@
 /* core/image/image.c: the Image type, format detection and file I/O around the codecs
  * (png.c, jpeg.c), and the conversions between images and tensors (to_tensor,
  * from_tensor, normalize, the preview grid). */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,13 +10,15 @@
 #include "error.h"
 #include "functional.h"
 #include "image.h"
+#include "io/file.h"
 
 int image_alloc(Image *img, int width, int height, int channels) {
     memset(img, 0, sizeof *img);
     if (width <= 0 || height <= 0 || (channels != 1 && channels != 3))
         return moco_error("image_alloc: invalid image %dx%d with %d channels (sizes must be positive, "
                           "channels 1 or 3)", width, height, channels);
-    if (image_check_size(width, height)) return -1;
+    if ((long long)width * height > IMAGE_ALLOC_MAX_PIXELS)
+        return moco_error("image_alloc: %dx%d is more than %lld pixels", width, height, IMAGE_ALLOC_MAX_PIXELS);
     size_t n = (size_t)width * (size_t)height * (size_t)channels;
     img->data = malloc(n);
     if (!img->data) return moco_error("image_alloc: out of memory for a %dx%dx%d image", width, height, channels);
@@ -33,11 +34,44 @@ void image_free(Image *img) {
     memset(img, 0, sizeof *img);
 }
 
+/* ------------------------------------------------------------ limits */
+
+static long long limit_pixels = IMAGE_DEFAULT_MAX_PIXELS;
+static int limit_scans = IMAGE_DEFAULT_MAX_SCANS;
+static _Thread_local const int *cancel_flag;
+
+long long image_max_pixels(void) { return __atomic_load_n(&limit_pixels, __ATOMIC_RELAXED); }
+int image_max_scans(void) { return __atomic_load_n(&limit_scans, __ATOMIC_RELAXED); }
+
+void image_get_limits(ImageLimits *out) {
+    out->max_pixels = image_max_pixels();
+    out->max_scans = image_max_scans();
+}
+
+int image_set_limits(const ImageLimits *limits) {
+    if (limits->max_pixels < 1 || limits->max_pixels > IMAGE_ALLOC_MAX_PIXELS)
+        return moco_error("image limits: max_pixels must be between 1 and %lld, got %lld", IMAGE_ALLOC_MAX_PIXELS,
+                          limits->max_pixels);
+    if (limits->max_scans < 1 || limits->max_scans > 1000000)
+        return moco_error("image limits: max_scans must be between 1 and 1000000, got %d", limits->max_scans);
+    __atomic_store_n(&limit_pixels, limits->max_pixels, __ATOMIC_RELAXED);
+    __atomic_store_n(&limit_scans, limits->max_scans, __ATOMIC_RELAXED);
+    return 0;
+}
+
+void image_set_cancel_flag(const int *flag) { cancel_flag = flag; }
+
+int image_cancelled(void) {
+    return cancel_flag ? __atomic_load_n(cancel_flag, __ATOMIC_RELAXED) != 0 : moco_interrupt_requested != 0;
+}
+
 int image_check_size(long long width, long long height) {
     if (width <= 0 || height <= 0) return moco_error("image has an empty size %lldx%lld", width, height);
-    if (width * height > IMAGE_MAX_PIXELS)
-        return moco_error("image size %lldx%lld exceeds the limit of %lld pixels (PIL's decompression bomb "
-                          "limit)", width, height, IMAGE_MAX_PIXELS);
+    long long limit = image_max_pixels();
+    if (width > limit || height > limit || width * height > limit)
+        return moco_error("image size %lldx%lld (%lld pixels) exceeds the limit of %lld pixels (a decompression "
+                          "bomb? moco.image.set_limits{max_pixels = ...} raises it)",
+                          width, height, width * height, limit);
     return 0;
 }
 
@@ -129,47 +163,11 @@ int image_decode(const uint8_t *bytes, size_t size, int want_channels, Image *ou
     return 0;
 }
 
-/* The whole file in a malloc'ed buffer (read in growing chunks, so pipes work too). */
-static uint8_t *read_file(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        moco_error("%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = (size_t)1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            moco_error("%s: out of memory reading the file", path);
-            break;
-        }
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        if (cap >= ((size_t)1 << 31)) {
-            moco_error("%s: file larger than 2 GiB, not an image this library reads", path);
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        uint8_t *bigger = realloc(buf, cap * 2);
-        if (!bigger) free(buf);
-        buf = bigger;
-        cap *= 2;
-    }
-    if (buf && ferror(f)) {
-        moco_error("%s: read error: %s", path, strerror(errno));
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *size = n;
-    return buf;
-}
-
 int image_load(const char *path, int want_channels, Image *out) {
     memset(out, 0, sizeof *out);
     size_t size = 0;
-    uint8_t *bytes = read_file(path, &size);
+    /* Regular files only (a FIFO named .jpg must not block), and at most 2 GiB. */
+    uint8_t *bytes = file_read_all(path, (size_t)1 << 31, &size);
     if (!bytes) return -1;
     int rc = image_decode(bytes, size, want_channels, out, path);
     free(bytes);

@@ -150,7 +150,8 @@ static void test_decode_errors(void) {
     check_decode_error("empty data is an error", (const uint8_t *)"", 0, "empty.png", "empty");
     check_decode_error("text is not an image", (const uint8_t *)"hello, world", 12, "notes.txt", "not a PNG or JPEG");
     const char *path = tmp_path("garbage.jpg");
-    write_bytes(path, "\xff\xd8\xff garbage that is not a jpeg at all", 40);
+    static const char garbage[] = "\xff\xd8\xff garbage that is not a jpeg at all";
+    write_bytes(path, garbage, sizeof garbage - 1);
     CHECK("garbage after a JPEG signature is an error naming the file",
           image_load(path, 3, &img) == -1 && strstr(moco_last_error(), path), "message: %s", moco_last_error());
     CHECK("want_channels must be 0, 1 or 3", image_load(FIXTURES "chelsea.png", 2, &img) == -1, "accepted 2");
