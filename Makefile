@@ -14,8 +14,9 @@ PREFIX  ?= /usr/local
 CC      ?= cc
 # Debian packages needed to build and run (see docs/architecture.md for why each).
 DEB_PACKAGES = liblua5.4-dev libopenblas-dev libpng-dev libjpeg62-turbo-dev libedit-dev \
-               zlib1g-dev pkg-config dataset-fashion-mnist libcairo2-dev libjansson-dev
-PKGS    = lua5.4 libedit libpng zlib cairo jansson
+               zlib1g-dev pkg-config dataset-fashion-mnist libcairo2-dev libjansson-dev \
+               libwebp-dev libgif-dev
+PKGS    = lua5.4 libedit libpng zlib cairo jansson libwebp libwebpdemux
 
 OPT     ?= -O2
 # The build is for the machine it runs on (AVX2/AVX-512 and FMA where present); override with
@@ -29,7 +30,7 @@ SANFLAGS ?=
 -include build.mk
 CFLAGS  += $(SANFLAGS) -Wall -Wextra -std=gnu11 -pthread -Icore -Ilua
 CFLAGS  += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lopenblas -ljpeg -lpthread -lm -lutil
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lopenblas -ljpeg -lgif -lpthread -lm -lutil
 
 CORE_SRC := $(sort $(wildcard core/*.c core/*/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=build/%.o)

@@ -1,5 +1,5 @@
 /* core/image/image.c: the Image type, format detection and file I/O around the codecs
- * (png.c, jpeg.c), and the conversions between images and tensors (to_tensor,
+ * (png.c, jpeg.c, webp.c, gif.c), and the conversions between images and tensors (to_tensor,
  * from_tensor, normalize, the preview grid). */
 #include <math.h>
 #include <stdio.h>
@@ -87,12 +87,9 @@ static const char *foreign_format(const uint8_t *b, size_t n) {
         size_t offset, len;
         const char *magic, *name;
     } formats[] = {
-        {0, 6, "GIF87a", "GIF image"},
-        {0, 6, "GIF89a", "GIF image"},
         {0, 2, "BM", "BMP image"},
         {0, 4, "II*\0", "TIFF image"},
         {0, 4, "MM\0*", "TIFF image"},
-        {8, 4, "WEBP", "WebP image"},
         {4, 8, "ftypheic", "HEIC image"},
         {4, 8, "ftypavif", "AVIF image"},
         {4, 8, "jP  \r\n\x87\n", "JPEG 2000 image"},
@@ -121,24 +118,25 @@ static int looks_like_text(const uint8_t *b, size_t n) {
     return n > 0;
 }
 
-/* The error for a file that is neither PNG nor JPEG, saying what it is instead. */
+/* The error for a file in no format we decode, saying what it is instead. */
 static int unknown_format_error(const uint8_t *bytes, size_t size, const char *name) {
     const char *format = foreign_format(bytes, size);
     if (format)
-        return moco_error("%s: %s (not supported: only PNG and JPEG files are decoded; convert it to one of them)",
+        return moco_error("%s: %s (not supported: only PNG, JPEG, WebP and GIF files are decoded; convert it to one of "
+                          "them)",
                           name, format);
     if (looks_like_text(bytes, size)) {
         char head[25];
         size_t n = size < 24 ? size : 24, k = 0;
         for (size_t i = 0; i < n; i++) head[k++] = bytes[i] == '\n' || bytes[i] == '\r' || bytes[i] == '\t' ? ' ' : (char)bytes[i];
         head[k] = 0;
-        return moco_error("%s: not a PNG or JPEG file (it looks like text: \"%s%s\")", name, head,
+        return moco_error("%s: not a PNG, JPEG, WebP or GIF file (it looks like text: \"%s%s\")", name, head,
                           size > n ? "..." : "");
     }
     char head[3 * 8 + 1] = "";
     for (size_t i = 0; i < size && i < 8; i++) snprintf(head + 3 * i, 4, "%02x ", bytes[i]);
     if (head[0]) head[strlen(head) - 1] = '\0';
-    return moco_error("%s: not a PNG or JPEG file (it starts with bytes %s)", name, head);
+    return moco_error("%s: not a PNG, JPEG, WebP or GIF file (it starts with bytes %s)", name, head);
 }
 
 int image_decode(const uint8_t *bytes, size_t size, int want_channels, Image *out, const char *name) {
@@ -151,6 +149,10 @@ int image_decode(const uint8_t *bytes, size_t size, int want_channels, Image *ou
         rc = png_decode(bytes, size, want_channels, out);
     } else if (size >= 3 && bytes[0] == 0xff && bytes[1] == 0xd8 && bytes[2] == 0xff) {
         rc = jpeg_decode(bytes, size, want_channels, out);
+    } else if (size >= 12 && memcmp(bytes, "RIFF", 4) == 0 && memcmp(bytes + 8, "WEBP", 4) == 0) {
+        rc = webp_decode(bytes, size, want_channels, out);
+    } else if (size >= 6 && (memcmp(bytes, "GIF87a", 6) == 0 || memcmp(bytes, "GIF89a", 6) == 0)) {
+        rc = gif_decode(bytes, size, want_channels, out);
     } else if (size == 0) {
         return moco_error("%s: empty file (0 bytes), not an image", name);
     } else {
@@ -172,6 +174,20 @@ int image_load(const char *path, int want_channels, Image *out) {
     int rc = image_decode(bytes, size, want_channels, out, path);
     free(bytes);
     return rc;
+}
+
+void image_fill_from(Image *out, const uint8_t *src, int src_channels) {
+    size_t n = (size_t)out->width * (size_t)out->height;
+    int sc = src_channels, color = sc >= 3;
+    if (out->channels == 3 && color) {
+        for (size_t i = 0; i < n; i++, src += sc) memcpy(out->data + 3 * i, src, 3);
+    } else if (out->channels == 3) {
+        for (size_t i = 0; i < n; i++, src += sc) out->data[3 * i] = out->data[3 * i + 1] = out->data[3 * i + 2] = src[0];
+    } else if (color) {
+        for (size_t i = 0; i < n; i++, src += sc) out->data[i] = image_luma(src[0], src[1], src[2]);
+    } else {
+        for (size_t i = 0; i < n; i++, src += sc) out->data[i] = src[0];
+    }
 }
 
 static int check_image(const Image *img, const char *what) {

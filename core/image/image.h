@@ -1,5 +1,5 @@
 /* core/image/image.h: 8-bit images and their codecs (PNG through libpng, JPEG through
- * libjpeg-turbo).
+ * libjpeg-turbo, WebP through libwebp, the first frame of a GIF through giflib).
  *
  * An Image is interleaved HWC uint8 with 1 (gray) or 3 (RGB) channels, like a PIL image
  * in mode "L" or "RGB".  Decoding recognises the format by content (magic bytes), never by

@@ -3,8 +3,14 @@
  * Decoding uses libjpeg's defaults (islow IDCT, fancy upsampling), which are what PIL
  * uses, so with the same libjpeg the pixels are identical to PIL's.  Colour files are
  * decoded to RGB and, for a gray request, reduced with PIL's luma (not libjpeg's Y
- * channel), as PIL's convert("L") does.  CMYK/YCCK files are refused with a clear
- * message.
+ * channel), as PIL's convert("L") does.
+ *
+ * Four-component files (CMYK, and YCCK, which libjpeg turns into CMYK) are converted as
+ * PIL does, bit for bit: PIL reads every CMYK JPEG as Adobe-inverted ("CMYK;I", the
+ * convention Photoshop writes, which ILSVRC's CMYK files follow), so each sample is
+ * inverted first, then Pillow's cmyk2rgb: R = 255 - K' - (C * (255 - K')) / 255 with
+ * K' = the inverted K, using Pillow's rounded division by 255.  PIL's convert("L") of
+ * such an image goes through RGB, so gray is the luma of that RGB.
  *
  * Damaged files are errors, never gray rows.  libjpeg only *warns* when the entropy-coded
  * data is corrupt or ends early (it then pads with zeros, which is how a JPEG cut in half
@@ -133,9 +139,9 @@ static int decode_pixels(JpegDecode *d, const uint8_t *bytes, size_t size) {
         break;
     case JCS_CMYK:
     case JCS_YCCK:
-        snprintf(d->err.msg, sizeof d->err.msg,
-                 "CMYK JPEG images are not supported (convert the file to RGB first)");
-        return -1;
+        d->cinfo.out_color_space = JCS_CMYK;
+        d->channels = 4;
+        break;
     default:
         snprintf(d->err.msg, sizeof d->err.msg, "unsupported JPEG colour space %d with %d components",
                  (int)d->cinfo.jpeg_color_space, d->cinfo.num_components);
@@ -165,6 +171,23 @@ static int decode_pixels(JpegDecode *d, const uint8_t *bytes, size_t size) {
     return 0;
 }
 
+/* Pillow's MULDIV255: a * b / 255, rounded, in integers. */
+static inline int muldiv255(int a, int b) {
+    int t = a * b + 128;
+    return ((t >> 8) + t) >> 8;
+}
+
+/* libjpeg's CMYK samples (Adobe-inverted) -> RGB, as PIL's "CMYK;I" + convert("RGB"). */
+static void cmyk_to_rgb(const uint8_t *in, uint8_t *rgb, size_t n) {
+    for (size_t i = 0; i < n; i++, in += 4, rgb += 3) {
+        int nk = in[3]; /* 255 - K, K being the inverted sample */
+        for (int k = 0; k < 3; k++) {
+            int v = nk - muldiv255(255 - in[k], nk);
+            rgb[k] = (uint8_t)(v < 0 ? 0 : v);
+        }
+    }
+}
+
 int jpeg_decode(const uint8_t *bytes, size_t size, int want_channels, Image *out) {
     JpegDecode d;
     memset(&d, 0, sizeof d);
@@ -174,7 +197,13 @@ int jpeg_decode(const uint8_t *bytes, size_t size, int want_channels, Image *out
     d.err.mgr.emit_message = on_jpeg_message;
     moco_error("%s", "");
     int rc = -1;
-    if (decode_pixels(&d, bytes, size) == 0) {
+    int decoded = decode_pixels(&d, bytes, size) == 0;
+    if (decoded && d.channels == 4) {
+        /* CMYK: to RGB in place (3 bytes written per 4 read, never ahead of the reads). */
+        cmyk_to_rgb(d.pixels, d.pixels, (size_t)d.width * (size_t)d.height);
+        d.channels = 3;
+    }
+    if (decoded) {
         int channels = want_channels ? want_channels : d.channels;
         if (image_alloc(out, d.width, d.height, channels) == 0) {
             size_t n = (size_t)d.width * (size_t)d.height;

@@ -12,6 +12,8 @@ starts from inside the format rather than from random bytes:
   idx         raw and gzip IDX files (a first byte chooses: see fuzz_idx.c)
   cifar       CIFAR-10 and CIFAR-100 records
   recipe      command lines of the MoCo recipes
+  webp, gif   lossy, lossless, alpha, animated WebP; palette, transparent, gray, animated GIF
+  filelist    text and CSV file lists (a first byte chooses: see fuzz_filelist.c)
 Run with Debian's python3 (Pillow, numpy): /usr/bin/python3 tests/fuzz/make_corpus.py.
 The outputs are committed; CI does not run this.  Files that already exist are rewritten;
 inputs libFuzzer found later can be added to a corpus directory by hand."""
@@ -157,6 +159,35 @@ def cifar_corpus():
     out("cifar", "cifar100_2.bin", rec100)
 
 
+def webp_corpus():
+    out("webp", "lossy.webp", encoded(picture(16, 12), "WEBP", quality=70))
+    out("webp", "lossless.webp", encoded(picture(16, 12), "WEBP", lossless=True))
+    out("webp", "alpha.webp", encoded(picture(16, 12, "RGBA"), "WEBP", quality=70))
+    b = io.BytesIO()
+    frames = [picture(12, 8, seed=s) for s in range(3)]
+    frames[0].save(b, "WEBP", save_all=True, append_images=frames[1:], duration=50, lossless=True)
+    out("webp", "animated.webp", b.getvalue())
+
+
+def gif_corpus():
+    out("gif", "palette.gif", encoded(picture(20, 18).quantize(16), "GIF"))
+    out("gif", "transparency.gif", encoded(picture(12, 10).quantize(8), "GIF", transparency=2))
+    out("gif", "gray.gif", encoded(picture(12, 10, "L"), "GIF"))
+    b = io.BytesIO()
+    frames = [picture(12, 8, seed=s).quantize(8) for s in range(3)]
+    frames[0].save(b, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    out("gif", "animated.gif", b.getvalue())
+
+
+def filelist_corpus():
+    # First byte: even = text list, odd = CSV (see fuzz_filelist.c); the directory holds
+    # a.png and "sub/b c.png".
+    out("filelist", "text_labels.bin", b"\0a.png 0\nsub/b c.png 1\n# comment\n")
+    out("filelist", "text_bare.bin", b"\0a.png\nsub/b c.png\n")
+    out("filelist", "csv_header.bin", b'\1path,label\r\na.png,0\r\n"sub/b c.png",1\r\n')
+    out("filelist", "csv_quotes.bin", b'\1"a.png",3,extra\n"sub/b c.png","2"\n')
+
+
 def recipe_corpus():
     lines = [
         ["--arch", "resnet18", "--lr", "0.06", "--batch-size", "512", "--epochs", "200", "--cos"],
@@ -181,3 +212,6 @@ if __name__ == "__main__":
     idx_corpus()
     cifar_corpus()
     recipe_corpus()
+    webp_corpus()
+    gif_corpus()
+    filelist_corpus()
