@@ -327,8 +327,15 @@ static int l_loader(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     LoaderOptions o;
     o.batch_size = field_integer(L, 2, "batch_size");
-    o.workers = (int)field_integer(L, 2, "workers");
-    o.prefetch = (int)field_integer(L, 2, "prefetch");
+    /* Range-checked here, before the cast: 2^32 + 2 workers must not become 2. */
+    lua_Integer workers = field_integer(L, 2, "workers"), prefetch = field_integer(L, 2, "prefetch");
+    if (workers < 0 || workers > LOADER_MAX_WORKERS)
+        return luaL_error(L, "data.Loader: workers must be between 0 and %d, got %I", LOADER_MAX_WORKERS, workers);
+    if (prefetch < 1 || prefetch > LOADER_MAX_PREFETCH)
+        return luaL_error(L, "data.Loader: prefetch must be between 1 and %d batches, got %I", LOADER_MAX_PREFETCH,
+                          prefetch);
+    o.workers = (int)workers;
+    o.prefetch = (int)prefetch;
     o.shuffle = field_boolean(L, 2, "shuffle");
     o.drop_last = field_boolean(L, 2, "drop_last");
     o.seed = (uint64_t)field_integer(L, 2, "seed");
@@ -376,22 +383,68 @@ static void push_tensor(lua_State *L, LTensor *box, Tensor *t, int fresh) {
         lua_gc(L, LUA_GCSTEP, (int)(tensor_nbytes(t) >> 10 < 1 << 30 ? tensor_nbytes(t) >> 10 : 1 << 30));
 }
 
+/* The decoded images of a Lua-mode batch, taken over from the loader (see ld_next). */
+#define MOCO_RAW_BATCH_MT "moco.RawBatch"
+typedef struct RawBatch {
+    int64_t count;
+    uint64_t epoch;
+    Image *images;    /* count entries; an entry moved into a moco.Image is zeroed */
+    int64_t *streams; /* count random-stream indices */
+} RawBatch;
+
+static int raw_batch_gc(lua_State *L) {
+    RawBatch *r = luaL_checkudata(L, 1, MOCO_RAW_BATCH_MT);
+    for (int64_t j = 0; j < r->count; j++) image_free(&r->images[j]);
+    r->count = 0;
+    return 0;
+}
+
+/* An empty RawBatch with room for n images, on the stack. */
+static RawBatch *new_raw_batch(lua_State *L, int64_t n) {
+    size_t bytes = sizeof(RawBatch) + (size_t)n * (sizeof(Image) + sizeof(int64_t));
+    RawBatch *r = lua_newuserdatauv(L, bytes, 0);
+    r->count = 0;
+    r->epoch = 0;
+    r->images = (Image *)(r + 1);
+    r->streams = (int64_t *)(r->images + n);
+    luaL_setmetatable(L, MOCO_RAW_BATCH_MT);
+    return r;
+}
+
+/* Moves the batch's images and streams out of the loader's slot.  No Lua allocation may
+ * happen between loader_next and this: a collection step can run finalizers, and one
+ * that closes the loader would free the slot. */
+static void take_raw_batch(RawBatch *r, LoaderBatch *b) {
+    r->epoch = (uint64_t)b->epoch;
+    for (int64_t j = 0; j < b->count; j++) {
+        r->images[j] = b->raw[j];
+        memset(&b->raw[j], 0, sizeof b->raw[j]);
+        r->streams[j] = b->streams[j];
+    }
+    r->count = b->count;
+}
+
 /* Lua mode: runs lua_apply on each decoded image of the batch and stacks the results into
- * new tensors, which it leaves at out_q (and out_k).  Stack: boxes at out_q/out_k. */
-static void apply_lua_pipeline(lua_State *L, LLoader *box, LoaderBatch *b, LTensor *out_q, LTensor *out_k) {
+ * new tensors, which it leaves at out_q (and out_k).  Stack: boxes at out_q/out_k.  The
+ * images were taken over from the loader first, so the Lua transform may do anything to
+ * the loader (close it, call next() again) without pulling memory from under us. */
+static void apply_lua_pipeline(lua_State *L, LLoader *box, RawBatch *raw, LTensor *out_q, LTensor *out_k) {
     int self = 1;
+    int64_t count = raw->count;
+    uint64_t seed = box->seed;
+    int crops = out_k ? 2 : 1;
     lua_getiuservalue(L, self, UV_LUA_APPLY);
     int apply = lua_gettop(L);
     lua_getiuservalue(L, self, UV_GENERATOR);
     int gen = lua_gettop(L);
     Rng *rng = lmoco_optgenerator(L, gen);
-    for (int64_t j = 0; j < b->count; j++) {
-        lmoco_pushimage(L, &b->raw[j]); /* the image is Lua's now */
+    for (int64_t j = 0; j < count; j++) {
+        lmoco_pushimage(L, &raw->images[j]); /* the image is Lua's now */
         int image = lua_gettop(L);
         /* The row's stream, as the C workers use: rng_derive(seed, epoch, index), with the
          * index of the failed sample when on_error = "skip" replaced it. */
-        rng_derive(rng, box->seed, (uint64_t)b->epoch, (uint64_t)b->streams[j]);
-        for (int crop = 0; crop < (box->two_crops ? 2 : 1); crop++) {
+        rng_derive(rng, seed, raw->epoch, (uint64_t)raw->streams[j]);
+        for (int crop = 0; crop < crops; crop++) {
             LTensor *out = crop ? out_k : out_q;
             lua_pushvalue(L, apply);
             lua_pushvalue(L, image);
@@ -411,11 +464,11 @@ static void apply_lua_pipeline(lua_State *L, LLoader *box, LoaderBatch *b, LTens
             if (!out->t) {
                 int64_t shape[TENSOR_MAX_DIMS];
                 if (x->ndim + 1 > TENSOR_MAX_DIMS) luaL_error(L, "data.Loader: a sample has %d dimensions", x->ndim);
-                shape[0] = b->count;
+                shape[0] = count;
                 memcpy(shape + 1, x->shape, (size_t)x->ndim * sizeof *shape);
                 lmoco_settensor(L, out, tensor_empty(x->ndim + 1, shape));
             }
-            if (out->t->numel != b->count * x->numel || out->t->ndim != x->ndim + 1) {
+            if (out->t->numel != count * x->numel || out->t->ndim != x->ndim + 1) {
                 char a[128], s[128];
                 luaL_error(L, "data.Loader: the samples of a batch have different shapes (%s, and %s for the batch); "
                               "add a Resize or crop so that all have the same",
@@ -445,10 +498,13 @@ static void print_skip_warnings(LLoader *box) {
 static int ld_next(lua_State *L) {
     LLoader *box = check_loader(L, 1);
     lua_settop(L, 1);
-    LTensor *bq = lmoco_newbox(L), *bk = box->two_crops ? lmoco_newbox(L) : NULL, *bl = lmoco_newbox(L);
+    int two_crops = box->two_crops; /* a Lua transform may call set_transform meanwhile */
+    LTensor *bq = lmoco_newbox(L), *bk = two_crops ? lmoco_newbox(L) : NULL, *bl = lmoco_newbox(L);
     LTensor *bi = lmoco_newbox(L);
+    RawBatch *raw = box->lua_mode ? new_raw_batch(L, box->batch_size) : NULL;
     LoaderBatch b;
     int rc = loader_next(box->l, &b);
+    if (rc > 0 && raw && b.raw) take_raw_batch(raw, &b);
     if (box->skip_errors) print_skip_warnings(box);
     if (rc < 0) return lmoco_error(L);
     if (rc == 0) {
@@ -459,13 +515,14 @@ static int ld_next(lua_State *L) {
     int64_t n = b.count;
     lmoco_settensor(L, bi, tensor_empty(1, &n));
     for (int64_t j = 0; j < n; j++) bi->t->data[j] = (float)b.indices[j];
-    if (box->lua_mode) {
-        apply_lua_pipeline(L, box, &b, bq, bk);
+    if (raw) {
+        apply_lua_pipeline(L, box, raw, bq, bk);
+        lua_pop(L, 1); /* the RawBatch */
     } else {
         push_tensor(L, bq, b.images, b.fresh_storage);
         if (bk) push_tensor(L, bk, b.images_k, b.fresh_storage);
     }
-    return box->two_crops ? 4 : 3;
+    return two_crops ? 4 : 3;
 }
 
 /* The iterator of loader:iter(): closes the previous batch, then returns the next.
@@ -651,6 +708,10 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, cons
 void lmoco_open_data(lua_State *L) {
     new_class(L, MOCO_DATASET_MT, dataset_meta, dataset_methods);
     new_class(L, MOCO_LOADER_MT, loader_meta, loader_methods);
+    luaL_newmetatable(L, MOCO_RAW_BATCH_MT);
+    lua_pushcfunction(L, raw_batch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     luaL_newlib(L, data_functions);
     lua_setfield(L, -2, "_data");
 }

@@ -143,17 +143,66 @@ static int l_grid(lua_State *L) {
     if (nrow < 1 || nrow > 100000) return luaL_error(L, "grid: nrow must be in [1, 100000]");
     if (padding < 0 || padding > 1000) return luaL_error(L, "grid: padding must be in [0, 1000]");
     if (pad_value < 0 || pad_value > 255) return luaL_error(L, "grid: pad_value must be in [0, 255]");
-    /* Pointers into the boxes, which the list keeps alive during the call. */
+    /* Pointers into the boxes, each anchored in a table of ours for the call: the list
+     * may hand out temporaries (an __index that builds images), which the collector could
+     * otherwise free while we still point at them. */
     const Image **images = lua_newuserdatauv(L, sizeof *images * (size_t)n, 0);
+    lua_createtable(L, (int)n, 0);
+    int anchor = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_geti(L, 1, i);
         images[i - 1] = lmoco_toimage(L, -1);
         if (!images[i - 1]) return luaL_error(L, "grid: entry %d is %s, expected a moco.Image", (int)i, luaL_typename(L, -1));
-        lua_pop(L, 1);
+        lua_rawseti(L, anchor, i);
     }
     LImage *box = new_image_box(L);
     if (image_make_grid(&box->img, images, (int)n, (int)nrow, (int)padding, (uint8_t)pad_value)) return lmoco_error(L);
     account_image(L, &box->img);
+    return 1;
+}
+
+/* moco.image.limits() -> {max_pixels =, max_scans =} */
+static int l_limits(lua_State *L) {
+    ImageLimits lim;
+    image_get_limits(&lim);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)lim.max_pixels);
+    lua_setfield(L, -2, "max_pixels");
+    lua_pushinteger(L, lim.max_scans);
+    lua_setfield(L, -2, "max_scans");
+    return 1;
+}
+
+/* moco.image.set_limits{max_pixels =, max_scans =} -> the previous limits; a field left
+ * out keeps its value, and "default" restores the default. */
+static int l_set_limits(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    l_limits(L); /* 2: the previous limits, returned */
+    ImageLimits lim;
+    image_get_limits(&lim);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        int is_pixels = key && !strcmp(key, "max_pixels"), is_scans = key && !strcmp(key, "max_scans");
+        if (!is_pixels && !is_scans)
+            return luaL_error(L, "image.set_limits: unknown option '%s' (known: max_pixels, max_scans)",
+                              luaL_tolstring(L, -2, NULL));
+        lua_Integer v;
+        if (lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "default")) {
+            v = is_pixels ? IMAGE_DEFAULT_MAX_PIXELS : IMAGE_DEFAULT_MAX_SCANS;
+        } else {
+            int isnum;
+            v = lua_tointegerx(L, -1, &isnum);
+            if (!isnum) return luaL_error(L, "image.set_limits: %s must be an integer or \"default\", got %s", key,
+                                          luaL_typename(L, -1));
+        }
+        if (is_pixels) lim.max_pixels = (long long)v;
+        else lim.max_scans = v < 0 || v > 1000000 ? -1 : (int)v;
+        lua_pop(L, 1);
+    }
+    if (image_set_limits(&lim)) return lmoco_error(L);
+    lua_settop(L, 2);
     return 1;
 }
 
@@ -648,7 +697,8 @@ static const luaL_Reg internal_functions[] = {
     {NULL, NULL}};
 
 static const luaL_Reg public_functions[] = {
-    {"load", l_load}, {"decode", l_decode}, {"from_tensor", l_from_tensor}, {"grid", l_grid}, {NULL, NULL}};
+    {"load", l_load},     {"decode", l_decode},         {"from_tensor", l_from_tensor}, {"grid", l_grid},
+    {"limits", l_limits}, {"set_limits", l_set_limits}, {NULL, NULL}};
 
 static const luaL_Reg image_meta[] = {
     {"__index", m_index}, {"__gc", m_free}, {"__close", m_free}, {"__tostring", m_tostring}, {NULL, NULL}};

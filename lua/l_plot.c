@@ -9,7 +9,10 @@
  *       -> moco.Image (RGB).  A tile without image leaves its cell empty.
  *
  * Every array the C call reads lives in userdata anchored in one Lua table during the
- * call, and the strings in the caller's tables, so an error anywhere leaks nothing. */
+ * call, so an error anywhere leaks nothing.  The strings and images it points at are
+ * anchored there too: the caller's tables may produce them on the fly (an __index
+ * metamethod), and nothing else would keep such temporaries from being collected while
+ * C still points at them. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <math.h>
@@ -19,16 +22,21 @@
 #include "lmoco.h"
 #include "plot.h"
 
-/* Field `key` of the table at t: a string or nil (the pointer stays valid while the
- * caller's table holds the string, i.e. during the call). */
-static const char *opt_string(lua_State *L, int t, const char *key, const char *where) {
+/* Pops the value on top of the stack into the anchor table at index `anchor`. */
+static void anchor_value(lua_State *L, int anchor) {
+    lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
+}
+
+/* Field `key` of the table at t: a string or nil (anchored, so the pointer stays valid
+ * during the call). */
+static const char *opt_string(lua_State *L, int t, const char *key, int anchor, const char *where) {
     int type = lua_getfield(L, t, key);
     const char *s = NULL;
     if (type == LUA_TSTRING)
         s = lua_tostring(L, -1);
     else if (type != LUA_TNIL)
         luaL_error(L, "%s: %s must be a string, got %s", where, key, lua_typename(L, type));
-    lua_pop(L, 1);
+    anchor_value(L, anchor);
     return s;
 }
 
@@ -72,7 +80,7 @@ static uint32_t opt_color(lua_State *L, int t, const char *key, uint32_t dflt, c
 /* Userdata of `bytes` bytes kept alive by the anchor table at index `anchor`. */
 static void *anchored(lua_State *L, int anchor, size_t bytes) {
     void *p = lua_newuserdatauv(L, bytes ? bytes : 1, 0);
-    lua_rawseti(L, anchor, (lua_Integer)luaL_len(L, anchor) + 1);
+    anchor_value(L, anchor);
     return p;
 }
 
@@ -105,7 +113,7 @@ static const double *number_list(lua_State *L, int t, const char *key, int ancho
 
 static void read_series(lua_State *L, int t, PlotSeries *s, int anchor, const char *where) {
     int nx, ny;
-    s->label = opt_string(L, t, "label", where);
+    s->label = opt_string(L, t, "label", anchor, where);
     s->x = number_list(L, t, "x", anchor, &nx, where);
     s->y = number_list(L, t, "y", anchor, &ny, where);
     if (nx != ny) luaL_error(L, "%s: x has %d entries but y has %d", where, nx, ny);
@@ -117,10 +125,10 @@ static void read_series(lua_State *L, int t, PlotSeries *s, int anchor, const ch
 static void read_panel(lua_State *L, int t, PlotPanel *p, int anchor, int index) {
     char where[64];
     snprintf(where, sizeof where, "plot.figure: panel %d", index);
-    p->title = opt_string(L, t, "title", where);
-    p->xlabel = opt_string(L, t, "xlabel", where);
-    p->ylabel = opt_string(L, t, "ylabel", where);
-    p->empty_text = opt_string(L, t, "empty_text", where);
+    p->title = opt_string(L, t, "title", anchor, where);
+    p->xlabel = opt_string(L, t, "xlabel", anchor, where);
+    p->ylabel = opt_string(L, t, "ylabel", anchor, where);
+    p->empty_text = opt_string(L, t, "empty_text", anchor, where);
     p->x_integer = opt_boolean(L, t, "x_integer");
     p->x_min = opt_number(L, t, "x_min", where);
     p->x_max = opt_number(L, t, "x_max", where);
@@ -162,7 +170,7 @@ static int l_figure(lua_State *L) {
     int height = (int)opt_integer(L, 1, "height", 600, 64, PLOT_MAX_SIDE, where);
     int rows = (int)opt_integer(L, 1, "rows", 1, 1, PLOT_MAX_PANELS, where);
     int cols = (int)opt_integer(L, 1, "cols", 1, 1, PLOT_MAX_PANELS, where);
-    const char *title = opt_string(L, 1, "title", where);
+    const char *title = opt_string(L, 1, "title", 2, where);
     lua_Integer n = push_list(L, 1, "panels", where, 1); /* 3 */
     if (n > rows * cols) luaL_error(L, "%s: %d panels do not fit %d rows x %d cols", where, (int)n, rows, cols);
     PlotPanel *panels = anchored(L, 2, (size_t)n * sizeof *panels);
@@ -187,7 +195,7 @@ static int l_tile_grid(lua_State *L) {
     g.scale = (int)opt_integer(L, 1, "scale", 1, 1, 32, where);
     g.border = (int)opt_integer(L, 1, "border", 2, 0, 32, where);
     g.first_column_gap = (int)opt_integer(L, 1, "first_column_gap", 0, 0, 1000, where);
-    g.title = opt_string(L, 1, "title", where);
+    g.title = opt_string(L, 1, "title", 2, where);
     lua_Integer n = push_list(L, 1, "tiles", where, 1); /* 3 */
     if (n < 1 || n > 100000) luaL_error(L, "%s: expected 1 to 100000 tiles, got %d", where, (int)n);
     PlotTile *tiles = anchored(L, 2, (size_t)n * sizeof *tiles);
@@ -200,9 +208,9 @@ static int l_tile_grid(lua_State *L) {
         tiles[i - 1].image = NULL;
         if (!lua_isnoneornil(L, -1) && !(tiles[i - 1].image = lmoco_toimage(L, -1)))
             luaL_error(L, "%s: image is %s, expected a moco.Image", twhere, luaL_typename(L, -1));
-        lua_pop(L, 1); /* the tile table keeps the image alive */
+        anchor_value(L, 2);
         tiles[i - 1].border = opt_color(L, t, "border", 0x808080, twhere);
-        tiles[i - 1].caption = opt_string(L, t, "caption", twhere);
+        tiles[i - 1].caption = opt_string(L, t, "caption", 2, twhere);
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
@@ -217,7 +225,7 @@ static int l_tile_grid(lua_State *L) {
             if (type != LUA_TSTRING && type != LUA_TNIL)
                 luaL_error(L, "%s: headers[%d] must be a string, got %s", where, (int)i, lua_typename(L, type));
             headers[i - 1] = lua_tostring(L, -1);
-            lua_pop(L, 1);
+            anchor_value(L, 2);
         }
         g.headers = headers;
         g.nheaders = (int)nh;

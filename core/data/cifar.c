@@ -12,6 +12,7 @@
 
 #include "dataset.h"
 #include "error.h"
+#include "io/file.h"
 
 #define CIFAR_SIDE 32
 #define CIFAR_PIXELS (3 * CIFAR_SIDE * CIFAR_SIDE)
@@ -74,14 +75,9 @@ static int is_file(const char *path) {
 /* Appends the records of one file to *buf (growing it) after checking its size and labels. */
 static int read_records(const char *path, const char *what, int record_size, int label_bytes,
                         const int *label_limits, uint8_t **buf, int64_t *count) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return moco_error("%s: %s: cannot open: %s", what, path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return moco_error("%s: %s: not a regular file", what, path);
-    }
-    int64_t size = (int64_t)st.st_size;
+    int64_t size = 0;
+    FILE *f = file_fopen_regular(path, &size);
+    if (!f) return moco_error_prefix("%s: ", what);
     if (size == 0 || size % record_size != 0) {
         fclose(f);
         return moco_error("%s: %s: size %lld is not a positive multiple of the %d-byte record "

@@ -193,14 +193,7 @@ static int folder_get(const Dataset *ds, int64_t index, Image *out, int64_t *lab
     const FolderDataset *f = (const FolderDataset *)ds;
     const char *path = f->pool + f->offsets[index];
     *label = f->labels[index];
-    /* A FIFO or device with an image name would block (or endlessly feed) a loader worker
-     * in image_load, which reads anything, pipes included; a folder holds regular files. */
-    struct stat st;
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        memset(out, 0, sizeof *out);
-        return moco_error("%s: not a regular file (%s), not an image", path,
-                          S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISSOCK(st.st_mode) ? "a socket" : "a device");
-    }
+    /* image_load refuses FIFOs and devices (core/io/file.c), so a worker never blocks. */
     return image_load(path, f->channels, out);
 }
 
@@ -294,7 +287,8 @@ static int collect_class(const char *root, const char *cls, int label, SampleLis
     if (rc == 0) qsort(w.dirs, w.count, sizeof *w.dirs, compare_records);
     for (size_t i = 0; rc == 0 && i < w.count; i++) {
         StringList *files = &w.dirs[i].files;
-        qsort(files->items, files->count, sizeof *files->items, compare_strings);
+        /* An empty directory has no list at all: qsort(NULL, 0) is undefined behaviour. */
+        if (files->count > 1) qsort(files->items, files->count, sizeof *files->items, compare_strings);
         for (size_t j = 0; rc == 0 && j < files->count; j++) {
             char *path = join_path(w.dirs[i].path, files->items[j]);
             if (!path) {

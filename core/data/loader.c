@@ -66,6 +66,9 @@ struct Loader {
     int busy;               /* workers inside a sample */
     int resetting;          /* no new work is handed out while a reset waits for busy == 0 */
     int stop;
+    int cancel;             /* atomic: set while a reset or close waits, so that decodes in
+                             * flight stop early (image_set_cancel_flag); their results are
+                             * discarded anyway */
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv;   /* work became available, or stop */
@@ -178,6 +181,11 @@ static int decode_sample(Loader *l, const Job *job, Image *img, Sample *s, char 
                 s->index = index;
                 s->replaced = index != job->index;
                 return 0;
+            }
+            /* A decode stopped by a reset or close says nothing about the file. */
+            if (__atomic_load_n(&l->cancel, __ATOMIC_RELAXED)) {
+                snprintf(err, errsize, "loader: cancelled");
+                return -1;
             }
             char msg[LOADER_ERROR_SIZE];
             describe_failure(job->ds, index, msg, sizeof msg);
@@ -319,7 +327,11 @@ static void run_one_locked(Loader *l) {
 
     Sample sample;
     char err[LOADER_ERROR_SIZE] = "";
+    /* Also on the calling thread (workers = 0): there Ctrl-C is noticed between samples,
+     * and must not make a good file fail to decode. */
+    image_set_cancel_flag(&l->cancel);
     int rc = make_sample(l, &job, &sample, err, sizeof err);
+    image_set_cancel_flag(NULL);
 
     pthread_mutex_lock(&l->mu);
     int current = generation == l->generation;
@@ -382,7 +394,9 @@ static void *worker_main(void *arg) {
 static void reset_locked(Loader *l) {
     l->generation++;
     l->resetting = 1;
+    __atomic_store_n(&l->cancel, 1, __ATOMIC_RELAXED);
     while (l->busy) pthread_cond_wait(&l->idle_cv, &l->mu);
+    __atomic_store_n(&l->cancel, 0, __ATOMIC_RELAXED);
     l->resetting = 0;
     for (int i = 0; i < l->nslots; i++) {
         slot_recycle(l, &l->slots[i]);
@@ -445,8 +459,9 @@ static int check_options(const Dataset *ds, const LoaderOptions *opt) {
     if (opt->batch_size < 1) return moco_error("Loader: batch_size must be at least 1, got %lld", (long long)opt->batch_size);
     if (opt->workers < 0 || opt->workers > LOADER_MAX_WORKERS)
         return moco_error("Loader: workers must be between 0 and %d, got %d", LOADER_MAX_WORKERS, opt->workers);
-    if (opt->prefetch < 1 || opt->prefetch > 64)
-        return moco_error("Loader: prefetch must be between 1 and 64 batches, got %d", opt->prefetch);
+    if (opt->prefetch < 1 || opt->prefetch > LOADER_MAX_PREFETCH)
+        return moco_error("Loader: prefetch must be between 1 and %d batches, got %d", LOADER_MAX_PREFETCH,
+                          opt->prefetch);
     if (opt->on_error != LOADER_RAISE && opt->on_error != LOADER_SKIP)
         return moco_error("Loader: on_error must be LOADER_RAISE or LOADER_SKIP, got %d", (int)opt->on_error);
     if (ds->length == 0) return moco_error("Loader: %s is empty", ds->name);
@@ -487,6 +502,7 @@ static void loader_free(Loader *l) {
 static void stop_threads(Loader *l) {
     pthread_mutex_lock(&l->mu);
     l->stop = 1;
+    __atomic_store_n(&l->cancel, 1, __ATOMIC_RELAXED); /* a worker inside a slow file stops now */
     l->generation++;
     pthread_cond_broadcast(&l->work_cv);
     pthread_mutex_unlock(&l->mu);

@@ -40,6 +40,7 @@
 /* The id2 of the shuffle stream: no dataset index can take it. */
 #define LOADER_SHUFFLE_STREAM UINT64_MAX
 #define LOADER_MAX_WORKERS 256
+#define LOADER_MAX_PREFETCH 64
 
 typedef enum {
     LOADER_RAISE = 0,     /* a failing sample fails its batch */
@@ -128,7 +129,9 @@ int loader_take_warning(Loader *l, char *buf, size_t size);
 void loader_reset_stats(Loader *l);
 
 /* Stops and joins the threads, frees the buffers, releases the dataset and the transform.
- * NULL is fine.
+ * A worker in the middle of decoding a file stops that decode early (the codecs poll a
+ * cancel flag, image_set_cancel_flag), so a huge or slow file never delays it; resets
+ * (set_epoch, set_transform) cancel the same way.  NULL is fine.
  * Tensors handed out earlier stay valid. */
 void loader_close(Loader *l);
 

@@ -1,7 +1,6 @@
 /* core/image/image.c: the Image type, format detection and file I/O around the codecs
- * (png.c, jpeg.c), and the conversions between images and tensors (to_tensor,
+ * (png.c, jpeg.c, webp.c, gif.c), and the conversions between images and tensors (to_tensor,
  * from_tensor, normalize, the preview grid). */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,13 +10,15 @@
 #include "error.h"
 #include "functional.h"
 #include "image.h"
+#include "io/file.h"
 
 int image_alloc(Image *img, int width, int height, int channels) {
     memset(img, 0, sizeof *img);
     if (width <= 0 || height <= 0 || (channels != 1 && channels != 3))
         return moco_error("image_alloc: invalid image %dx%d with %d channels (sizes must be positive, "
                           "channels 1 or 3)", width, height, channels);
-    if (image_check_size(width, height)) return -1;
+    if ((long long)width * height > IMAGE_ALLOC_MAX_PIXELS)
+        return moco_error("image_alloc: %dx%d is more than %lld pixels", width, height, IMAGE_ALLOC_MAX_PIXELS);
     size_t n = (size_t)width * (size_t)height * (size_t)channels;
     img->data = malloc(n);
     if (!img->data) return moco_error("image_alloc: out of memory for a %dx%dx%d image", width, height, channels);
@@ -33,11 +34,44 @@ void image_free(Image *img) {
     memset(img, 0, sizeof *img);
 }
 
+/* ------------------------------------------------------------ limits */
+
+static long long limit_pixels = IMAGE_DEFAULT_MAX_PIXELS;
+static int limit_scans = IMAGE_DEFAULT_MAX_SCANS;
+static _Thread_local const int *cancel_flag;
+
+long long image_max_pixels(void) { return __atomic_load_n(&limit_pixels, __ATOMIC_RELAXED); }
+int image_max_scans(void) { return __atomic_load_n(&limit_scans, __ATOMIC_RELAXED); }
+
+void image_get_limits(ImageLimits *out) {
+    out->max_pixels = image_max_pixels();
+    out->max_scans = image_max_scans();
+}
+
+int image_set_limits(const ImageLimits *limits) {
+    if (limits->max_pixels < 1 || limits->max_pixels > IMAGE_ALLOC_MAX_PIXELS)
+        return moco_error("image limits: max_pixels must be between 1 and %lld, got %lld", IMAGE_ALLOC_MAX_PIXELS,
+                          limits->max_pixels);
+    if (limits->max_scans < 1 || limits->max_scans > 1000000)
+        return moco_error("image limits: max_scans must be between 1 and 1000000, got %d", limits->max_scans);
+    __atomic_store_n(&limit_pixels, limits->max_pixels, __ATOMIC_RELAXED);
+    __atomic_store_n(&limit_scans, limits->max_scans, __ATOMIC_RELAXED);
+    return 0;
+}
+
+void image_set_cancel_flag(const int *flag) { cancel_flag = flag; }
+
+int image_cancelled(void) {
+    return cancel_flag ? __atomic_load_n(cancel_flag, __ATOMIC_RELAXED) != 0 : moco_interrupt_requested != 0;
+}
+
 int image_check_size(long long width, long long height) {
     if (width <= 0 || height <= 0) return moco_error("image has an empty size %lldx%lld", width, height);
-    if (width * height > IMAGE_MAX_PIXELS)
-        return moco_error("image size %lldx%lld exceeds the limit of %lld pixels (PIL's decompression bomb "
-                          "limit)", width, height, IMAGE_MAX_PIXELS);
+    long long limit = image_max_pixels();
+    if (width > limit || height > limit || width * height > limit)
+        return moco_error("image size %lldx%lld (%lld pixels) exceeds the limit of %lld pixels (a decompression "
+                          "bomb? moco.image.set_limits{max_pixels = ...} raises it)",
+                          width, height, width * height, limit);
     return 0;
 }
 
@@ -53,12 +87,9 @@ static const char *foreign_format(const uint8_t *b, size_t n) {
         size_t offset, len;
         const char *magic, *name;
     } formats[] = {
-        {0, 6, "GIF87a", "GIF image"},
-        {0, 6, "GIF89a", "GIF image"},
         {0, 2, "BM", "BMP image"},
         {0, 4, "II*\0", "TIFF image"},
         {0, 4, "MM\0*", "TIFF image"},
-        {8, 4, "WEBP", "WebP image"},
         {4, 8, "ftypheic", "HEIC image"},
         {4, 8, "ftypavif", "AVIF image"},
         {4, 8, "jP  \r\n\x87\n", "JPEG 2000 image"},
@@ -87,24 +118,25 @@ static int looks_like_text(const uint8_t *b, size_t n) {
     return n > 0;
 }
 
-/* The error for a file that is neither PNG nor JPEG, saying what it is instead. */
+/* The error for a file in no format we decode, saying what it is instead. */
 static int unknown_format_error(const uint8_t *bytes, size_t size, const char *name) {
     const char *format = foreign_format(bytes, size);
     if (format)
-        return moco_error("%s: %s (not supported: only PNG and JPEG files are decoded; convert it to one of them)",
+        return moco_error("%s: %s (not supported: only PNG, JPEG, WebP and GIF files are decoded; convert it to one of "
+                          "them)",
                           name, format);
     if (looks_like_text(bytes, size)) {
         char head[25];
         size_t n = size < 24 ? size : 24, k = 0;
         for (size_t i = 0; i < n; i++) head[k++] = bytes[i] == '\n' || bytes[i] == '\r' || bytes[i] == '\t' ? ' ' : (char)bytes[i];
         head[k] = 0;
-        return moco_error("%s: not a PNG or JPEG file (it looks like text: \"%s%s\")", name, head,
+        return moco_error("%s: not a PNG, JPEG, WebP or GIF file (it looks like text: \"%s%s\")", name, head,
                           size > n ? "..." : "");
     }
     char head[3 * 8 + 1] = "";
     for (size_t i = 0; i < size && i < 8; i++) snprintf(head + 3 * i, 4, "%02x ", bytes[i]);
     if (head[0]) head[strlen(head) - 1] = '\0';
-    return moco_error("%s: not a PNG or JPEG file (it starts with bytes %s)", name, head);
+    return moco_error("%s: not a PNG, JPEG, WebP or GIF file (it starts with bytes %s)", name, head);
 }
 
 int image_decode(const uint8_t *bytes, size_t size, int want_channels, Image *out, const char *name) {
@@ -117,6 +149,10 @@ int image_decode(const uint8_t *bytes, size_t size, int want_channels, Image *ou
         rc = png_decode(bytes, size, want_channels, out);
     } else if (size >= 3 && bytes[0] == 0xff && bytes[1] == 0xd8 && bytes[2] == 0xff) {
         rc = jpeg_decode(bytes, size, want_channels, out);
+    } else if (size >= 12 && memcmp(bytes, "RIFF", 4) == 0 && memcmp(bytes + 8, "WEBP", 4) == 0) {
+        rc = webp_decode(bytes, size, want_channels, out);
+    } else if (size >= 6 && (memcmp(bytes, "GIF87a", 6) == 0 || memcmp(bytes, "GIF89a", 6) == 0)) {
+        rc = gif_decode(bytes, size, want_channels, out);
     } else if (size == 0) {
         return moco_error("%s: empty file (0 bytes), not an image", name);
     } else {
@@ -129,51 +165,29 @@ int image_decode(const uint8_t *bytes, size_t size, int want_channels, Image *ou
     return 0;
 }
 
-/* The whole file in a malloc'ed buffer (read in growing chunks, so pipes work too). */
-static uint8_t *read_file(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        moco_error("%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = (size_t)1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            moco_error("%s: out of memory reading the file", path);
-            break;
-        }
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        if (cap >= ((size_t)1 << 31)) {
-            moco_error("%s: file larger than 2 GiB, not an image this library reads", path);
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        uint8_t *bigger = realloc(buf, cap * 2);
-        if (!bigger) free(buf);
-        buf = bigger;
-        cap *= 2;
-    }
-    if (buf && ferror(f)) {
-        moco_error("%s: read error: %s", path, strerror(errno));
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *size = n;
-    return buf;
-}
-
 int image_load(const char *path, int want_channels, Image *out) {
     memset(out, 0, sizeof *out);
     size_t size = 0;
-    uint8_t *bytes = read_file(path, &size);
+    /* Regular files only (a FIFO named .jpg must not block), and at most 2 GiB. */
+    uint8_t *bytes = file_read_all(path, (size_t)1 << 31, &size);
     if (!bytes) return -1;
     int rc = image_decode(bytes, size, want_channels, out, path);
     free(bytes);
     return rc;
+}
+
+void image_fill_from(Image *out, const uint8_t *src, int src_channels) {
+    size_t n = (size_t)out->width * (size_t)out->height;
+    int sc = src_channels, color = sc >= 3;
+    if (out->channels == 3 && color) {
+        for (size_t i = 0; i < n; i++, src += sc) memcpy(out->data + 3 * i, src, 3);
+    } else if (out->channels == 3) {
+        for (size_t i = 0; i < n; i++, src += sc) out->data[3 * i] = out->data[3 * i + 1] = out->data[3 * i + 2] = src[0];
+    } else if (color) {
+        for (size_t i = 0; i < n; i++, src += sc) out->data[i] = image_luma(src[0], src[1], src[2]);
+    } else {
+        for (size_t i = 0; i < n; i++, src += sc) out->data[i] = src[0];
+    }
 }
 
 static int check_image(const Image *img, const char *what) {

@@ -6,6 +6,12 @@
  * alpha, which PIL opens in mode "I" and then *clips* to 255 (Pillow's i2l / i2rgb), so
  * we clip too: a 16-bit gray PNG with values above 255 comes out mostly white in both.
  *
+ * Work per file is bounded before the pixels are allocated: the pixel limit (image.h), and
+ * the file's length: deflate cannot expand data more than 1032 times, so a header that
+ * announces more raw pixel bytes than 1032 * the file length is a truncated file or a
+ * bomb.  libpng's own limits cap ancillary chunks (a compressed text or ICC chunk could
+ * otherwise inflate without bound), and a row callback stops a cancelled decode.
+ *
  * libpng reports errors by longjmp.  Everything that must be freed lives in a PngDecode or
  * PngEncode struct owned by the calling function, and only a small inner function calls
  * setjmp, so a longjmp never skips a free and never reads an indeterminate local. */
@@ -47,6 +53,17 @@ static void on_png_warning(png_structp png, png_const_charp msg) {
     (void)msg;
 }
 
+/* Called after each row libpng decodes (each row of each pass when interlaced). */
+static void on_png_row(png_structp png, png_uint_32 row, int pass) {
+    (void)row;
+    (void)pass;
+    if (image_cancelled()) png_error(png, "decoding cancelled");
+}
+
+/* deflate's best ratio (258-byte matches coded in 2 bits), and room for zlib headers. */
+#define DEFLATE_MAX_RATIO 1032
+#define DEFLATE_SLACK 1024
+
 static void read_from_memory(png_structp png, png_bytep out, png_size_t n) {
     MemReader *r = png_get_io_ptr(png);
     if (n > r->size - r->pos) png_error(png, "file is truncated (unexpected end of data)");
@@ -58,12 +75,22 @@ static void read_from_memory(png_structp png, png_bytep out, png_size_t n) {
 static int decode_rows(PngDecode *d, MemReader *reader) {
     if (setjmp(png_jmpbuf(d->png))) return -1;
     png_set_read_fn(d->png, reader, read_from_memory);
+    png_set_read_status_fn(d->png, on_png_row);
+    png_set_chunk_malloc_max(d->png, (png_alloc_size_t)8 << 20); /* one ancillary chunk, decompressed */
+    png_set_chunk_cache_max(d->png, 1000);                       /* ancillary chunks kept */
     png_read_info(d->png, d->info);
 
     png_uint_32 w, h;
     int bit_depth, color_type, interlace;
     png_get_IHDR(d->png, d->info, &w, &h, &bit_depth, &color_type, &interlace, NULL, NULL);
     if (image_check_size((long long)w, (long long)h)) return -1;
+    int file_channels = png_get_channels(d->png, d->info);
+    unsigned long long raw_bits = (unsigned long long)w * h * (unsigned)file_channels * (unsigned)bit_depth;
+    if (raw_bits / 8 > DEFLATE_MAX_RATIO * (unsigned long long)reader->size + DEFLATE_SLACK) {
+        snprintf(d->msg, sizeof d->msg, "header announces %ux%u pixels, more than a %zu-byte file can hold (file is "
+                 "truncated, or a decompression bomb)", (unsigned)w, (unsigned)h, reader->size);
+        return -1;
+    }
     d->width = (int)w;
     d->height = (int)h;
     d->is_color = (color_type & PNG_COLOR_MASK_COLOR) != 0;

@@ -12,77 +12,118 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "io/file.h"
 #include "tensor.h"
 
 #define NPY_MAX_HEADER (1 << 20)
 
-/* Finds 'key' in the header dict and returns a pointer just past the ':' (spaces skipped). */
-static const char *npy_find_key(const char *header, const char *key) {
-    char quoted[32];
-    for (int q = 0; q < 2; q++) {
-        snprintf(quoted, sizeof quoted, q ? "\"%s\"" : "'%s'", key);
-        const char *p = strstr(header, quoted);
-        if (!p) continue;
-        p += strlen(quoted);
-        while (isspace((unsigned char)*p)) p++;
-        if (*p != ':') return NULL;
-        p++;
-        while (isspace((unsigned char)*p)) p++;
-        return p;
-    }
-    return NULL;
+/* The header is a Python dict literal; numpy's reader accepts exactly the keys descr,
+ * fortran_order and shape, so we parse it as a literal (strings, True/False, a tuple of
+ * integers) rather than searching for substrings: a key's name inside a string value is
+ * just part of that string. */
+typedef struct NpyCursor {
+    const char *p, *path;
+} NpyCursor;
+
+static void npy_skip_space(NpyCursor *c) {
+    while (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r') c->p++;
 }
 
-static int npy_parse_header(const char *path, const char *header, int *is_f8, int *ndim,
-                            int64_t *shape) {
-    const char *p = npy_find_key(header, "descr");
-    if (!p || (*p != '\'' && *p != '"'))
-        return moco_error("%s: .npy header has no 'descr' string", path);
-    char quote = *p++;
-    const char *end = strchr(p, quote);
-    if (!end || end - p > 15) return moco_error("%s: malformed 'descr' in .npy header", path);
-    char descr[16];
-    memcpy(descr, p, (size_t)(end - p));
-    descr[end - p] = 0;
+/* A quoted string without escapes into out (at most size - 1 characters). */
+static int npy_string(NpyCursor *c, char *out, size_t size, const char *what) {
+    char quote = *c->p;
+    if (quote != '\'' && quote != '"') return moco_error("%s: .npy header: %s must be a string", c->path, what);
+    const char *start = ++c->p;
+    while (*c->p && *c->p != quote) {
+        if (*c->p == '\\') return moco_error("%s: .npy header: escapes in %s are not supported", c->path, what);
+        c->p++;
+    }
+    if (*c->p != quote) return moco_error("%s: .npy header: unterminated string in %s", c->path, what);
+    size_t n = (size_t)(c->p - start);
+    c->p++;
+    if (n >= size) return moco_error("%s: .npy header: %s is too long", c->path, what);
+    memcpy(out, start, n);
+    out[n] = 0;
+    return 0;
+}
+
+static int npy_shape(NpyCursor *c, int *ndim, int64_t *shape) {
+    if (*c->p != '(') return moco_error("%s: .npy header: 'shape' must be a tuple", c->path);
+    c->p++;
+    int n = 0;
+    for (;;) {
+        npy_skip_space(c);
+        if (*c->p == ')') break;
+        if (!isdigit((unsigned char)*c->p)) return moco_error("%s: malformed 'shape' in .npy header", c->path);
+        if (n == TENSOR_MAX_DIMS) return moco_error("%s: array has more than %d dimensions", c->path, TENSOR_MAX_DIMS);
+        errno = 0;
+        char *after;
+        long long v = strtoll(c->p, &after, 10);
+        if (errno) return moco_error("%s: bad dimension in 'shape' of .npy header", c->path);
+        shape[n++] = v;
+        c->p = after;
+        if (*c->p == 'L') c->p++; /* Python 2's long literals, as numpy's reader allows */
+        npy_skip_space(c);
+        if (*c->p == ',') c->p++;
+        else if (*c->p != ')') return moco_error("%s: malformed 'shape' in .npy header", c->path);
+    }
+    c->p++;
+    *ndim = n;
+    return 0;
+}
+
+static int npy_parse_header(const char *path, const char *header, int *is_f8, int *ndim, int64_t *shape) {
+    NpyCursor c = {header, path};
+    int seen_descr = 0, seen_order = 0, seen_shape = 0;
+    char descr[16] = "";
+    npy_skip_space(&c);
+    if (*c.p++ != '{') return moco_error("%s: .npy header is not a dict literal", path);
+    for (;;) {
+        npy_skip_space(&c);
+        if (*c.p == '}') break;
+        char key[32];
+        if (npy_string(&c, key, sizeof key, "a key")) return -1;
+        npy_skip_space(&c);
+        if (*c.p++ != ':') return moco_error("%s: .npy header: expected ':' after '%s'", path, key);
+        npy_skip_space(&c);
+        int *seen = !strcmp(key, "descr") ? &seen_descr : !strcmp(key, "fortran_order") ? &seen_order
+                  : !strcmp(key, "shape") ? &seen_shape : NULL;
+        if (!seen) return moco_error("%s: .npy header has an unexpected key '%s' (numpy writes descr, "
+                                     "fortran_order and shape only)", path, key);
+        if (*seen) return moco_error("%s: .npy header has the key '%s' twice", path, key);
+        *seen = 1;
+        if (seen == &seen_descr) {
+            if (npy_string(&c, descr, sizeof descr, "'descr'")) return -1;
+        } else if (seen == &seen_order) {
+            if (!strncmp(c.p, "True", 4))
+                return moco_error("%s: Fortran-order arrays are not supported (save with np.ascontiguousarray)", path);
+            if (strncmp(c.p, "False", 5)) return moco_error("%s: malformed 'fortran_order' in .npy header", path);
+            c.p += 5;
+        } else if (npy_shape(&c, ndim, shape)) {
+            return -1;
+        }
+        npy_skip_space(&c);
+        if (*c.p == ',') c.p++;
+        else if (*c.p != '}') return moco_error("%s: .npy header: expected ',' or '}' after '%s'", path, key);
+    }
+    c.p++;
+    npy_skip_space(&c);
+    if (*c.p) return moco_error("%s: .npy header: unexpected text after the dict", path);
+    if (!seen_descr || !seen_order || !seen_shape)
+        return moco_error("%s: .npy header has no '%s'", path,
+                          !seen_descr ? "descr" : !seen_order ? "fortran_order" : "shape");
     if (!strcmp(descr, "<f4")) *is_f8 = 0;
     else if (!strcmp(descr, "<f8")) *is_f8 = 1;
     else
         return moco_error("%s: unsupported dtype '%s' (only little-endian float32 '<f4' and float64 '<f8')",
                           path, descr);
-
-    p = npy_find_key(header, "fortran_order");
-    if (!p) return moco_error("%s: .npy header has no 'fortran_order'", path);
-    if (!strncmp(p, "True", 4))
-        return moco_error("%s: Fortran-order arrays are not supported (save with np.ascontiguousarray)", path);
-    if (strncmp(p, "False", 5)) return moco_error("%s: malformed 'fortran_order' in .npy header", path);
-
-    p = npy_find_key(header, "shape");
-    if (!p || *p != '(') return moco_error("%s: .npy header has no 'shape' tuple", path);
-    p++;
-    int n = 0;
-    for (;;) {
-        while (isspace((unsigned char)*p)) p++;
-        if (*p == ')') break;
-        if (!isdigit((unsigned char)*p)) return moco_error("%s: malformed 'shape' in .npy header", path);
-        if (n == TENSOR_MAX_DIMS)
-            return moco_error("%s: array has more than %d dimensions", path, TENSOR_MAX_DIMS);
-        errno = 0;
-        char *after;
-        long long v = strtoll(p, &after, 10);
-        if (errno || v < 0) return moco_error("%s: bad dimension in 'shape' of .npy header", path);
-        shape[n++] = v;
-        p = after;
-        while (isspace((unsigned char)*p)) p++;
-        if (*p == ',') p++;
-        else if (*p != ')') return moco_error("%s: malformed 'shape' in .npy header", path);
-    }
-    *ndim = n;
     return 0;
 }
 
 Tensor *tensor_load_npy(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return moco_error("%s: cannot open: %s", path, strerror(errno)), NULL;
+    int64_t file_size = 0;
+    FILE *f = file_fopen_regular(path, &file_size);
+    if (!f) return NULL;
     Tensor *t = NULL;
     char *header = NULL;
     unsigned char magic[10];
@@ -117,6 +158,16 @@ Tensor *tensor_load_npy(const char *path) {
     int is_f8 = 0, ndim = 0;
     int64_t shape[TENSOR_MAX_DIMS];
     if (npy_parse_header(path, header, &is_f8, &ndim, shape)) goto done;
+    /* The data must be in the file before we allocate for it. */
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++)
+        if (__builtin_mul_overflow(numel, shape[d], &numel)) numel = INT64_MAX;
+    int64_t have = file_size - (int64_t)ftello(f);
+    if (numel > have / (is_f8 ? 8 : 4)) {
+        moco_error("%s: file is truncated (the header announces %s%lld elements, the file holds %lld bytes of data)",
+                   path, numel == INT64_MAX ? "more than " : "", (long long)numel, (long long)have);
+        goto done;
+    }
     t = tensor_empty(ndim, shape);
     if (!t) {
         moco_error_prefix("%s: ", path);

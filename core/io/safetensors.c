@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "io/atomic.h"
+#include "io/file.h"
 
 /* Elements converted per chunk when a dtype is not float32. */
 #define CONVERT_CHUNK 8192
@@ -280,19 +281,13 @@ int safetensors_open(SafetensorsFile *sf, const char *path) {
     memset(sf, 0, sizeof *sf);
     sf->path = strdup(path);
     if (!sf->path) return moco_error("%s: out of memory", path);
-    sf->f = fopen(path, "rb");
+    int64_t length = 0;
+    sf->f = file_fopen_regular(path, &length); /* never blocks on a FIFO */
     if (!sf->f) {
-        moco_error("%s: cannot open: %s", path, strerror(errno));
         safetensors_close(sf);
         return -1;
     }
-    struct stat st;
-    if (fstat(fileno(sf->f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        moco_error("%s: not a regular file", path);
-        safetensors_close(sf);
-        return -1;
-    }
-    uint64_t file_size = (uint64_t)st.st_size;
+    uint64_t file_size = (uint64_t)length;
     unsigned char len_bytes[8];
     if (file_size < 8 || fread(len_bytes, 1, 8, sf->f) != 8) {
         moco_error("%s: not a safetensors file: %llu bytes, too short for the 8-byte header length", path,

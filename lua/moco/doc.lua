@@ -343,8 +343,10 @@ M{ "moco.Loader:_set_transform", "loader:_set_transform(t, two_crops, lua_apply)
 section("moco.image", "Images (moco.image)", [[
 8-bit HWC images with 1 or 3 channels, like PIL's "L" and "RGB".  PNG and JPEG only,
 recognised by content; anything else is an error naming the file.]])
-F{ "moco.image.load", "image.load(path [, 'RGB' | 'L']) -> Image", "Decodes a PNG or JPEG file." }
-F{ "moco.image.decode", "image.decode(bytes [, mode [, name]]) -> Image", "Decodes PNG or JPEG bytes." }
+F{ "moco.image.load", "image.load(path [, 'RGB' | 'L']) -> Image", "Decodes a PNG, JPEG (also CMYK and YCCK), GIF (first frame) or WebP file; a damaged file is an error naming it." }
+F{ "moco.image.decode", "image.decode(bytes [, mode [, name]]) -> Image", "Decodes PNG, JPEG, GIF or WebP bytes." }
+F{ "moco.image.limits", "image.limits() -> {max_pixels =, max_scans =}", "The decoders' bounds: images above max_pixels (width x height) and JPEGs above max_scans progressive scans are refused before the work." }
+F{ "moco.image.set_limits", "image.set_limits{max_pixels =, max_scans =} -> previous", "Changes the bounds (a field left out keeps its value; \"default\" restores it)." }
 F{ "moco.image.from_tensor", "image.from_tensor(t) -> Image", "A (C, H, W) or (H, W) tensor in [0, 1] as an image." }
 F{ "moco.image.grid", "image.grid({images} [, {nrow = 8, padding = 2, pad_value = 0}]) -> Image", "Images in a grid (as torchvision.utils.make_grid)." }
 C{ "moco.Image", "an image (image.load, ds:get)", "img.width, img.height, img.channels, img.mode." }

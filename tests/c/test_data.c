@@ -751,7 +751,7 @@ static const char *const bad_folder_files[BAD_FOLDER_N] = {
     "a/0.png", "a/1.png", "a/2_empty.jpg", "a/3_truncated.jpg", "a/4.png", "a/5_gif.jpg",
     "b/0.png", "b/1_truncated.png", "b/2_text.jpg", "b/3_fifo.jpg", "b/4.png", "b/5.png"};
 static const char *const bad_folder_reasons[BAD_FOLDER_N] = {
-    NULL, NULL, "empty file", "truncated", NULL, "GIF image", NULL, "truncated", "looks like text", "FIFO", NULL, NULL};
+    NULL, NULL, "empty file", "truncated", NULL, "corrupt GIF", NULL, "truncated", "looks like text", "FIFO", NULL, NULL};
 
 static int make_bad_folder(char *root, size_t size) {
     snprintf(root, size, "%s/bad_folder", tmpdir);
@@ -824,13 +824,14 @@ static void test_bad_image_files(void) {
         const char *bytes;
         size_t n;
         const char *what;
-    } formats[] = {{"GIF87a\x01\x00\x01\x00", 10, "GIF image (not supported"},
+    } formats[] = {{"GIF87a\x01\x00\x01\x00", 10, "invalid or corrupt GIF"},
                    {"BM\x3a\x00\x00\x00\x00\x00\x00\x00\x36\x00\x00\x00", 14, "BMP image"},
                    {"II*\x00\x08\x00\x00\x00", 8, "TIFF image"},
-                   {"RIFF\x24\x00\x00\x00WEBPVP8 ", 16, "WebP image"},
+                   {"RIFF\x24\x00\x00\x00WEBPVP8 ", 16, "invalid or corrupt WebP"},
+                   {"\x00\x00\x01\x00\x01\x00", 6, "ICO image (not supported"},
                    {"P6\n8 8\n255\n", 11, "Netpbm"},
-                   {"just some notes\n", 16, "not a PNG or JPEG file (it looks like text"},
-                   {"\x00\x01\x02\x03\x04\x05\x06\x07\x08", 9, "not a PNG or JPEG file (it starts with bytes 00 01"}};
+                   {"just some notes\n", 16, "not a PNG, JPEG, WebP or GIF file (it looks like text"},
+                   {"\x00\x01\x02\x03\x04\x05\x06\x07\x08", 9, "not a PNG, JPEG, WebP or GIF file (it starts with bytes 00 01"}};
     for (size_t i = 0; i < sizeof formats / sizeof *formats; i++) {
         Image img;
         int rc = image_decode((const uint8_t *)formats[i].bytes, formats[i].n, 3, &img, "photo.jpg");
@@ -1087,7 +1088,7 @@ static void test_loader_nothing_decodes(void) {
         double t0 = seconds();
         int rc1 = loader_next(l, &b);
         int said = strstr(moco_last_error(), "none of its 5 samples could be decoded") &&
-                   strstr(moco_last_error(), "not a PNG or JPEG");
+                   strstr(moco_last_error(), "not a PNG, JPEG, WebP or GIF");
         int rc2 = loader_next(l, &b), rc3 = loader_next(l, &b), rc4 = loader_next(l, &b);
         double dt = seconds() - t0;
         char name[160];

@@ -143,14 +143,16 @@ static void test_decode_errors(void) {
     CHECK("load of a missing file fails naming it",
           image_load("/nonexistent/dir/x.png", 3, &img) == -1 && strstr(moco_last_error(), "/nonexistent/dir/x.png"),
           "message: %s", moco_last_error());
-    CHECK("load of a CMYK JPEG is a clear error",
-          image_load(FIXTURES "chelsea_cmyk.jpg", 3, &img) == -1 && strstr(moco_last_error(), "chelsea_cmyk.jpg") &&
-              strstr(moco_last_error(), "CMYK"),
-          "message: %s", moco_last_error());
+    /* CMYK JPEGs decode (against PIL in tests/c/test_formats.c), as the ILSVRC ones must. */
+    int cmyk = image_load(FIXTURES "chelsea_cmyk.jpg", 3, &img);
+    CHECK("a CMYK JPEG decodes to RGB", cmyk == 0 && img.channels == 3 && img.width == 48, "message: %s",
+          moco_last_error());
+    if (cmyk == 0) image_free(&img);
     check_decode_error("empty data is an error", (const uint8_t *)"", 0, "empty.png", "empty");
-    check_decode_error("text is not an image", (const uint8_t *)"hello, world", 12, "notes.txt", "not a PNG or JPEG");
+    check_decode_error("text is not an image", (const uint8_t *)"hello, world", 12, "notes.txt", "not a PNG, JPEG, WebP or GIF");
     const char *path = tmp_path("garbage.jpg");
-    write_bytes(path, "\xff\xd8\xff garbage that is not a jpeg at all", 40);
+    static const char garbage[] = "\xff\xd8\xff garbage that is not a jpeg at all";
+    write_bytes(path, garbage, sizeof garbage - 1);
     CHECK("garbage after a JPEG signature is an error naming the file",
           image_load(path, 3, &img) == -1 && strstr(moco_last_error(), path), "message: %s", moco_last_error());
     CHECK("want_channels must be 0, 1 or 3", image_load(FIXTURES "chelsea.png", 2, &img) == -1, "accepted 2");

@@ -317,8 +317,8 @@ end
 -- value is k * 10 / 255, so a batch row tells which sample it holds.
 local BAD = {
   { "a/0.png" }, { "a/1.png" }, { "a/2_empty.jpg", "empty file" }, { "a/3_truncated.jpg", "truncated" },
-  { "a/4.png" }, { "a/5_gif.jpg", "GIF image (not supported" }, { "b/0.png" }, { "b/1_truncated.png", "truncated" },
-  { "b/2_text.jpg", "not a PNG or JPEG file (it looks like text" }, { "b/3_fifo.jpg", "FIFO" }, { "b/4.png" },
+  { "a/4.png" }, { "a/5_gif.jpg", "invalid or corrupt GIF" }, { "b/0.png" }, { "b/1_truncated.png", "truncated" },
+  { "b/2_text.jpg", "not a PNG, JPEG, WebP or GIF file (it looks like text" }, { "b/3_fifo.jpg", "FIFO" }, { "b/4.png" },
   { "b/5.png" },
 }
 local function read(path)
@@ -361,7 +361,7 @@ function tests.bad_files_give_clear_errors()
                not ok and tostring(err):find(path, 1, true) and tostring(err):find(f[2], 1, true), tostring(err))
     end
   end
-  check.raises("moco.image.load of a GIF named .jpg says GIF", "GIF image", moco.image.load, bad_root .. "/a/5_gif.jpg")
+  check.raises("moco.image.load of a GIF named .jpg says GIF", "corrupt GIF", moco.image.load, bad_root .. "/a/5_gif.jpg")
 
   -- Datasets: IDX with a wrong magic or size, CIFAR of the wrong length, empty folders.
   local labels = tmpdir .. "/lbl.idx"
@@ -476,7 +476,7 @@ function tests.loader_skip_warns_once_per_file()
     if (f[2] ~= nil) ~= (n == 1) then all_once = false end
   end
   check.ok("skip: one warning per bad file over three epochs, naming it", all_once, out)
-  check.ok("skip: each warning gives the reason", out:find("a/5_gif.jpg: GIF image", 1, true) ~= nil, out)
+  check.ok("skip: each warning gives the reason", out:find("a/5_gif.jpg: invalid or corrupt GIF", 1, true) ~= nil, out)
   check.ok("skip: stats().skipped counts every epoch", out:find("skipped 18", 1, true) ~= nil, out)
 end
 
