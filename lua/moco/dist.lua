@@ -41,6 +41,28 @@ function dist.init()
   return D.rank(), D.size()
 end
 
+-- The number of processes a launcher (mpirun, srun, hydra) started for this job, from its
+-- environment, whether or not dist.init() ran; 1 outside a launcher.
+function dist.launched_size()
+  for _, name in ipairs{ "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS" } do
+    local n = math.tointeger(tonumber(os.getenv(name) or ""))
+    if n and n >= 1 then return n end
+  end
+  return 1
+end
+
+-- Raises one clean line when this process is one of several ranks: the recipes train on
+-- one process (they would each read the whole dataset and write the same run directory);
+-- moco.MoCo over ranks is the library-level API (docs/distributed.md).
+function dist.refuse_ranks(what)
+  local n = dist.launched_size()
+  if n > 1 then
+    error(string.format("%s runs on one process; this is one of %d ranks started by an MPI launcher. Data-parallel "
+                        .. "training over ranks is the library API (moco.dist with moco.MoCo, docs/distributed.md); "
+                        .. "the recipes do not shard their data or their run directory yet", what, n), 0)
+  end
+end
+
 function dist.rank() return D.rank() end
 function dist.size() return D.size() end
 function dist.is_main() return D.rank() == 0 end

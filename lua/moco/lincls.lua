@@ -370,6 +370,7 @@ end
 
 -- The whole protocol.  Prints which mode ran; returns the result (with result.mode).
 function lincls.run(opts)
+  require("moco.dist").refuse_ranks("the linear probe")
   opts = nn.check_options("lincls.run", opts, with(hyper_options, {
     backbone = true, train_dataset = true, test_dataset = true, train_transform = true,
     test_transform = true, precomputed = true, classes = true, workers = true,

@@ -537,6 +537,7 @@ end
 -- training between two steps when it returns true (recipes/ablations.lua: a time budget).
 function pretrain.run(opts, how)
   how = how or {}
+  require("moco.dist").refuse_ranks("the recipe " .. pretrain.recipe_name(opts))
   progress.set_quiet(opts.quiet)
   local plan = pretrain.resume_plan(opts)
   local ckpt = plan.ckpt
