@@ -67,7 +67,7 @@ function train.learning_rate(opts, epoch)
 end
 
 local trainer_options = {
-  epochs = true, lr = true, cos = true, schedule = true, warmup_epochs = true, start_epoch = true,
+  epochs = true, lr = true, cos = true, cos_per_step = true, schedule = true, warmup_epochs = true, start_epoch = true,
   print_freq = true, monitor = true, monitor_every = true, on_epoch_end = true, should_stop = true,
   log = true, history = true, start_step = true, resume_sums = true, on_interrupt = true, on_diverge = true,
   on_step = true,
@@ -111,6 +111,13 @@ local function new_trainer(model, loader, opts, fn)
   self.lr = opts.lr or model.optimizer.initial_lr
   if type(self.lr) ~= "number" or not (self.lr >= 0) then error(fn .. ": lr must be a non-negative number", 3) end
   self.epochs, self.cos, self.schedule, self.warmup_epochs = opts.epochs, opts.cos, opts.schedule or {}, opts.warmup_epochs
+  -- cos_per_step: the cosine at the fractional epoch epoch + step / steps_per_epoch, as MoCo
+  -- v3's main_moco.py adjusts it every iteration (the per-epoch form holds one lr per epoch,
+  -- a coarse staircase over a run of a few epochs)
+  self.cos_per_step = opts.cos_per_step
+  if self.cos_per_step and not (self.cos and self.epochs) then
+    error(fn .. ": cos_per_step refines the cosine schedule: it needs cos = true and epochs", 3)
+  end
   self.print_freq = opts.print_freq or 10
   self.hooks = opts
   self.custom_log = opts.log ~= nil
@@ -268,6 +275,10 @@ function Trainer:run(limits)
     local seconds_before = record.seconds
     while self.step < n do
       if max_steps and run.steps_done >= max_steps then break end
+      if self.cos_per_step then
+        lr = optim.cosine_lr(self.lr, self.epoch + self.step / n, self.epochs)
+        model:set_lr(lr)
+      end
       if self.warmup_epochs and self.warmup_epochs > 0 then
         model:set_lr(optim.warmup_lr(lr, self.epoch + self.step / n, self.warmup_epochs))
       end

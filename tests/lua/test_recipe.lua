@@ -77,6 +77,21 @@ function tests.official_cli_forms()
   check.raises("--no-X takes no value", "option --no-mlp takes no value", pretrain.parse, { "--no-mlp=1" }, {})
 end
 
+function tests.crop_min_and_cos_per_step()
+  local function crop_of(argv, kind)
+    local o = pretrain.parse(argv, { ["image-size"] = 28 })
+    return tostring(pretrain.augmentation(o, kind)):match("RandomResizedCrop%(size=%(28, 28%), scale=%(([^)]*)%)")
+  end
+  check.eq("the official crop by default", crop_of({}, "fashion-mnist"), "0.2, 1.0")
+  check.eq("the CIFAR-10 demo's default crop", crop_of({}, "cifar"), "0.08, 1.0")
+  check.eq("--crop-min 0.4", crop_of({ "--crop-min", "0.4" }, "fashion-mnist"), "0.4, 1.0")
+  check.eq("--crop-min on ImageNet v2", crop_of({ "--crop-min", "0.3", "--aug-plus" }, "imagenet"), "0.3, 1.0")
+  check.raises("--crop-min above 1", "--crop-min must be in (0, 1]", pretrain.validate,
+               pretrain.parse({ "--crop-min", "1.5" }, {}))
+  check.raises("--cos-per-step without --cos", "--cos-per-step refines --cos", pretrain.validate,
+               pretrain.parse({ "--cos-per-step" }, {}))
+end
+
 function tests.argparse_help()
   local text = recipe.usage(pretrain.parse({}, { arch = "resnet18" })._spec, {
     prog = "moco-lua moco_v2", description = "MoCo v2.",

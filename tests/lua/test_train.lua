@@ -60,6 +60,27 @@ function tests.the_lr_is_given_once()
   l:close()
 end
 
+function tests.cosine_per_step()
+  local l = loader()
+  local m = model(0.125)
+  local seen = {}
+  local step = m.step
+  m.step = function(self, ...) seen[#seen + 1] = self.optimizer:get_lr(); return step(self, ...) end
+  local t = train.Trainer(m, l, { log = quiet, epochs = 2, cos = true, cos_per_step = true })
+  t:run{ epochs = 2 }
+  check.eq("8 steps (4 an epoch)", #seen, 8)
+  local worst = 0
+  for i, lr in ipairs(seen) do
+    local e = (i - 1) / 4
+    worst = math.max(worst, math.abs(lr - 0.125 * 0.5 * (1 + math.cos(math.pi * e / 2))))
+  end
+  check.ok("every step's lr is the cosine at epoch + step / steps_per_epoch", worst < 1e-12, "off by " .. worst)
+  check.ok("... so it falls within an epoch", seen[4] < seen[2] and seen[2] < seen[1])
+  check.raises("cos_per_step needs cos", "cos_per_step refines the cosine schedule", train.Trainer, m, l,
+               { epochs = 2, cos_per_step = true })
+  l:close()
+end
+
 function tests.fit_max_steps_keeps_its_trainer()
   local l = loader()
   local m = model()
