@@ -132,7 +132,7 @@ demo: deps-run
 # and moco-lua's own lookup of <exe dir>/lua all resolve inside it).  $(2): its build.mk.
 define mirror_tree
 	@mkdir -p $(1)
-	@for d in core lua tests recipes docs Makefile; do [ -e $(1)/$$d ] || ln -s ../$$d $(1)/$$d; done
+	@for d in core lua tests recipes docs Makefile README.md LICENSE; do [ -e $(1)/$$d ] || ln -s ../$$d $(1)/$$d; done
 	@printf '%s\n' $(2) > $(1)/build.mk.new
 	@cmp -s $(1)/build.mk.new $(1)/build.mk 2>/dev/null && rm $(1)/build.mk.new || mv $(1)/build.mk.new $(1)/build.mk
 endef

@@ -17,11 +17,16 @@ static void read_all(Dataset *ds) {
     dataset_release(ds);
 }
 
+static char dir[64];
+
+/* The scratch directory goes with the process (the files are unlinked after every input). */
+static void remove_dir(void) { rmdir(dir); }
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static char dir[64];
     if (!dir[0]) {
         snprintf(dir, sizeof dir, "/tmp/fuzz_cifar_%ld", (long)getpid());
         mkdir(dir, 0700);
+        atexit(remove_dir);
     }
     char p10[128], p100[128];
     snprintf(p10, sizeof p10, "%s/test_batch.bin", dir);
