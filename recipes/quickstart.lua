@@ -59,20 +59,12 @@ local top1, head_top1 = knn(bank_p, test_p), knn(bank_h, test_h)
 local features = { bank = bank_p, test = test_p }
 
 -- The same classifier on raw pixels standardised with the bank's statistics.
-local function pixels(ds)
-  local x = moco.zeros{ #ds, 784 }
-  local feats = eval.extract_features({ training = false, eval = function() end, train = function() end,
-                                        forward = function(_, images) return images end }, ds,
-                                      { normalize = false, workers = opts.workers })
-  x:copy(feats:reshape(#ds, 784))
-  return x
-end
-local xtr, xte = pixels(train_ds), pixels(test_ds)
-local mean = xtr:mean(1)
-local std = ((xtr - mean) * (xtr - mean)):mean(1):sqrt():clamp(1e-3)
+local xtr = eval.pixel_features(train_ds, { workers = opts.workers, label = "pixels bank" })
+local xte = eval.pixel_features(test_ds, { workers = opts.workers, label = "pixels test" })
+xtr, xte = eval.standardize(xtr, xte)
 local raw_top1 = eval.knn{
-  train_features = ((xtr - mean) / std):normalize_(), train_labels = train_ds:targets(),
-  test_features = ((xte - mean) / std):normalize_(), test_labels = test_ds:targets(),
+  train_features = xtr:normalize_(), train_labels = train_ds:targets(),
+  test_features = xte:normalize_(), test_labels = test_ds:targets(),
   k = opts["knn-k"], T = opts["knn-t"], classes = 10,
 }
 local eval_seconds = moco.time() - t_eval
