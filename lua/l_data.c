@@ -7,7 +7,7 @@
  *   fashion_mnist(root|nil, train)                                     -> dataset
  *   loader(dataset, options, transform|nil, two_crops, lua_apply|nil, generator)
  *       options: {batch_size=, workers=, prefetch=, shuffle=, drop_last=, seed=,
- *       on_error = "raise"|"skip"} (defaults are data.lua's business; every field must be
+ *       on_error = "raise"|"skip", shard_rank=, shard_count=} (defaults are data.lua's business; every field must be
  *       present).  With "skip", next() writes the loader's warnings (one per file that
  *       failed to decode) to stderr.  transform: a
  *       moco.transforms object.  When it has no C pipeline (it holds a T.Lambda) or is a
@@ -19,6 +19,7 @@
  * Lua positions are 1-based (ds[1] is torchvision's ds[0]); labels are 0-based class values.
  * A moco.Image comes from lua/l_image.c (lmoco_pushimage and friends). */
 #include <lauxlib.h>
+#include <limits.h>
 #include <lua.h>
 #include <stdio.h>
 #include <string.h>
@@ -339,6 +340,13 @@ static int l_loader(lua_State *L) {
     o.shuffle = field_boolean(L, 2, "shuffle");
     o.drop_last = field_boolean(L, 2, "drop_last");
     o.seed = (uint64_t)field_integer(L, 2, "seed");
+    /* data.lua checks shard = {rank, count} and names it; core checks again (0 <= rank < count). */
+    lua_Integer shard_rank = field_integer(L, 2, "shard_rank"), shard_count = field_integer(L, 2, "shard_count");
+    if (shard_count < 0 || shard_count > INT_MAX || shard_rank < 0 || shard_rank >= (shard_count > 0 ? shard_count : 1))
+        return luaL_error(L, "data.Loader: option shard must have 0 <= rank < count, got rank %I of count %I",
+                          shard_rank, shard_count);
+    o.shard_rank = (int)shard_rank;
+    o.shard_count = (int)shard_count;
     lua_getfield(L, 2, "on_error");
     const char *on_error = lua_tostring(L, -1);
     if (!on_error || (strcmp(on_error, "raise") && strcmp(on_error, "skip")))

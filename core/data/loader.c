@@ -10,6 +10,8 @@
  *    may work on the `nslots - 1` batches after it.  Batch b always lives in slot b % nslots.
  *  - A reset (new epoch, new transform, close) bumps `generation`; a worker that finishes
  *    a sample taken under an older generation throws it away.
+ *  - Batch b, row j of this rank is position shard_rank + shard_count * (b * batch_size + j)
+ *    of the epoch order, modulo its length (the padding of DistributedSampler; see loader.h).
  *  - `order` changes only in a reset, which waits for busy == 0, so workers read it
  *    without the lock.  `failed` (LOADER_SKIP) is a byte per dataset sample that workers
  *    set and read with atomics: 1 once the sample failed to decode.  It only saves reading
@@ -56,7 +58,9 @@ struct Loader {
     LoaderMode mode;
 
     int64_t epoch, num_batches;
-    int64_t *order;         /* the epoch's sample order, num_batches * batch_size used */
+    int64_t *order;         /* the whole epoch's sample order (all ranks'), ds->length */
+    int shard_rank, shard_count; /* 0 and 1 without sharding */
+    int64_t shard_length;   /* positions of the epoch order this rank takes (padding included) */
     int nslots;
     LoaderSlot *slots;
     int64_t next_batch;     /* the batch loader_next returns next */
@@ -240,7 +244,7 @@ static void slot_recycle(Loader *l, LoaderSlot *s) {
 }
 
 static void slot_begin(Loader *l, LoaderSlot *s, int64_t batch) {
-    int64_t n = l->ds->length - batch * l->opt.batch_size;
+    int64_t n = l->shard_length - batch * l->opt.batch_size;
     for (int64_t j = 0; j < l->opt.batch_size; j++) image_free(&s->raw[j]);
     s->batch = batch;
     s->count = n < l->opt.batch_size ? n : l->opt.batch_size;
@@ -318,7 +322,9 @@ static void run_one_locked(Loader *l) {
         l->sched_batch++;
         l->sched_sample = 0;
     }
-    int64_t position = b * l->opt.batch_size + j;
+    /* This rank's local position, then the global one in the epoch order, wrapped around
+     * its end for the padding without drop_last. */
+    int64_t position = (l->shard_rank + l->shard_count * (b * l->opt.batch_size + j)) % l->ds->length;
     Job job = {l->ds, l->transform, l->two_crops, l->mode, l->opt.seed, l->epoch, position, l->order[position]};
     s->indices[j] = s->streams[j] = job.index;
     uint64_t generation = l->generation;
@@ -464,10 +470,23 @@ static int check_options(const Dataset *ds, const LoaderOptions *opt) {
                           opt->prefetch);
     if (opt->on_error != LOADER_RAISE && opt->on_error != LOADER_SKIP)
         return moco_error("Loader: on_error must be LOADER_RAISE or LOADER_SKIP, got %d", (int)opt->on_error);
+    if (opt->shard_count < 0 || (opt->shard_count == 0 && opt->shard_rank != 0) ||
+        (opt->shard_count > 0 && (opt->shard_rank < 0 || opt->shard_rank >= opt->shard_count)))
+        return moco_error("Loader: shard rank must be between 0 and count - 1, got rank %d of count %d",
+                          opt->shard_rank, opt->shard_count);
     if (ds->length == 0) return moco_error("Loader: %s is empty", ds->name);
-    if (opt->drop_last && ds->length < opt->batch_size)
-        return moco_error("Loader: %s has %lld samples, fewer than batch_size %lld, so drop_last leaves no batch",
-                          ds->name, (long long)ds->length, (long long)opt->batch_size);
+    int64_t ranks = opt->shard_count > 1 ? opt->shard_count : 1;
+    if (opt->batch_size > INT64_MAX / ranks)
+        return moco_error("Loader: batch_size %lld times %lld shards overflows", (long long)opt->batch_size,
+                          (long long)ranks);
+    if (opt->drop_last && ds->length < opt->batch_size * ranks) {
+        if (ranks == 1)
+            return moco_error("Loader: %s has %lld samples, fewer than batch_size %lld, so drop_last leaves no batch",
+                              ds->name, (long long)ds->length, (long long)opt->batch_size);
+        return moco_error("Loader: %s has %lld samples, fewer than batch_size %lld times %lld shards, so drop_last "
+                          "leaves no batch",
+                          ds->name, (long long)ds->length, (long long)opt->batch_size, (long long)ranks);
+    }
     return 0;
 }
 
@@ -527,7 +546,14 @@ Loader *loader_create(Dataset *ds, const LoaderOptions *opt, Transform *transfor
     l->transform = transform_retain(transform);
     l->two_crops = two_crops;
     l->mode = mode;
-    l->num_batches = opt->drop_last ? ds->length / opt->batch_size : (ds->length + opt->batch_size - 1) / opt->batch_size;
+    l->shard_rank = opt->shard_count > 1 ? opt->shard_rank : 0;
+    l->shard_count = opt->shard_count > 1 ? opt->shard_count : 1;
+    /* DistributedSampler's num_samples: floor(n / N) with drop_last, else ceil(n / N) (the
+     * order padded by wrapping around); then the batches of this rank cut from it.  Both
+     * give the same count on every rank: floor(n / (B*N)) or ceil(n / (B*N)). */
+    int64_t n = ds->length, ranks = l->shard_count, b = opt->batch_size;
+    l->shard_length = opt->drop_last ? n / ranks : (n + ranks - 1) / ranks;
+    l->num_batches = opt->drop_last ? l->shard_length / b : (l->shard_length + b - 1) / b;
     l->nslots = opt->prefetch + 1;
     l->held_batch = -1;
     l->order = malloc((size_t)ds->length * sizeof *l->order);

@@ -10,6 +10,19 @@
  * from it).  A batch therefore depends only on (seed, epoch, batch index, transform), never
  * on the number of workers or on timing.
  *
+ * Sharding (torch.utils.data.DistributedSampler's job): with shard_count = N > 1, the
+ * loader of rank r takes the epoch order's positions r, r + N, r + 2N, ... (order[r::N]),
+ * cut into batches of batch_size B.  So the N ranks' batch b, interleaved (row j of rank r
+ * at row r + N*j), is the batch b that one loader with batch_size B*N and the same seed
+ * makes: same samples, same per-sample random streams, bitwise the same rows.  Every rank
+ * has the same number of batches: with drop_last floor(n / (B*N)), all full; without it
+ * ceil(n / (B*N)), the epoch order being padded to a multiple of N by wrapping around to
+ * its start, as DistributedSampler(drop_last=False) does: a position p >= n holds sample
+ * order[p % n] (a repeated sample, with its own random stream, so the same view), and the
+ * last batch of a rank has ceil(n / N) - (batches - 1) * B rows (never zero).  LOADER_SKIP
+ * scans the whole epoch order from the failed sample's global position, so a replacement
+ * too is the one the single loader picks.
+ *
  * Bad samples: with on_error = LOADER_RAISE (the default) a sample that fails (a corrupt,
  * truncated or unsupported image) fails its batch with a message naming the file.  With
  * LOADER_SKIP, a sample that fails to decode is replaced by the next sample of the epoch
@@ -57,6 +70,8 @@ typedef struct LoaderOptions {
     int drop_last;        /* drop the last batch when it would be smaller than batch_size */
     uint64_t seed;
     LoaderOnError on_error;
+    int shard_rank;       /* this rank's shard, 0 <= shard_rank < shard_count (see above) */
+    int shard_count;      /* the number of ranks; 0 or 1: no sharding */
 } LoaderOptions;
 
 /* What the workers make of a sample. */
@@ -96,7 +111,7 @@ typedef struct LoaderStats {
 Loader *loader_create(Dataset *ds, const LoaderOptions *opt, Transform *transform, int two_crops,
                       LoaderMode mode);
 
-int64_t loader_num_batches(const Loader *l);  /* per epoch */
+int64_t loader_num_batches(const Loader *l);  /* per epoch (on this rank: the same on every rank) */
 int64_t loader_epoch(const Loader *l);
 int64_t loader_position(const Loader *l);     /* batches of this epoch already handed out */
 

@@ -12,7 +12,8 @@
 --
 --   loader = data.Loader(ds, {batch_size = 256, transform = T.TwoCrops(aug), workers = 2,
 --                             shuffle = true, drop_last = true, seed = 0, prefetch = 2,
---                             on_error = "raise"})   -- or "skip"
+--                             on_error = "raise",    -- or "skip"
+--                             shard = {rank = r, count = n}})  -- this rank's part, as below
 --   for im_q, im_k, labels, indices in loader:iter() do ... end   -- TwoCrops
 --   for images, labels, indices in loader:iter() do ... end       -- any other transform, or none
 --   loader:next()  -> the same values, or nil at the end of the epoch
@@ -51,6 +52,14 @@
 --    <file>: <reason> ...") and is not read again; stats().skipped counts the replaced
 --    samples.  Nothing is ever skipped silently, and the dataset's indices never change
 --    (they stay torchvision's).  A failing transform still raises.
+--  * Sharding (torch's DistributedSampler).  shard = {rank = r, count = n} (0-based rank;
+--    default: none) makes this loader take the epoch positions r, r + n, r + 2n, ... of the
+--    shared order (same seed and epoch on every rank), cut into batches of batch_size B.
+--    The n ranks' batch b, interleaved (row j of rank r at row r + n*j), is then bitwise
+--    the batch b of one loader with batch_size B*n.  #loader is the same on every rank:
+--    floor(#ds / (B*n)) with drop_last, else ceil(#ds / (B*n)), the order being padded to a
+--    multiple of n by wrapping around to its start (a few samples repeated, as
+--    DistributedSampler(drop_last = false) does).
 --  * Lua transforms.  A plain function, or a pipeline holding a T.Lambda, cannot run in the
 --    C worker threads: the workers then only decode, and the transform runs on the calling
 --    thread inside next() (slower: one thread, and the Lua VM), with the same per-sample
@@ -148,8 +157,28 @@ local warned_threads = false
 
 local loader_options = {
   batch_size = true, transform = true, workers = true, shuffle = true, drop_last = true,
-  seed = true, prefetch = true, on_error = true,
+  seed = true, prefetch = true, on_error = true, shard = true,
 }
+
+-- shard = {rank = r, count = n} -> r, n (0-based rank); nil -> 0, 1 (no sharding).
+local function shard_of(shard)
+  if shard == nil then return 0, 1 end
+  local ok = type(shard) == "table"
+  local rank, count = ok and shard.rank, ok and shard.count
+  local got = type(shard)
+  if ok then
+    for k in pairs(shard) do
+      if k ~= "rank" and k ~= "count" then ok, got = false, "a table with key " .. tostring(k) end
+    end
+    ok = ok and math.type(rank) == "integer" and math.type(count) == "integer" and
+         count >= 1 and count <= 0x7fffffff and rank >= 0 and rank < count
+    if got == "table" then got = string.format("{rank = %s, count = %s}", tostring(rank), tostring(count)) end
+  end
+  if not ok then
+    error("data.Loader: option shard must be {rank = r, count = n} with integers 0 <= r < n, got " .. got, 3)
+  end
+  return rank, count
+end
 
 function data.Loader(ds, opts)
   opts = check_options("data.Loader", opts, loader_options)
@@ -162,6 +191,7 @@ function data.Loader(ds, opts)
     seed = default(opts.seed, 0),
     on_error = default(opts.on_error, "raise"),
   }
+  o.shard_rank, o.shard_count = shard_of(opts.shard)
   if o.on_error ~= "raise" and o.on_error ~= "skip" then
     error(string.format("data.Loader: on_error must be \"raise\" or \"skip\", got %s", tostring(o.on_error)), 2)
   end

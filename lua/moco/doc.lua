@@ -317,8 +317,8 @@ local ds = moco.data.FashionMNIST{train = false}
 local image, label = ds:get(1)
 assert(#ds == 10000 and ds.classes[label + 1] == "Ankle boot")]] }
 F{ "moco.data.Subset", "data.Subset(ds, n | {positions}) -> Dataset", "The first n samples, or those positions (1-based)." }
-F{ "moco.data.Loader", "data.Loader(ds, {batch_size = 1, transform =, workers = 2, shuffle = true, drop_last = true, seed = 0, prefetch = 2, on_error = 'raise'}) -> Loader",
-   "Batches of (N, C, H, W) tensors and (N) labels; with T.TwoCrops, two views per image." }
+F{ "moco.data.Loader", "data.Loader(ds, {batch_size = 1, transform =, workers = 2, shuffle = true, drop_last = true, seed = 0, prefetch = 2, on_error = 'raise', shard = nil}) -> Loader",
+   "Batches of (N, C, H, W) tensors and (N) labels; with T.TwoCrops, two views per image.  shard = {rank = r, count = n} (0-based rank) takes this rank's part of the shared epoch order, as torch's DistributedSampler: positions r, r + n, ...; the ranks' batches interleaved are one loader's batches of batch_size * n; #loader is the same on every rank (without drop_last the order is padded by wrapping around)." }
 F{ "moco.data.cpu_count", "data.cpu_count() -> n", "The number of cores." }
 F{ "moco.data.thread_advice", "data.thread_advice(workers) -> n", "The BLAS thread count that fits beside `workers` loader threads." }
 C{ "moco.Dataset", "a dataset (data.ImageFolder, CIFAR10, FashionMNIST, IDX, Subset)", "#ds samples; ds.classes (names), ds.class_to_idx, ds.name; ds[i] is {image, label}." }

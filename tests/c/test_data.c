@@ -383,7 +383,7 @@ static void test_fashion_mnist(void) {
 /* ------------------------------------------------------------ loader */
 
 static LoaderOptions options(int64_t batch, int workers, int shuffle, int drop_last) {
-    LoaderOptions o = {batch, workers, 2, shuffle, drop_last, 1234, LOADER_RAISE};
+    LoaderOptions o = {batch, workers, 2, shuffle, drop_last, 1234, LOADER_RAISE, 0, 0};
     return o;
 }
 
