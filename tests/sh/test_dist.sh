@@ -100,7 +100,7 @@ local qa, qr = load("two." .. mode .. ".rank0.queue"), load("one." .. mode .. ".
 check(string.format("queue within 1e-4 of the 1-process run (%.1e)", maxdiff(qa, qr)), maxdiff(qa, qr) <= 1e-4,
       tostring(maxdiff(qa, qr)))
 EOF
-for mode in plain symmetric; do
+for mode in plain symmetric loader; do
   ./moco-lua tests/lua/dist_moco_case.lua "$tmp/one.$mode" "$mode" > "$tmp/one.log" 2>&1 ||
     { echo "FAIL $mode: the 1-process run failed: $(tail -3 "$tmp/one.log")"; continue; }
   timeout 300 $MPIRUN ./moco-lua tests/lua/dist_moco_case.lua "$tmp/two.$mode" "$mode" > "$tmp/two.log" 2>&1 ||
