@@ -2,6 +2,7 @@
  * the base of lua/moco/data.lua.
  *
  *   image_folder(root, channels)      -> dataset, skipped_count, first_skipped_path|nil
+ *   image_files(root, channels)       -> the same, for ImageFiles (no classes, label -1)
  *   cifar10(root, train) / cifar100(root, train)                       -> dataset
  *   idx(images_path, labels_path [, class_names])                      -> dataset
  *   fashion_mnist(root|nil, train)                                     -> dataset
@@ -36,7 +37,7 @@
 
 typedef struct LDataset {
     Dataset *ds;          /* NULL once closed */
-    int64_t skipped;      /* ImageFolder: files without an image extension */
+    int64_t skipped;      /* ImageFolder, ImageFiles: files without an image extension */
 } LDataset;
 
 static LDataset *new_dataset_box(lua_State *L) {
@@ -59,12 +60,13 @@ static int set_dataset(lua_State *L, LDataset *box, Dataset *ds) {
     return 1;
 }
 
-static int l_image_folder(lua_State *L) {
+/* image_folder and image_files: the dataset, then the report of skipped files. */
+static int image_tree(lua_State *L, Dataset *(*open)(const char *, int, ImageFolderReport *)) {
     const char *root = luaL_checkstring(L, 1);
     int channels = (int)luaL_optinteger(L, 2, 3);
     LDataset *box = new_dataset_box(L);
     ImageFolderReport report;
-    set_dataset(L, box, dataset_image_folder(root, channels, &report));
+    set_dataset(L, box, open(root, channels, &report));
     box->skipped = report.skipped_files;
     lua_pushinteger(L, (lua_Integer)report.skipped_files);
     if (report.skipped_files)
@@ -73,6 +75,8 @@ static int l_image_folder(lua_State *L) {
         lua_pushnil(L);
     return 3;
 }
+static int l_image_folder(lua_State *L) { return image_tree(L, dataset_image_folder); }
+static int l_image_files(lua_State *L) { return image_tree(L, dataset_image_files); }
 
 static int l_cifar(lua_State *L, int cifar100) {
     const char *root = luaL_checkstring(L, 1);
@@ -690,7 +694,7 @@ static int l_loader_methods(lua_State *L) {
 }
 
 static const luaL_Reg data_functions[] = {
-    {"image_folder", l_image_folder}, {"cifar10", l_cifar10},   {"cifar100", l_cifar100},
+    {"image_folder", l_image_folder}, {"image_files", l_image_files}, {"cifar10", l_cifar10},   {"cifar100", l_cifar100},
     {"idx", l_idx},                   {"fashion_mnist", l_fashion_mnist}, {"loader", l_loader},
     {"subset", l_subset},
     {"cpu_count", l_cpu_count},       {"thread_advice", l_thread_advice}, {"loader_methods", l_loader_methods},

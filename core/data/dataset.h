@@ -42,7 +42,7 @@ const char *dataset_class_name(const Dataset *ds, int c);   /* NULL when out of 
 /* Sample `index` (0-based) into *out and *label; an out-of-range index is an error. */
 int dataset_get(const Dataset *ds, int64_t index, Image *out, int64_t *label);
 int64_t dataset_label(const Dataset *ds, int64_t index);   /* -1 when out of range */
-/* The file behind a sample (ImageFolder), or NULL. */
+/* The file behind a sample (ImageFolder, ImageFiles), or NULL. */
 const char *dataset_sample_path(const Dataset *ds, int64_t index);
 
 Dataset *dataset_retain(Dataset *ds);
@@ -64,6 +64,14 @@ typedef struct ImageFolderReport {
 } ImageFolderReport;
 
 Dataset *dataset_image_folder(const char *root, int channels, ImageFolderReport *report);
+
+/* ---- ImageFiles: an ImageFolder without classes ----
+ * Every image file under root, recursively, with label -1 and no classes: torchvision has
+ * no such dataset (its ImageFolder insists on class folders), so this is ImageFolder's
+ * walk applied to root itself.  The order is what sorted(os.walk(root, followlinks=True))
+ * then sorted(files) gives, and the extension rules, the link handling and the report of
+ * skipped files are ImageFolder's.  A root without any image file is an error naming it. */
+Dataset *dataset_image_files(const char *root, int channels, ImageFolderReport *report);
 
 /* ---- CIFAR-10 / CIFAR-100, the official binary versions ----
  * root is the directory holding the .bin files, or its parent holding

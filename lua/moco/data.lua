@@ -1,6 +1,7 @@
 -- lua/moco/data.lua: datasets and the parallel batch loader (moco.data).
 --
 --   ds = data.ImageFolder(root [, {channels = 3, quiet = false}])
+--   ds = data.ImageFiles(root [, {channels = 3, quiet = false}])   -- no classes, label -1
 --   ds = data.CIFAR10(root [, {train = true}])        -- also data.CIFAR100 (fine labels)
 --   ds = data.IDX(images_path, labels_path [, {classes = {...}}])
 --   ds = data.FashionMNIST{train = true [, root = "/usr/share/datasets/fashion-mnist"]}
@@ -8,7 +9,7 @@
 --   #ds, ds.classes (names; ds.classes[label + 1]), ds.class_to_idx, ds.name
 --   image, label = ds:get(i)       -- i from 1 to #ds; label is torchvision's 0-based value
 --   ds[i]                          -- {image, label} (an index can return one value only)
---   ds:label(i), ds:path(i) (ImageFolder), ds:targets() (a tensor of all labels)
+--   ds:label(i), ds:path(i) (ImageFolder, ImageFiles), ds:targets() (a tensor of all labels)
 --
 --   loader = data.Loader(ds, {batch_size = 256, transform = T.TwoCrops(aug), workers = 2,
 --                             shuffle = true, drop_last = true, seed = 0, prefetch = 2,
@@ -76,16 +77,21 @@ local function default(v, d)
   return v
 end
 
-function data.ImageFolder(root, opts)
-  opts = check_options("data.ImageFolder", opts, { channels = true, quiet = true })
-  if type(root) ~= "string" then error("data.ImageFolder: root must be a path, got " .. type(root), 2) end
-  local ds, skipped, example = C.image_folder(root, default(opts.channels, 3))
-  if skipped > 0 and not opts.quiet then
-    io.stderr:write(string.format("data.ImageFolder(%s): skipped %d file(s) without an image extension, e.g. %s\n",
-                                  root, skipped, example))
+local function image_tree(name, open)
+  return function(root, opts)
+    opts = check_options("data." .. name, opts, { channels = true, quiet = true })
+    if type(root) ~= "string" then error("data." .. name .. ": root must be a path, got " .. type(root), 2) end
+    local ds, skipped, example = open(root, default(opts.channels, 3))
+    if skipped > 0 and not opts.quiet then
+      io.stderr:write(string.format("data.%s(%s): skipped %d file(s) without an image extension, e.g. %s\n",
+                                    name, root, skipped, example))
+    end
+    return ds
   end
-  return ds
 end
+data.ImageFolder = image_tree("ImageFolder", C.image_folder)
+-- ImageFolder without classes (torchvision has no such dataset): every image under root.
+data.ImageFiles = image_tree("ImageFiles", C.image_files)
 
 local function cifar(name, open)
   return function(root, opts)
