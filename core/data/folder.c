@@ -1,5 +1,6 @@
 /* core/data/folder.c: torchvision.datasets.ImageFolder (root/<class>/<files>), and
- * ImageFiles, the same walk over root itself without classes (every sample labelled -1).
+ * ImageFiles, the same walk over root itself without classes (every sample labelled -1);
+ * also the dataset of listed files they and FileList (filelist.c) share (samples.h).
  *
  * The sample order must be torchvision's exactly, because users compare indices, class
  * numbers and per-sample results with PyTorch runs.  torchvision (datasets/folder.py):
@@ -23,6 +24,7 @@
 
 #include "dataset.h"
 #include "error.h"
+#include "samples.h"
 
 static const char *const image_extensions[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp",
                                                ".pgm", ".tif",  ".tiff", ".webp"};
@@ -241,15 +243,7 @@ static int find_classes(const char *root, StringList *classes) {
     return rc;
 }
 
-typedef struct SampleList {
-    char *pool;
-    size_t pool_len, pool_cap;
-    size_t *offsets;
-    int *labels;
-    size_t count, cap;
-} SampleList;
-
-static int sample_push(SampleList *s, const char *path, int label) {
+int sample_push(SampleList *s, const char *path, int label) {
     size_t n = strlen(path) + 1;
     if (s->pool_len + n > s->pool_cap) {
         size_t cap = s->pool_cap ? s->pool_cap : 4096;
@@ -317,18 +311,16 @@ static int collect_class(const char *root, const char *cls, int label, SampleLis
     return rc;
 }
 
-/* torchvision's VisionDataset applies os.path.expanduser to the root. */
-static void expand_root(const char *root_arg, char *root, size_t size) {
+void path_expand_user(const char *path, char *out, size_t size) {
     const char *home = getenv("HOME");
-    if (root_arg[0] == '~' && (root_arg[1] == '/' || root_arg[1] == 0) && home)
-        snprintf(root, size, "%s%s", home, root_arg + 1);
+    if (path[0] == '~' && (path[1] == '/' || path[1] == 0) && home)
+        snprintf(out, size, "%s%s", home, path + 1);
     else
-        snprintf(root, size, "%s", root_arg);
+        snprintf(out, size, "%s", path);
 }
 
-/* A FolderDataset taking over the samples (emptied on success); NULL on failure. */
-static Dataset *folder_new(const char *name, int channels, SampleList *samples, int nclasses,
-                           const char *const *classes) {
+Dataset *dataset_from_samples(const char *name, int channels, SampleList *samples, int nclasses,
+                              const char *const *classes) {
     FolderDataset *f = (FolderDataset *)dataset_alloc(sizeof *f, &folder_ops, name);
     if (!f) return NULL;
     if (dataset_set_classes(&f->base, nclasses, classes)) {
@@ -348,13 +340,13 @@ static Dataset *folder_new(const char *name, int channels, SampleList *samples, 
 static int tree_begin(const char *what, const char *root_arg, int channels, char *root, size_t size,
                       ImageFolderReport *report) {
     memset(report, 0, sizeof *report);
-    expand_root(root_arg, root, size);
+    path_expand_user(root_arg, root, size);
     if (channels != 0 && channels != 1 && channels != 3)
         return moco_error("%s: channels must be 1, 3 or 0 (as stored), got %d", what, channels);
     return 0;
 }
 
-static void samples_free(SampleList *s) {
+void samples_free(SampleList *s) {
     free(s->pool);
     free(s->offsets);
     free(s->labels);
@@ -386,7 +378,7 @@ Dataset *dataset_image_folder(const char *root_arg, int channels, ImageFolderRep
     if (rc == 0) {
         char name[4200];
         snprintf(name, sizeof name, "ImageFolder(%s)", root);
-        ds = folder_new(name, channels, &samples, (int)classes.count, (const char *const *)classes.items);
+        ds = dataset_from_samples(name, channels, &samples, (int)classes.count, (const char *const *)classes.items);
     }
     samples_free(&samples);
     list_free(&classes);
@@ -409,7 +401,7 @@ Dataset *dataset_image_files(const char *root_arg, int channels, ImageFolderRepo
     if (rc == 0) {
         char name[4200];
         snprintf(name, sizeof name, "ImageFiles(%s)", root);
-        ds = folder_new(name, channels, &samples, 0, NULL);
+        ds = dataset_from_samples(name, channels, &samples, 0, NULL);
     }
     samples_free(&samples);
     return ds;

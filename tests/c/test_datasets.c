@@ -1,6 +1,6 @@
 /* tests/c/test_datasets.c: the datasets for collections without class folders
- * (core/data/dataset.h): ImageFiles (an ImageFolder without classes), with their order,
- * labels and bad input.  Fixture trees are made in a temporary directory here, except the
+ * (core/data/dataset.h): ImageFiles (an ImageFolder without classes) and FileList (a list
+ * of paths with optional labels), with their order, labels, bad input and the loader.  Fixture trees are made in a temporary directory here, except the
  * torchvision-checked ImageFolder tree of tests/fixtures/data/folder. */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -182,6 +182,173 @@ static void test_image_files_loader(void) {
     dataset_release(ds);
 }
 
+/* ------------------------------------------------------------ FileList */
+
+/* Opens a list with `text` as tmpdir/lists/<name> (root: that directory). */
+static Dataset *open_list(const char *name, const char *text, const char *root, int delimiter, char *list, size_t size) {
+    snprintf(list, size, "%s/lists/%s", tmpdir, name);
+    write_file(list, text, strlen(text));
+    return dataset_file_list(list, root, 3, delimiter);
+}
+
+static void make_list_tree(void) {
+    char root[512], path[1024];
+    snprintf(root, sizeof root, "%s/lists", tmpdir);
+    const char *const dirs[] = {"img", "img/sub", "img/a dir"};
+    make_dirs(root, dirs, 3);
+    const char *const files[] = {"img/0.png", "img/1.png", "img/sub/2.png", "img/a dir/3.png"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, files[i]);
+        write_png(path, 20 * i);
+    }
+}
+
+/* The samples' paths relative to tmpdir/lists and their labels, "path=label ...". */
+static void describe(const Dataset *ds, char *out, size_t size) {
+    size_t prefix = strlen(tmpdir) + strlen("/lists/"), n = 0;
+    out[0] = 0;
+    for (int64_t i = 0; i < dataset_length(ds) && n < size; i++)
+        n += (size_t)snprintf(out + n, size - n, "%s%s=%lld", i ? " " : "", dataset_sample_path(ds, i) + prefix,
+                              (long long)dataset_label(ds, i));
+}
+
+static void test_file_list_formats(void) {
+    make_list_tree();
+    char list[700], got[2048];
+    struct {
+        const char *name, *text, *want;
+        int delimiter;
+    } cases[] = {
+        {"plain.txt", "img/1.png\nimg/0.png\n\n# a comment\nimg/sub/2.png", "img/1.png=-1 img/0.png=-1 img/sub/2.png=-1", 0},
+        {"labels.txt", "  img/0.png   7\nimg/sub/2.png\t0\r\n#x 1\n", "img/0.png=7 img/sub/2.png=0", 0},
+        {"with_header.csv", "\xEF\xBB\xBFpath,label\r\nimg/a dir/3.png, 3\r\n./img/0.png,2147483647\r\n",
+         "img/a dir/3.png=3 ./img/0.png=2147483647", 0},
+        {"no_labels.csv", "path\nimg/a dir/3.png\n", "img/a dir/3.png=-1", ','},
+        {"forced_space.txt", "img/0.png 1\n", "img/0.png=1", ' '},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        Dataset *ds = open_list(cases[c].name, cases[c].text, NULL, cases[c].delimiter, list, sizeof list);
+        char name[128];
+        snprintf(name, sizeof name, "FileList reads %s", cases[c].name);
+        if (!ds) {
+            CHECK(name, 0, "%s", moco_last_error());
+            continue;
+        }
+        describe(ds, got, sizeof got);
+        CHECK(name, !strcmp(got, cases[c].want), "got \"%s\", expected \"%s\"", got, cases[c].want);
+        dataset_release(ds);
+    }
+    /* root given: paths are relative to it, not to the list's directory. */
+    char root[600];
+    snprintf(root, sizeof root, "%s/lists/img", tmpdir);
+    Dataset *ds = open_list("rooted.txt", "sub/2.png 5\n", root, 0, list, sizeof list);
+    CHECK("FileList with a root", ds && dataset_length(ds) == 1 && strstr(dataset_sample_path(ds, 0), "/img/sub/2.png"),
+          "%s", ds ? dataset_sample_path(ds, 0) : moco_last_error());
+    Image img;
+    int64_t label = 0;
+    int rc = ds ? dataset_get(ds, 0, &img, &label) : -1;
+    CHECK("FileList decodes the listed image", rc == 0 && label == 5 && img.channels == 3 && img.data[0] == 40,
+          "rc %d, label %lld: %s", rc, (long long)label, moco_last_error());
+    if (rc == 0) image_free(&img);
+    CHECK("FileList has no classes", ds && dataset_num_classes(ds) == 0, "classes");
+    dataset_release(ds);
+}
+
+static void test_file_list_errors(void) {
+    char list[700];
+    struct {
+        const char *name, *text, *message;
+    } cases[] = {
+        {"missing.txt", "img/0.png\nimg/nothere.png\n", ":2: listed file"},
+        {"dir.txt", "img/sub\n", ":1: listed file"},
+        {"negative.txt", "img/0.png 1\nimg/1.png -1\n", ":2: label \"-1\" is not a non-negative integer"},
+        {"float.csv", "img/0.png,1.5\n", ":1: label \"1.5\""},
+        {"huge.txt", "img/0.png 2147483648\n", ":1: label \"2147483648\""},
+        {"empty_label.csv", "img/0.png,\n", ":1: label \"\""},
+        {"absolute.txt", "# list\n/etc/passwd\n", ":2: \"/etc/passwd\" is an absolute path"},
+        {"climb.txt", "img/0.png\nimg/../../lists/img/0.png\n", ":2: \"img/../../lists/img/0.png\" is a path with a '..'"},
+        {"climb_end.txt", "img/..\n", ":1: \"img/..\" is a path with a '..'"},
+        {"mixed.txt", "img/0.png 1\n\nimg/1.png\n", ":3: no label, but line 1 has one"},
+        {"mixed2.txt", "img/0.png\nimg/1.png 1\n", ":2: a label, but line 1 has none"},
+        {"fields.txt", "img/a dir/3.png 1\n", ":1: expected a path and an optional label, found 3 fields"},
+        {"quoted.csv", "\"img/0.png\",1\n", ":1: quoted CSV fields"},
+        {"nul.txt", "img/0.png\n\0img/1.png\n", ":2: the line holds a NUL byte"},
+        {"only_comments.txt", "# nothing\n\n", "no samples"},
+        {"header_only.csv", "path,label\n", "no samples"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const char *text = cases[c].text;
+        /* nul.txt holds a NUL: its length is written out. */
+        size_t len = !strcmp(cases[c].name, "nul.txt") ? 21 : strlen(text);
+        snprintf(list, sizeof list, "%s/lists/%s", tmpdir, cases[c].name);
+        write_file(list, text, len);
+        Dataset *ds = dataset_file_list(list, NULL, 3, 0);
+        char name[128], want[800];
+        snprintf(name, sizeof name, "FileList refuses %s, naming the file and line", cases[c].name);
+        snprintf(want, sizeof want, "%s%s", cases[c].message[0] == ':' ? list : "", cases[c].message);
+        CHECK(name, ds == NULL && strstr(moco_last_error(), want), "got %s; expected a message with %s",
+              ds ? "a dataset" : moco_last_error(), want);
+        dataset_release(ds);
+    }
+    Dataset *ds = dataset_file_list("/nonexistent/moco/list.txt", "/tmp", 3, 0);
+    CHECK("FileList missing list names it", !ds && strstr(moco_last_error(), "/nonexistent/moco/list.txt"), "%s",
+          moco_last_error());
+    ds = open_list("badroot.txt", "img/0.png\n", "/nonexistent/moco/root", 0, list, sizeof list);
+    CHECK("FileList missing root names it", !ds && strstr(moco_last_error(), "/nonexistent/moco/root"), "%s",
+          moco_last_error());
+    ds = open_list("chan.txt", "img/0.png\n", NULL, 0, list, sizeof list);
+    dataset_release(ds);
+    ds = dataset_file_list(list, NULL, 2, 0);
+    CHECK("FileList rejects channels=2", !ds && strstr(moco_last_error(), "channels"), "%s", moco_last_error());
+    ds = dataset_file_list(list, NULL, 3, ';');
+    CHECK("FileList rejects another delimiter", !ds && strstr(moco_last_error(), "delimiter"), "%s", moco_last_error());
+    /* Above the size bound: a sparse file, refused before anything is read. */
+    snprintf(list, sizeof list, "%s/lists/big.txt", tmpdir);
+    FILE *f = fopen(list, "wb");
+    int sparse = f && ftruncate(fileno(f), (off_t)FILE_LIST_MAX_BYTES + 1) == 0;
+    if (f) fclose(f);
+    ds = sparse ? dataset_file_list(list, NULL, 3, 0) : NULL;
+    CHECK("FileList refuses a list above 1 GB", sparse && !ds && strstr(moco_last_error(), "big.txt") &&
+          strstr(moco_last_error(), "larger than"), "%s", moco_last_error());
+    unlink(list);
+}
+
+/* The loader decodes and augments FileList samples in its workers, with the listed labels. */
+static void test_file_list_loader(void) {
+    char list[700];
+    Dataset *ds = open_list("loader.csv", "img/0.png,4\nimg/1.png,3\nimg/sub/2.png,2\nimg/a dir/3.png,1\n", NULL, 0,
+                            list, sizeof list);
+    if (!ds) {
+        CHECK("FileList for the loader", 0, "%s", moco_last_error());
+        return;
+    }
+    const double scale[2] = {0.5, 1.0}, ratio[2] = {3.0 / 4.0, 4.0 / 3.0};
+    Transform *items[2] = {transform_random_resized_crop(4, 4, scale, ratio), transform_to_tensor()};
+    Transform *t = transform_compose(items, 2);
+    for (int i = 0; i < 2; i++) transform_free(items[i]);
+    LoaderOptions o = {2, 2, 2, 1, 0, 11, LOADER_RAISE};
+    Loader *l = loader_create(ds, &o, t, 0, LOADER_TENSORS);
+    LoaderBatch b;
+    int seen = 0, match = 1;
+    while (l && loader_next(l, &b) == 1) {
+        /* Sample i is uniformly 20 * i and labelled 4 - i. */
+        int64_t per = b.images->numel / b.labels->numel;
+        for (int64_t r = 0; r < b.labels->numel; r++, seen++) {
+            int64_t i = b.indices[r];
+            if (b.labels->data[r] != (float)(4 - i)) match = 0;
+            for (int64_t j = 0; j < per; j++)
+                if (fabsf(b.images->data[r * per + j] - (float)(20 * i) / 255.0f) > 1e-6f) match = 0;
+        }
+        tensor_free(b.images);
+        tensor_free(b.labels);
+    }
+    CHECK("the loader covers a FileList epoch", seen == 4, "%d samples: %s", seen, moco_last_error());
+    CHECK("FileList batches: listed labels and decoded pixels", match, "a label or pixel differs");
+    loader_close(l);
+    transform_free(t);
+    dataset_release(ds);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
@@ -191,6 +358,9 @@ int main(void) {
     test_image_files_order();
     test_image_files_errors();
     test_image_files_loader();
+    test_file_list_formats();
+    test_file_list_errors();
+    test_file_list_loader();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

@@ -1,4 +1,4 @@
--- tests/lua/test_datasets.lua: data.ImageFiles from Lua: the datasets for collections
+-- tests/lua/test_datasets.lua: data.ImageFiles and data.FileList from Lua: the datasets for collections
 -- without class folders, through data.Loader with every transform (C workers, and the
 -- Lua path for T.Lambda).  Fixture trees are written to a temporary directory.
 package.path = "tests/lua/?.lua;" .. package.path
@@ -73,7 +73,7 @@ function tests.image_files()
   local ds = data.ImageFiles(root, { quiet = true })
   check.eq("ImageFiles length", #ds, 4)
   check.eq("ImageFiles skipped", ds.skipped, 1)
-  check.eq("ImageFiles has no classes", #ds.classes, 0)
+  check.eq("ImageFiles has no classes", ds.classes, nil)
   local order = {}
   for i = 1, #ds do order[i] = ds:path(i):sub(#root + 2) end
   check.eq("ImageFiles order is sorted(os.walk)", table.concat(order, " "), "b.png 2019/d.png 2019/trip/c.jpg 2020/a.PNG")
@@ -93,6 +93,50 @@ function tests.image_files_errors()
   check.raises("ImageFiles missing root names it", tmpdir .. "/missing", data.ImageFiles, tmpdir .. "/missing")
   check.raises("ImageFiles unknown option", "chanels", data.ImageFiles, empty, { chanels = 3 })
   check.raises("ImageFiles root must be a path", "root must be a path", data.ImageFiles, 3)
+end
+
+function tests.file_list()
+  local root = tmpdir .. "/listed"
+  assert(os.execute(string.format("mkdir -p '%s/img/a b'", root)))
+  for i = 0, 3 do save_image(string.format("%s/img/%s%d.png", root, i == 3 and "a b/" or "", i), i) end
+  write(root .. "/train.txt", "img/2.png 2\nimg/0.png 0\n# held out: img/9.png\n\nimg/1.png 1\n")
+  local ds = data.FileList(root .. "/train.txt")
+  check.eq("FileList length", #ds, 3)
+  check.eq("FileList keeps the list's order", ds:path(1), root .. "/img/2.png")
+  check.eq("FileList labels", ds:label(2), 0)
+  check.eq("FileList classes are nil", ds.classes, nil)
+  check.ok("FileList tostring", tostring(ds):find("FileList(", 1, true) ~= nil, tostring(ds))
+  epoch_with_every_transform("FileList", ds, function(l) return l >= 0 and l <= 2 end)
+  write(tmpdir .. "/elsewhere.csv", "path,label\r\nimg/a b/3.png,7\r\n")
+  local csv = data.FileList(tmpdir .. "/elsewhere.csv", { root = root, channels = 1 })
+  local image, label = csv:get(1)
+  check.eq("FileList CSV with a root: label", label, 7)
+  check.eq("FileList channels = 1", image.channels, 1)
+  write(root .. "/plain.txt", "img/0.png\nimg/1.png\n")
+  local plain = data.FileList(root .. "/plain.txt", { delimiter = "whitespace" })
+  check.eq("FileList without labels gives -1", plain:label(2), -1)
+  epoch_with_every_transform("FileList unlabeled", plain, function(l) return l == -1 end)
+end
+
+function tests.file_list_errors()
+  local root = tmpdir .. "/listed"
+  local function list(name, text)
+    write(root .. "/" .. name, text)
+    return root .. "/" .. name
+  end
+  check.raises("FileList missing file: file and line", root .. "/m.txt:2: listed file", data.FileList,
+               list("m.txt", "img/0.png\nimg/nope.png\n"))
+  check.raises("FileList escaping path: file and line", root .. "/e.txt:1: \"../listed/img/0.png\" is a path with a '..'",
+               data.FileList, list("e.txt", "../listed/img/0.png\n"))
+  check.raises("FileList absolute path", "x.txt:1: \"/etc/hostname\" is an absolute path", data.FileList,
+               list("x.txt", "/etc/hostname\n"))
+  check.raises("FileList bad label", "l.txt:1: label \"cat\" is not a non-negative integer", data.FileList,
+               list("l.txt", "img/0.png cat\n"))
+  check.raises("FileList mixed labels", "mx.txt:2: no label, but line 1 has one", data.FileList,
+               list("mx.txt", "img/0.png 1\nimg/1.png\n"))
+  check.raises("FileList bad delimiter", "delimiter must be", data.FileList, root .. "/m.txt", { delimiter = ";" })
+  check.raises("FileList unknown option", "rot", data.FileList, root .. "/m.txt", { rot = root })
+  check.raises("FileList missing list", tmpdir .. "/none.txt", data.FileList, tmpdir .. "/none.txt")
 end
 
 check.run(tests)
