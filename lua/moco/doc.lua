@@ -313,7 +313,8 @@ F{ "moco.data.ImageFiles", "data.ImageFiles(root [, {channels = 3, quiet = false
    details = "torchvision has no such dataset; the name says what it holds, as ImageFolder's does. The walk, sort order (sorted(os.walk(root))) and extensions are ImageFolder's; ds.classes is nil." }
 F{ "moco.data.FileList", "data.FileList(list_path [, {root = dir, channels = 3, delimiter = 'auto'}]) -> Dataset", "One path a line, relative to root (default: the list's directory), optionally with a label.",
    details = "Fields separated by white space or a comma ('auto' decides from the first sample line); a header line path,label is skipped, as are empty lines and lines starting with #. Every line has a label (a non-negative integer) or none does (then -1); ds.classes is nil. Absolute paths, '..', missing files and bad labels are errors naming the file and line; lists above 1 GB are refused." }
-F{ "moco.data.CIFAR10", "data.CIFAR10(root [, {train = true}]) -> Dataset", "The official CIFAR-10 binary batches, in memory." }
+F{ "moco.data.CIFAR10", "data.CIFAR10(root [, {train = true}]) -> Dataset", "The official CIFAR-10 binary batches, in memory.",
+   details = "The Python version torchvision downloads (cifar-10-batches-py, pickles) is refused, never unpickled, with the address of the binary one: https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz." }
 F{ "moco.data.CIFAR100", "data.CIFAR100(root [, {train = true}]) -> Dataset", "CIFAR-100 binary files (fine labels)." }
 F{ "moco.data.IDX", "data.IDX(images, labels [, {classes = {...}}]) -> Dataset", "MNIST-format files, raw or gzip." }
 F{ "moco.data.FashionMNIST", "data.FashionMNIST{train = true [, root]} -> Dataset", "Fashion-MNIST from Debian's dataset-fashion-mnist (28x28 gray).", example = [[

@@ -1,6 +1,7 @@
 /* tests/c/test_datasets.c: the datasets for collections without class folders
  * (core/data/dataset.h): ImageFiles (an ImageFolder without classes) and FileList (a list
- * of paths with optional labels), with their order, labels, bad input and the loader.  Fixture trees are made in a temporary directory here, except the
+ * of paths with optional labels), with their order, labels, bad input and the loader; and
+ * CIFAR's Python version, which is recognised and refused.  Fixture trees are made in a temporary directory here, except the
  * torchvision-checked ImageFolder tree of tests/fixtures/data/folder. */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -349,6 +350,47 @@ static void test_file_list_loader(void) {
     dataset_release(ds);
 }
 
+/* ------------------------------------------------------------ CIFAR, Python version */
+
+/* torchvision downloads CIFAR's Python version (pickles): it is recognised and refused with
+ * the binary version's address, never unpickled. */
+static void test_cifar_python_version(void) {
+    static const char pickle[] = "\x80\x02}q\x00(X\x06\x00\x00\x00labelsq\x01]q\x02.";
+    char root[512], path[1024];
+    snprintf(root, sizeof root, "%s/torchvision_cifar", tmpdir);
+    const char *const dirs[] = {"cifar-10-batches-py", "cifar-100-python", "flat10", "flat100"};
+    make_dirs(root, dirs, 4);
+    const char *const files[] = {"cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch",
+                                 "cifar-100-python/train", "flat10/data_batch_1", "flat100/test"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, files[i]);
+        write_file(path, pickle, sizeof pickle - 1);
+    }
+    struct {
+        const char *sub;
+        int cifar100, train;
+    } cases[] = {{"", 0, 1}, {"cifar-10-batches-py", 0, 0}, {"flat10", 0, 1}, {"cifar-10-batches-py/data_batch_1", 0, 1},
+                 {"", 1, 0}, {"cifar-100-python", 1, 1}, {"flat100", 1, 0}, {"cifar-100-python/train", 1, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        snprintf(path, sizeof path, "%s/%s", root, cases[c].sub);
+        Dataset *ds = cases[c].cifar100 ? dataset_cifar100(path, cases[c].train) : dataset_cifar10(path, cases[c].train);
+        const char *url = cases[c].cifar100 ? "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
+                                            : "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+        char name[200];
+        snprintf(name, sizeof name, "CIFAR%s at %s: says Python version, where to get the binary one",
+                 cases[c].cifar100 ? "100" : "10", cases[c].sub[0] ? cases[c].sub : "the download root");
+        CHECK(name, !ds && strstr(moco_last_error(), "Python (pickle) version") && strstr(moco_last_error(), url),
+              "%s", ds ? "opened" : moco_last_error());
+        dataset_release(ds);
+    }
+    /* Neither version: the usual message about the missing binary files. */
+    snprintf(path, sizeof path, "%s/no_cifar", tmpdir);
+    mkdir(path, 0755);
+    Dataset *ds = dataset_cifar10(path, 1);
+    CHECK("CIFAR10 in an empty directory: the missing-file message", !ds && strstr(moco_last_error(), "no such file") &&
+          !strstr(moco_last_error(), "Python"), "%s", moco_last_error());
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
@@ -361,6 +403,7 @@ int main(void) {
     test_file_list_formats();
     test_file_list_errors();
     test_file_list_loader();
+    test_cifar_python_version();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
