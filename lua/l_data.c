@@ -2,6 +2,8 @@
  * the base of lua/moco/data.lua.
  *
  *   image_folder(root, channels)      -> dataset, skipped_count, first_skipped_path|nil
+ *   image_files(root, channels)       -> the same, for ImageFiles (no classes, label -1)
+ *   file_list(list_path, root|nil, channels, "auto"|","|"whitespace")   -> dataset
  *   cifar10(root, train) / cifar100(root, train)                       -> dataset
  *   idx(images_path, labels_path [, class_names])                      -> dataset
  *   fashion_mnist(root|nil, train)                                     -> dataset
@@ -37,7 +39,7 @@
 
 typedef struct LDataset {
     Dataset *ds;          /* NULL once closed */
-    int64_t skipped;      /* ImageFolder: files without an image extension */
+    int64_t skipped;      /* ImageFolder, ImageFiles: files without an image extension */
 } LDataset;
 
 static LDataset *new_dataset_box(lua_State *L) {
@@ -60,12 +62,13 @@ static int set_dataset(lua_State *L, LDataset *box, Dataset *ds) {
     return 1;
 }
 
-static int l_image_folder(lua_State *L) {
+/* image_folder and image_files: the dataset, then the report of skipped files. */
+static int image_tree(lua_State *L, Dataset *(*open)(const char *, int, ImageFolderReport *)) {
     const char *root = luaL_checkstring(L, 1);
     int channels = (int)luaL_optinteger(L, 2, 3);
     LDataset *box = new_dataset_box(L);
     ImageFolderReport report;
-    set_dataset(L, box, dataset_image_folder(root, channels, &report));
+    set_dataset(L, box, open(root, channels, &report));
     box->skipped = report.skipped_files;
     lua_pushinteger(L, (lua_Integer)report.skipped_files);
     if (report.skipped_files)
@@ -73,6 +76,19 @@ static int l_image_folder(lua_State *L) {
     else
         lua_pushnil(L);
     return 3;
+}
+static int l_image_folder(lua_State *L) { return image_tree(L, dataset_image_folder); }
+static int l_image_files(lua_State *L) { return image_tree(L, dataset_image_files); }
+
+/* file_list(list_path, root|nil, channels, delimiter): delimiter "auto", "," or "whitespace". */
+static int l_file_list(lua_State *L) {
+    const char *list = luaL_checkstring(L, 1), *root = luaL_optstring(L, 2, NULL);
+    int channels = (int)luaL_checkinteger(L, 3);
+    static const char *const names[] = {"auto", ",", "whitespace", NULL};
+    static const int delimiters[] = {0, ',', ' '};
+    int delimiter = delimiters[luaL_checkoption(L, 4, "auto", names)];
+    LDataset *box = new_dataset_box(L);
+    return set_dataset(L, box, dataset_file_list(list, root, channels, delimiter));
 }
 
 static int l_cifar(lua_State *L, int cifar100) {
@@ -218,8 +234,8 @@ static int ds_tostring(lua_State *L) {
     return 1;
 }
 
-/* ds[i] -> {image, label} (an index can give one value only); ds.classes, ds.class_to_idx,
- * ds.name, ds.skipped; methods. */
+/* ds[i] -> {image, label} (an index can give one value only); ds.classes, ds.class_to_idx
+ * (nil without class names), ds.name, ds.skipped; methods. */
 static int ds_index(lua_State *L) {
     if (lua_type(L, 2) == LUA_TNUMBER) {
         lua_settop(L, 2);
@@ -235,6 +251,12 @@ static int ds_index(lua_State *L) {
     const char *key = luaL_checkstring(L, 2);
     if (!strcmp(key, "classes") || !strcmp(key, "class_to_idx")) {
         Dataset *ds = check_dataset(L, 1);
+        /* ImageFiles and FileList have no class names: nil, as the attribute torchvision's
+         * datasets without classes lack (eval then counts the classes from the labels). */
+        if (ds->num_classes == 0) {
+            lua_pushnil(L);
+            return 1;
+        }
         int by_name = !strcmp(key, "class_to_idx");
         lua_createtable(L, by_name ? 0 : ds->num_classes, by_name ? ds->num_classes : 0);
         for (int c = 0; c < ds->num_classes; c++) {
@@ -698,7 +720,8 @@ static int l_loader_methods(lua_State *L) {
 }
 
 static const luaL_Reg data_functions[] = {
-    {"image_folder", l_image_folder}, {"cifar10", l_cifar10},   {"cifar100", l_cifar100},
+    {"image_folder", l_image_folder}, {"image_files", l_image_files}, {"file_list", l_file_list},
+    {"cifar10", l_cifar10},   {"cifar100", l_cifar100},
     {"idx", l_idx},                   {"fashion_mnist", l_fashion_mnist}, {"loader", l_loader},
     {"subset", l_subset},
     {"cpu_count", l_cpu_count},       {"thread_advice", l_thread_advice}, {"loader_methods", l_loader_methods},

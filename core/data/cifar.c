@@ -1,5 +1,6 @@
 /* core/data/cifar.c: CIFAR-10 and CIFAR-100 in their official binary formats
- * (cs.toronto.edu/~kriz/cifar.html, the "binary version" archives).
+ * (cs.toronto.edu/~kriz/cifar.html, the "binary version" archives).  The Python version
+ * (what torchvision downloads) is recognised and refused with directions, never unpickled.
  *
  * Every record is its label byte(s) then 3072 pixel bytes: the red, green and blue
  * planes of a 32x32 image, rows first.  The files are read whole at construction (150 MB
@@ -104,6 +105,31 @@ static int read_records(const char *path, const char *what, int record_size, int
     return 0;
 }
 
+/* Whether root is (or holds) the Python version, as torchvision downloads it: a directory
+ * cifar-10-batches-py / cifar-100-python, pickled batches named without .bin (data_batch_1,
+ * test_batch; train, test), or root itself a pickle (protocol 2+ starts with 0x80).  It is
+ * never unpickled: a pickle can run code.  Fills `found` with what gave it away. */
+static int is_python_version(const char *root, int cifar100, char *found, size_t size) {
+    const char *pydir = cifar100 ? "cifar-100-python" : "cifar-10-batches-py";
+    static const char *const names10[] = {"data_batch_1", "test_batch"}, *const names100[] = {"train", "test"};
+    const char *const *names = cifar100 ? names100 : names10;
+    struct stat st;
+    snprintf(found, size, "%s/%s", root, pydir);
+    if (stat(found, &st) == 0 && S_ISDIR(st.st_mode)) return 1;
+    for (int i = 0; i < 2; i++) {
+        snprintf(found, size, "%s/%s", root, names[i]);
+        if (is_file(found)) return 1;
+        snprintf(found, size, "%s/%s/%s", root, pydir, names[i]);
+        if (is_file(found)) return 1;
+    }
+    snprintf(found, size, "%s", root);
+    if (!is_file(root)) return 0;
+    FILE *f = file_fopen_regular(root, NULL);
+    int first = f ? fgetc(f) : EOF;
+    if (f) fclose(f);
+    return first == 0x80;
+}
+
 static Dataset *cifar_open(const char *root, int train, int cifar100) {
     const char *what = cifar100 ? "CIFAR100" : "CIFAR10";
     const char *subdir = cifar100 ? "cifar-100-binary" : "cifar-10-batches-bin";
@@ -133,6 +159,16 @@ static Dataset *cifar_open(const char *root, int train, int cifar100) {
     int64_t count = 0;
     for (int i = 0; i < nfiles; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        char python[4200];
+        if (!is_file(path) && is_python_version(root, cifar100, python, sizeof python)) {
+            free(records);
+            moco_error("%s: %s is the Python (pickle) version of %s, as torchvision downloads it; moco-lua reads "
+                       "the binary version only (it never unpickles: a pickle can run code). Get "
+                       "https://www.cs.toronto.edu/~kriz/%s, unpack it and pass the directory holding %s",
+                       what, python, cifar100 ? "CIFAR-100" : "CIFAR-10",
+                       cifar100 ? "cifar-100-binary.tar.gz" : "cifar-10-binary.tar.gz", subdir);
+            return NULL;
+        }
         if (!is_file(path)) {
             free(records);
             moco_error("%s: %s: no such file (expected the binary version, %s from %s, in %s or %s/%s)", what,

@@ -42,7 +42,7 @@ const char *dataset_class_name(const Dataset *ds, int c);   /* NULL when out of 
 /* Sample `index` (0-based) into *out and *label; an out-of-range index is an error. */
 int dataset_get(const Dataset *ds, int64_t index, Image *out, int64_t *label);
 int64_t dataset_label(const Dataset *ds, int64_t index);   /* -1 when out of range */
-/* The file behind a sample (ImageFolder), or NULL. */
+/* The file behind a sample (ImageFolder, ImageFiles, FileList), or NULL. */
 const char *dataset_sample_path(const Dataset *ds, int64_t index);
 
 Dataset *dataset_retain(Dataset *ds);
@@ -64,6 +64,30 @@ typedef struct ImageFolderReport {
 } ImageFolderReport;
 
 Dataset *dataset_image_folder(const char *root, int channels, ImageFolderReport *report);
+
+/* ---- ImageFiles: an ImageFolder without classes ----
+ * Every image file under root, recursively, with label -1 and no classes: torchvision has
+ * no such dataset (its ImageFolder insists on class folders), so this is ImageFolder's
+ * walk applied to root itself.  The order is what sorted(os.walk(root, followlinks=True))
+ * then sorted(files) gives, and the extension rules, the link handling and the report of
+ * skipped files are ImageFolder's.  A root without any image file is an error naming it. */
+Dataset *dataset_image_files(const char *root, int channels, ImageFolderReport *report);
+
+/* ---- FileList: a text or CSV file of image paths with optional labels ----
+ * One sample a line: a path relative to root (NULL or "": the list's directory), then
+ * optionally a label, a non-negative integer.  Fields are separated by white space or by
+ * one comma (delimiter ' ' or ','; 0 decides from the first sample line: a comma makes it
+ * CSV).  A first line "path,label" (or "path label", or "path") is a header and skipped;
+ * empty lines and lines starting with '#' are skipped; CR LF line ends and a UTF-8 byte
+ * order mark are accepted.  Either every sample has a label or none has (then they are
+ * -1); there are no class names.  Refused, with the list's path and the 1-based line: an
+ * absolute path, a path with a ".." component, a listed file that does not exist or is
+ * not a regular file, a label that is not a non-negative integer (at most 2^31 - 1), more
+ * than two fields, quoted CSV fields, a NUL byte; a list above FILE_LIST_MAX_BYTES or
+ * FILE_LIST_MAX_LINES lines.  channels as ImageFolder. */
+#define FILE_LIST_MAX_BYTES ((size_t)1 << 30)
+#define FILE_LIST_MAX_LINES 2147483647LL
+Dataset *dataset_file_list(const char *list_path, const char *root, int channels, int delimiter);
 
 /* ---- CIFAR-10 / CIFAR-100, the official binary versions ----
  * root is the directory holding the .bin files, or its parent holding

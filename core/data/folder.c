@@ -1,4 +1,6 @@
-/* core/data/folder.c: torchvision.datasets.ImageFolder (root/<class>/<files>).
+/* core/data/folder.c: torchvision.datasets.ImageFolder (root/<class>/<files>), and
+ * ImageFiles, the same walk over root itself without classes (every sample labelled -1);
+ * also the dataset of listed files they and FileList (filelist.c) share (samples.h).
  *
  * The sample order must be torchvision's exactly, because users compare indices, class
  * numbers and per-sample results with PyTorch runs.  torchvision (datasets/folder.py):
@@ -22,6 +24,7 @@
 
 #include "dataset.h"
 #include "error.h"
+#include "samples.h"
 
 static const char *const image_extensions[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp",
                                                ".pgm", ".tif",  ".tiff", ".webp"};
@@ -240,15 +243,7 @@ static int find_classes(const char *root, StringList *classes) {
     return rc;
 }
 
-typedef struct SampleList {
-    char *pool;
-    size_t pool_len, pool_cap;
-    size_t *offsets;
-    int *labels;
-    size_t count, cap;
-} SampleList;
-
-static int sample_push(SampleList *s, const char *path, int label) {
+int sample_push(SampleList *s, const char *path, int label) {
     size_t n = strlen(path) + 1;
     if (s->pool_len + n > s->pool_cap) {
         size_t cap = s->pool_cap ? s->pool_cap : 4096;
@@ -276,14 +271,13 @@ static int sample_push(SampleList *s, const char *path, int label) {
     return 0;
 }
 
-/* Collects the samples of one class; *found says whether it had any image file. */
-static int collect_class(const char *root, const char *cls, int label, SampleList *samples,
-                         ImageFolderReport *report, int *found) {
-    char *dir = join_path(root, cls);
-    if (!dir) return moco_error("ImageFolder: out of memory");
+/* Collects the image files under dir (in sorted(os.walk(dir)) order) with `label`;
+ * *found says whether there was any.  `what` prefixes the messages. */
+static int collect_tree(const char *what, const char *dir, int label, SampleList *samples,
+                        ImageFolderReport *report, int *found) {
     Walk w = {0};
     int rc = walk_dir(&w, dir, NULL, 1);
-    free(dir);
+    if (rc) moco_error_prefix("%s: ", what);
     if (rc == 0) qsort(w.dirs, w.count, sizeof *w.dirs, compare_records);
     for (size_t i = 0; rc == 0 && i < w.count; i++) {
         StringList *files = &w.dirs[i].files;
@@ -292,9 +286,9 @@ static int collect_class(const char *root, const char *cls, int label, SampleLis
         for (size_t j = 0; rc == 0 && j < files->count; j++) {
             char *path = join_path(w.dirs[i].path, files->items[j]);
             if (!path) {
-                rc = moco_error("ImageFolder: out of memory");
+                rc = moco_error("%s: out of memory", what);
             } else if (has_image_extension(files->items[j])) {
-                if (sample_push(samples, path, label)) rc = moco_error("ImageFolder: out of memory");
+                if (sample_push(samples, path, label)) rc = moco_error("%s: out of memory", what);
                 *found = 1;
             } else {
                 if (report->skipped_files++ == 0)
@@ -307,26 +301,68 @@ static int collect_class(const char *root, const char *cls, int label, SampleLis
     return rc;
 }
 
-Dataset *dataset_image_folder(const char *root_arg, int channels, ImageFolderReport *report) {
-    ImageFolderReport local;
-    if (!report) report = &local;
-    memset(report, 0, sizeof *report);
-    if (channels != 0 && channels != 1 && channels != 3) {
-        moco_error("ImageFolder: channels must be 1, 3 or 0 (as stored), got %d", channels);
+/* Collects the samples of one class; *found says whether it had any image file. */
+static int collect_class(const char *root, const char *cls, int label, SampleList *samples,
+                         ImageFolderReport *report, int *found) {
+    char *dir = join_path(root, cls);
+    if (!dir) return moco_error("ImageFolder: out of memory");
+    int rc = collect_tree("ImageFolder", dir, label, samples, report, found);
+    free(dir);
+    return rc;
+}
+
+void path_expand_user(const char *path, char *out, size_t size) {
+    const char *home = getenv("HOME");
+    if (path[0] == '~' && (path[1] == '/' || path[1] == 0) && home)
+        snprintf(out, size, "%s%s", home, path + 1);
+    else
+        snprintf(out, size, "%s", path);
+}
+
+Dataset *dataset_from_samples(const char *name, int channels, SampleList *samples, int nclasses,
+                              const char *const *classes) {
+    FolderDataset *f = (FolderDataset *)dataset_alloc(sizeof *f, &folder_ops, name);
+    if (!f) return NULL;
+    if (dataset_set_classes(&f->base, nclasses, classes)) {
+        dataset_release(&f->base);
         return NULL;
     }
-    /* torchvision's VisionDataset applies os.path.expanduser to the root. */
+    f->channels = channels;
+    f->pool = samples->pool;
+    f->offsets = samples->offsets;
+    f->labels = samples->labels;
+    f->base.length = (int64_t)samples->count;
+    memset(samples, 0, sizeof *samples);
+    return &f->base;
+}
+
+/* What both constructors do first: an empty report, the channels checked, root expanded. */
+static int tree_begin(const char *what, const char *root_arg, int channels, char *root, size_t size,
+                      ImageFolderReport *report) {
+    memset(report, 0, sizeof *report);
+    path_expand_user(root_arg, root, size);
+    if (channels != 0 && channels != 1 && channels != 3)
+        return moco_error("%s: channels must be 1, 3 or 0 (as stored), got %d", what, channels);
+    return 0;
+}
+
+void samples_free(SampleList *s) {
+    free(s->pool);
+    free(s->offsets);
+    free(s->labels);
+    memset(s, 0, sizeof *s);
+}
+
+Dataset *dataset_image_folder(const char *root_arg, int channels, ImageFolderReport *report) {
+    ImageFolderReport local;
     char root[4096];
-    const char *home = getenv("HOME");
-    if (root_arg[0] == '~' && (root_arg[1] == '/' || root_arg[1] == 0) && home)
-        snprintf(root, sizeof root, "%s%s", home, root_arg + 1);
-    else
-        snprintf(root, sizeof root, "%s", root_arg);
+    if (!report) report = &local;
+    if (tree_begin("ImageFolder", root_arg, channels, root, sizeof root, report)) return NULL;
 
     StringList classes = {0};
     SampleList samples = {0};
     char empty[1024] = "";   /* the classes without an image file, ", "-separated */
-    FolderDataset *f = NULL;
+    Dataset *ds = NULL;
     int rc = find_classes(root, &classes);
     for (size_t c = 0; rc == 0 && c < classes.count; c++) {
         int found = 0;
@@ -342,25 +378,31 @@ Dataset *dataset_image_folder(const char *root_arg, int channels, ImageFolderRep
     if (rc == 0) {
         char name[4200];
         snprintf(name, sizeof name, "ImageFolder(%s)", root);
-        f = (FolderDataset *)dataset_alloc(sizeof *f, &folder_ops, name);
-        if (!f) rc = -1;
+        ds = dataset_from_samples(name, channels, &samples, (int)classes.count, (const char *const *)classes.items);
     }
-    if (rc == 0 && dataset_set_classes(&f->base, (int)classes.count, (const char *const *)classes.items)) rc = -1;
-    if (rc == 0) {
-        f->channels = channels;
-        f->pool = samples.pool;
-        f->offsets = samples.offsets;
-        f->labels = samples.labels;
-        f->base.length = (int64_t)samples.count;
-        memset(&samples, 0, sizeof samples);
-    }
-    free(samples.pool);
-    free(samples.offsets);
-    free(samples.labels);
+    samples_free(&samples);
     list_free(&classes);
-    if (rc != 0) {
-        if (f) dataset_release(&f->base);
-        return NULL;
+    return ds;
+}
+
+Dataset *dataset_image_files(const char *root_arg, int channels, ImageFolderReport *report) {
+    ImageFolderReport local;
+    char root[4096];
+    if (!report) report = &local;
+    if (tree_begin("ImageFiles", root_arg, channels, root, sizeof root, report)) return NULL;
+    SampleList samples = {0};
+    Dataset *ds = NULL;
+    int found = 0;
+    int rc = collect_tree("ImageFiles", root, -1, &samples, report, &found);
+    if (rc == 0 && !found)
+        rc = moco_error("ImageFiles: %s: found no image file in it or below it%s%s%s. Supported extensions are: %s",
+                        root, report->skipped_files ? " (skipped non-image files, e.g. " : "", report->first_skipped,
+                        report->skipped_files ? ")" : "", IMAGE_FOLDER_EXTENSIONS);
+    if (rc == 0) {
+        char name[4200];
+        snprintf(name, sizeof name, "ImageFiles(%s)", root);
+        ds = dataset_from_samples(name, channels, &samples, 0, NULL);
     }
-    return &f->base;
+    samples_free(&samples);
+    return ds;
 }

@@ -1,14 +1,16 @@
 -- lua/moco/data.lua: datasets and the parallel batch loader (moco.data).
 --
 --   ds = data.ImageFolder(root [, {channels = 3, quiet = false}])
+--   ds = data.ImageFiles(root [, {channels = 3, quiet = false}])   -- no classes, label -1
+--   ds = data.FileList(list_path [, {root = dir, channels = 3, delimiter = "auto"}])
 --   ds = data.CIFAR10(root [, {train = true}])        -- also data.CIFAR100 (fine labels)
 --   ds = data.IDX(images_path, labels_path [, {classes = {...}}])
 --   ds = data.FashionMNIST{train = true [, root = "/usr/share/datasets/fashion-mnist"]}
 --   ds = data.Subset(ds, n | {positions})   -- the first n samples, or those positions
---   #ds, ds.classes (names; ds.classes[label + 1]), ds.class_to_idx, ds.name
+--   #ds, ds.classes (names; ds.classes[label + 1]; nil for ImageFiles and FileList), ds.class_to_idx, ds.name
 --   image, label = ds:get(i)       -- i from 1 to #ds; label is torchvision's 0-based value
 --   ds[i]                          -- {image, label} (an index can return one value only)
---   ds:label(i), ds:path(i) (ImageFolder), ds:targets() (a tensor of all labels)
+--   ds:label(i), ds:path(i) (ImageFolder, ImageFiles, FileList), ds:targets() (a tensor of all labels)
 --
 --   loader = data.Loader(ds, {batch_size = 256, transform = T.TwoCrops(aug), workers = 2,
 --                             shuffle = true, drop_last = true, seed = 0, prefetch = 2,
@@ -85,15 +87,36 @@ local function default(v, d)
   return v
 end
 
-function data.ImageFolder(root, opts)
-  opts = check_options("data.ImageFolder", opts, { channels = true, quiet = true })
-  if type(root) ~= "string" then error("data.ImageFolder: root must be a path, got " .. type(root), 2) end
-  local ds, skipped, example = C.image_folder(root, default(opts.channels, 3))
-  if skipped > 0 and not opts.quiet then
-    io.stderr:write(string.format("data.ImageFolder(%s): skipped %d file(s) without an image extension, e.g. %s\n",
-                                  root, skipped, example))
+local function image_tree(name, open)
+  return function(root, opts)
+    opts = check_options("data." .. name, opts, { channels = true, quiet = true })
+    if type(root) ~= "string" then error("data." .. name .. ": root must be a path, got " .. type(root), 2) end
+    local ds, skipped, example = open(root, default(opts.channels, 3))
+    if skipped > 0 and not opts.quiet then
+      io.stderr:write(string.format("data.%s(%s): skipped %d file(s) without an image extension, e.g. %s\n",
+                                    name, root, skipped, example))
+    end
+    return ds
   end
-  return ds
+end
+data.ImageFolder = image_tree("ImageFolder", C.image_folder)
+-- ImageFolder without classes (torchvision has no such dataset): every image under root.
+data.ImageFiles = image_tree("ImageFiles", C.image_files)
+
+-- data.FileList(list_path [, {root = dir, channels = 3, delimiter = "auto"}]): a text or CSV
+-- file of paths relative to root (default: the list's directory), each optionally followed
+-- by a 0-based label; delimiter "auto", "," or "whitespace".
+function data.FileList(list_path, opts)
+  opts = check_options("data.FileList", opts, { root = true, channels = true, delimiter = true })
+  if type(list_path) ~= "string" then error("data.FileList: list_path must be a path, got " .. type(list_path), 2) end
+  if opts.root ~= nil and type(opts.root) ~= "string" then
+    error("data.FileList: root must be a path, got " .. type(opts.root), 2)
+  end
+  local delimiter = default(opts.delimiter, "auto")
+  if delimiter ~= "auto" and delimiter ~= "," and delimiter ~= "whitespace" then
+    error(string.format("data.FileList: delimiter must be \"auto\", \",\" or \"whitespace\", got %s", tostring(delimiter)), 2)
+  end
+  return C.file_list(list_path, opts.root, default(opts.channels, 3), delimiter)
 end
 
 local function cifar(name, open)

@@ -309,7 +309,12 @@ Datasets read their files in C; the loader runs the augmentation in worker threa
 per-sample random stream, so batches are bitwise identical whatever the number of workers.
 See docs/data.md.]])
 F{ "moco.data.ImageFolder", "data.ImageFolder(root [, {channels = 3, quiet = false}]) -> Dataset", "root/<class>/**/<image>, torchvision's class and sample order." }
-F{ "moco.data.CIFAR10", "data.CIFAR10(root [, {train = true}]) -> Dataset", "The official CIFAR-10 binary batches, in memory." }
+F{ "moco.data.ImageFiles", "data.ImageFiles(root [, {channels = 3, quiet = false}]) -> Dataset", "Every image under root, recursively, label -1: an ImageFolder without classes.",
+   details = "torchvision has no such dataset; the name says what it holds, as ImageFolder's does. The walk, sort order (sorted(os.walk(root))) and extensions are ImageFolder's; ds.classes is nil." }
+F{ "moco.data.FileList", "data.FileList(list_path [, {root = dir, channels = 3, delimiter = 'auto'}]) -> Dataset", "One path a line, relative to root (default: the list's directory), optionally with a label.",
+   details = "Fields separated by white space or a comma ('auto' decides from the first sample line); a header line path,label is skipped, as are empty lines and lines starting with #. Every line has a label (a non-negative integer) or none does (then -1); ds.classes is nil. Absolute paths, '..', missing files and bad labels are errors naming the file and line; lists above 1 GB are refused." }
+F{ "moco.data.CIFAR10", "data.CIFAR10(root [, {train = true}]) -> Dataset", "The official CIFAR-10 binary batches, in memory.",
+   details = "The Python version torchvision downloads (cifar-10-batches-py, pickles) is refused, never unpickled, with the address of the binary one: https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz." }
 F{ "moco.data.CIFAR100", "data.CIFAR100(root [, {train = true}]) -> Dataset", "CIFAR-100 binary files (fine labels)." }
 F{ "moco.data.IDX", "data.IDX(images, labels [, {classes = {...}}]) -> Dataset", "MNIST-format files, raw or gzip." }
 F{ "moco.data.FashionMNIST", "data.FashionMNIST{train = true [, root]} -> Dataset", "Fashion-MNIST from Debian's dataset-fashion-mnist (28x28 gray).", example = [[
@@ -321,10 +326,10 @@ F{ "moco.data.Loader", "data.Loader(ds, {batch_size = 1, transform =, workers = 
    "Batches of (N, C, H, W) tensors and (N) labels; with T.TwoCrops, two views per image.  shard = {rank = r, count = n} (0-based rank) takes this rank's part of the shared epoch order, as torch's DistributedSampler: positions r, r + n, ...; the ranks' batches interleaved are one loader's batches of batch_size * n; #loader is the same on every rank (without drop_last the order is padded by wrapping around)." }
 F{ "moco.data.cpu_count", "data.cpu_count() -> n", "The number of cores." }
 F{ "moco.data.thread_advice", "data.thread_advice(workers) -> n", "The BLAS thread count that fits beside `workers` loader threads." }
-C{ "moco.Dataset", "a dataset (data.ImageFolder, CIFAR10, FashionMNIST, IDX, Subset)", "#ds samples; ds.classes (names), ds.class_to_idx, ds.name; ds[i] is {image, label}." }
+C{ "moco.Dataset", "a dataset (data.ImageFolder, ImageFiles, FileList, CIFAR10, FashionMNIST, IDX, Subset)", "#ds samples; ds.classes (names), ds.class_to_idx, ds.name; ds[i] is {image, label}." }
 M{ "moco.Dataset:get", "ds:get(i) -> image, label", "Sample i (1-based): a moco.Image and torchvision's 0-based label." }
 M{ "moco.Dataset:label", "ds:label(i) -> label", "The label of sample i, without decoding." }
-M{ "moco.Dataset:path", "ds:path(i) -> path", "The file of sample i (ImageFolder)." }
+M{ "moco.Dataset:path", "ds:path(i) -> path", "The file of sample i (ImageFolder, ImageFiles, FileList), or nil." }
 M{ "moco.Dataset:targets", "ds:targets() -> Tensor", "Every label, as a tensor." }
 M{ "moco.Dataset:close", "ds:close()", "Releases the dataset (also __close and __gc)." }
 C{ "moco.Loader", "data.Loader(ds, opts)", "#loader batches per epoch; loader.dataset, loader.batch_size, loader.workers, loader.transform." }
