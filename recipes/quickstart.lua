@@ -8,7 +8,7 @@
 -- lands in the run directory (runs/quickstart-<date>, or --out DIR): checkpoints,
 -- log.jsonl, config.json, training-curves.png, neighbours.png, augmentation.png and
 -- report.html.
---   moco-lua quickstart [--epochs 3 --batch-size 256 ...]   (--help lists all)
+--   moco-lua quickstart [--epochs 3 --batch-size 128 ...]   (--help lists all)
 --   moco-lua quickstart --resume runs/quickstart-20250101-120000   (continue it)
 local pretrain = require "moco.pretrain"
 local eval = require "moco.eval"

@@ -36,6 +36,14 @@ function check.raises(name, pattern, f, ...)
 end
 
 -- Run test functions by name, so one that throws is a FAIL, not the end of the file.
+-- A new empty directory for a test's files (the caller removes it).
+function check.tmpdir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  return dir
+end
+
 function check.run(tests)
   local names = {}
   for k in pairs(tests) do names[#names + 1] = k end

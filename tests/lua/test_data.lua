@@ -7,9 +7,7 @@ local moco = require "moco"
 local data, T = moco.data, moco.transforms
 
 local FIXTURES = "tests/fixtures/data"
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-assert(os.execute("mkdir -p " .. tmpdir))
+local tmpdir = check.tmpdir()
 
 local function write(path, bytes)
   local f = assert(io.open(path, "wb"))

@@ -6,9 +6,7 @@ local check = require "check"
 local moco = require "moco"
 local data, T = moco.data, moco.transforms
 
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-assert(os.execute("mkdir -p " .. tmpdir))
+local tmpdir = check.tmpdir()
 
 local function write(path, bytes)
   local f = assert(io.open(path, "wb"))

@@ -11,8 +11,7 @@ local tests = {}
 local FIX = "tests/fixtures/images/formats/"
 
 function tests.an_epoch_over_every_oddity()
-  local root = os.tmpname()
-  os.remove(root)
+  local root = check.tmpdir()
   local files = {}
   for line in io.popen("ls " .. FIX):lines() do
     if not line:match("%.npy$") and line ~= "manifest.txt" then files[#files + 1] = line end

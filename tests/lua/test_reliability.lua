@@ -13,9 +13,7 @@ local moco = require "moco"
 local data, T = moco.data, moco.transforms
 
 local FIXTURES = "tests/fixtures/data"
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-assert(os.execute("mkdir -p " .. tmpdir))
+local tmpdir = check.tmpdir()
 
 -- Runs a moco-lua snippet in a child with a time limit; returns ok, output.
 local function run_child(code, seconds)

@@ -7,9 +7,7 @@ local check = require "check"
 local moco = require "moco"
 local data, T = moco.data, moco.transforms
 
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-assert(os.execute("mkdir -p " .. tmpdir))
+local tmpdir = check.tmpdir()
 
 -- An IDX pair of n 6x6 gray images: pixel (y, x) of image i is (i * 13 + y * 6 + x * 5) % 256.
 local N_SAMPLES = 23
