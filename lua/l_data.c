@@ -10,12 +10,15 @@
  *   loader(dataset, options, transform|nil, two_crops, lua_apply|nil, generator)
  *       options: {batch_size=, workers=, prefetch=, shuffle=, drop_last=, seed=,
  *       on_error = "raise"|"skip", shard_rank=, shard_count=} (defaults are data.lua's business; every field must be
- *       present).  With "skip", next() writes the loader's warnings (one per file that
+ *       present).  dataset: a moco.Dataset, or a dataset written in Lua (data.lua checked
+ *       it), then with options {length = #ds, channels =, name =}: its get(i) runs on this
+ *       thread inside next(), and the workers decode what it returns (see lua_fetch).  With "skip", next() writes the loader's warnings (one per file that
  *       failed to decode) to stderr.  transform: a
  *       moco.transforms object.  When it has no C pipeline (it holds a T.Lambda) or is a
  *       plain function, lua_apply(image, generator) -> Image|Tensor runs it on the calling
  *       thread, and the workers only decode.  generator: a moco.Generator the loader
  *       re-derives for each sample in that case.
+ *   bytes(s) -> moco.Bytes: the encoded image file s, for a Lua dataset's get to return
  *   cpu_count(), thread_advice(workers), loader_methods()
  *
  * Lua positions are 1-based (ds[1] is torchvision's ds[0]); labels are 0-based class values.
@@ -23,7 +26,9 @@
 #include <lauxlib.h>
 #include <limits.h>
 #include <lua.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "data/dataset.h"
@@ -299,6 +304,8 @@ enum { UV_DATASET = 1, UV_TRANSFORM, UV_LUA_APPLY, UV_GENERATOR, UV_COUNT = UV_G
 
 typedef struct LLoader {
     Loader *l;            /* NULL once closed */
+    lua_State *fetch_L;   /* a Lua dataset: the thread inside next(), whose stack slot 1 is this box */
+    int in_next;          /* inside loader_next: a get() may not use this loader */
     int two_crops;
     int lua_mode;         /* the transform runs here, in Lua (LOADER_IMAGES) */
     uint64_t seed;
@@ -345,8 +352,188 @@ static Transform *check_pipeline(lua_State *L, int idx, int *lua_mode) {
     return NULL;
 }
 
+/* ---- datasets written in Lua ----
+ * The loader calls lua_fetch on this thread, inside next(), for every sample of a batch
+ * before its workers start on it: it runs ds:get(i) (i from 1) and copies what get returns
+ * into C memory, since the workers cannot touch Lua values.  get returns image, label:
+ *   image  a string: the path of an image file, decoded by the workers (as ImageFolder's);
+ *          a moco.Bytes (data.bytes(s)): an encoded file in memory, decoded by the workers;
+ *          a moco.Image: used as it is; a moco.Tensor (C, H, W) or (H, W) in [0, 1]: made
+ *          an image as image.from_tensor does (rounded; exact for a to_tensor result).
+ *   label  an integer (a float with an integer value too): the 0-based class, or -1.
+ * A get that raises or returns anything else makes that sample fail (its message names
+ * get(i)), as a corrupt file does; on_error decides.  Only an interrupt or a memory error
+ * stops next() itself. */
+#define MOCO_BYTES_MT "moco.Bytes"
+/* Labels go into float tensors, exact up to 2^24. */
+#define LUA_DATASET_MAX_LABEL (1 << 24)
+
+typedef struct FetchCall {
+    SampleSource *out;
+    int fatal;            /* out of C memory: stop next() */
+} FetchCall;
+
+static char *copy_bytes(const char *s, size_t n) {
+    char *c = malloc(n + 1);
+    if (c) {
+        memcpy(c, s, n);
+        c[n] = 0;
+    }
+    return c;
+}
+
+/* A failed sample with a formatted reason (the message is built on the Lua stack). */
+static void fetch_failed(lua_State *L, FetchCall *call, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    const char *msg = lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    sample_source_free(call->out);
+    call->out->kind = SAMPLE_FAILED;
+    call->out->error = copy_bytes(msg, strlen(msg));
+    if (!call->out->error) call->fatal = 1;
+    lua_pop(L, 1);
+}
+
+/* Protected: call_get(ds, i, call) runs ds:get(i) and fills call->out from its results. */
+static int call_get(lua_State *L) {
+    FetchCall *call = lua_touserdata(L, 3);
+    SampleSource *out = call->out;
+    lua_Integer i = lua_tointeger(L, 2);
+    lua_getfield(L, 1, "get");
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_call(L, 2, 2);
+    int image = lua_gettop(L) - 1, label = image + 1;
+    int isnum = 0, type = lua_type(L, label);
+    lua_Integer value = type == LUA_TNUMBER ? lua_tointegerx(L, label, &isnum) : 0;
+    if (!isnum || value < -1 || value > LUA_DATASET_MAX_LABEL) {
+        const char *what = type == LUA_TSTRING                           ? lua_pushfstring(L, "the string \"%s\"", lua_tostring(L, label))
+                           : type == LUA_TNUMBER || type == LUA_TBOOLEAN ? luaL_tolstring(L, label, NULL)
+                                                                          : luaL_typename(L, label);
+        fetch_failed(L, call, "get(%I) returned the label %s; a label must be an integer: the 0-based class, or -1 "
+                     "for none (at most %d)", i, what, LUA_DATASET_MAX_LABEL);
+        return 0;
+    }
+    out->label = (int64_t)value;
+    size_t len;
+    Image *img;
+    Tensor *t;
+    if (lua_type(L, image) == LUA_TSTRING) {
+        const char *path = lua_tolstring(L, image, &len);
+        if (strlen(path) != len) {
+            fetch_failed(L, call, "get(%I) returned a path with a NUL byte in it (encoded bytes go in data.bytes(s))", i);
+            return 0;
+        }
+        out->kind = SAMPLE_PATH;
+        out->path = copy_bytes(path, len);
+        call->fatal = !out->path;
+    } else if (luaL_testudata(L, image, MOCO_BYTES_MT)) {
+        lua_getiuservalue(L, image, 1);
+        const char *bytes = lua_tolstring(L, -1, &len);
+        out->kind = SAMPLE_BYTES;
+        out->bytes = (uint8_t *)copy_bytes(bytes, len);
+        out->size = len;
+        call->fatal = !out->bytes;
+    } else if ((img = lmoco_toimage(L, image)) != NULL) {
+        out->kind = SAMPLE_IMAGE;
+        call->fatal = image_alloc(&out->image, img->width, img->height, img->channels) != 0;
+        if (!call->fatal)
+            memcpy(out->image.data, img->data, (size_t)img->width * (size_t)img->height * (size_t)img->channels);
+    } else if ((t = lmoco_totensor(L, image)) != NULL) {
+        if (image_from_tensor(&out->image, t)) {
+            fetch_failed(L, call, "get(%I) returned a tensor that is not an image: %s", i, moco_last_error());
+            return 0;
+        }
+        out->kind = SAMPLE_IMAGE;
+    } else {
+        fetch_failed(L, call, "get(%I) returned %s as the image; expected a path (a string), data.bytes(s), a "
+                     "moco.Image or a moco.Tensor", i, luaL_typename(L, image));
+    }
+    return 0;
+}
+
+/* The fetch function of a Lua dataset (dataset_external's; ctx is the loader's box). */
+static int lua_fetch(void *ctx, int64_t index, SampleSource *out) {
+    LLoader *box = ctx;
+    lua_State *L = box->fetch_L;
+    if (!L) return moco_error("data.Loader: a Lua dataset was read outside next()");
+    if (!lua_checkstack(L, 8)) return moco_error("data.Loader: Lua stack overflow while calling the dataset's get");
+    int top = lua_gettop(L);
+    FetchCall call = {out, 0};
+    lua_pushcfunction(L, call_get);
+    lua_getiuservalue(L, 1, UV_DATASET);
+    lua_pushinteger(L, (lua_Integer)index + 1);
+    lua_pushlightuserdata(L, &call);
+    int rc = lua_pcall(L, 3, 0, 0);
+    if (rc != LUA_OK) {
+        const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1);
+        /* Ctrl-C raised "interrupted!" inside get: it stops next(), it is not the sample's fault. */
+        if (rc == LUA_ERRMEM || moco_interrupt_requested) {
+            moco_error("%s", msg);
+            lua_settop(L, top);
+            return -1;
+        }
+        fetch_failed(L, &call, "get(%I) raised an error: %s", (lua_Integer)index + 1, msg);
+    }
+    lua_settop(L, top);
+    if (call.fatal) return moco_error("data.Loader: out of memory for the sample get(%lld) returned",
+                                      (long long)index + 1);
+    return 0;
+}
+
+/* bytes(s) -> moco.Bytes holding s (not copied: the string is its uservalue). */
+static int l_bytes(lua_State *L) {
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_error(L, "data.bytes: expected the encoded file as a string, got %s", luaL_typename(L, 1));
+    lua_newuserdatauv(L, 0, 1);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    luaL_setmetatable(L, MOCO_BYTES_MT);
+    return 1;
+}
+
+static int bytes_len(lua_State *L) {
+    luaL_checkudata(L, 1, MOCO_BYTES_MT);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+    return 1;
+}
+
+static int bytes_tostring(lua_State *L) {
+    luaL_checkudata(L, 1, MOCO_BYTES_MT);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushfstring(L, "moco.Bytes (%I bytes)", (lua_Integer)lua_rawlen(L, -1));
+    return 1;
+}
+
+/* b.data: the string itself. */
+static int bytes_index(lua_State *L) {
+    luaL_checkudata(L, 1, MOCO_BYTES_MT);
+    if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "data")) {
+        lua_getiuservalue(L, 1, 1);
+        return 1;
+    }
+    return 0;
+}
+
+static const luaL_Reg bytes_meta[] = {{"__len", bytes_len}, {"__tostring", bytes_tostring}, {"__index", bytes_index},
+                                      {NULL, NULL}};
+
+/* The moco.Dataset at 1, or for a Lua dataset a new external dataset reading it through
+ * box (the caller releases either reference once the loader holds its own). */
+static Dataset *loader_dataset(lua_State *L, LLoader *box) {
+    if (luaL_testudata(L, 1, MOCO_DATASET_MT)) return dataset_retain(check_dataset(L, 1));
+    lua_Integer length = field_integer(L, 2, "length"), channels = field_integer(L, 2, "channels");
+    lua_getfield(L, 2, "name");
+    const char *name = lua_tostring(L, -1);
+    Dataset *ds = dataset_external(name ? name : "Lua dataset", (int64_t)length, (int)channels, 1, lua_fetch, box);
+    lua_pop(L, 1);
+    return ds;
+}
+
 static int l_loader(lua_State *L) {
-    Dataset *ds = check_dataset(L, 1);
+    if (luaL_testudata(L, 1, MOCO_DATASET_MT)) check_dataset(L, 1); /* not closed */
     luaL_checktype(L, 2, LUA_TTABLE);
     LoaderOptions o;
     o.batch_size = field_integer(L, 2, "batch_size");
@@ -392,7 +579,10 @@ static int l_loader(lua_State *L) {
     lua_setiuservalue(L, self, UV_LUA_APPLY);
     lua_pushvalue(L, 6);
     lua_setiuservalue(L, self, UV_GENERATOR);
+    Dataset *ds = loader_dataset(L, box);
+    if (!ds) return lmoco_error(L);
     box->l = loader_create(ds, &o, t, two_crops, lua_mode ? LOADER_IMAGES : LOADER_TENSORS);
+    dataset_release(ds); /* the loader holds its own reference */
     if (!box->l) return lmoco_error(L);
     box->two_crops = two_crops;
     box->lua_mode = lua_mode;
@@ -525,15 +715,26 @@ static void print_skip_warnings(LLoader *box) {
 /* loader:next() -> im_q, im_k, labels, indices (TwoCrops) | images, labels, indices | nil at
  * the end of the epoch.  indices (N): the samples' 0-based dataset indices (floats, exact to
  * 2^24), e.g. the rows of a memory bank. */
-static int ld_next(lua_State *L) {
+/* A Lua dataset's get runs inside loader_next: it may not use the loader reading it. */
+static LLoader *check_loader_outside_get(lua_State *L, const char *what) {
     LLoader *box = check_loader(L, 1);
+    if (box->in_next) luaL_error(L, "data.Loader: %s called from the dataset's get(), on the loader that is reading it", what);
+    return box;
+}
+
+static int ld_next(lua_State *L) {
+    LLoader *box = check_loader_outside_get(L, "next()");
     lua_settop(L, 1);
     int two_crops = box->two_crops; /* a Lua transform may call set_transform meanwhile */
     LTensor *bq = lmoco_newbox(L), *bk = two_crops ? lmoco_newbox(L) : NULL, *bl = lmoco_newbox(L);
     LTensor *bi = lmoco_newbox(L);
     RawBatch *raw = box->lua_mode ? new_raw_batch(L, box->batch_size) : NULL;
     LoaderBatch b;
+    box->fetch_L = L; /* for a Lua dataset's get (lua_fetch), with this box at 1 */
+    box->in_next = 1;
     int rc = loader_next(box->l, &b);
+    box->in_next = 0;
+    box->fetch_L = NULL;
     if (rc > 0 && raw && b.raw) take_raw_batch(raw, &b);
     if (box->skip_errors) print_skip_warnings(box);
     if (rc < 0) return lmoco_error(L);
@@ -586,7 +787,7 @@ static int ld_iter_step(lua_State *L) {
  * tensors of a batch are closed when the loop moves on (so their buffers are reused);
  * clone what must outlive the iteration. */
 static int ld_iter(lua_State *L) {
-    check_loader(L, 1);
+    check_loader_outside_get(L, "iter()");
     lua_settop(L, 1);
     lua_createtable(L, 4, 0);
     lua_pushcclosure(L, ld_iter_step, 2);
@@ -594,14 +795,14 @@ static int ld_iter(lua_State *L) {
 }
 
 static int ld_set_epoch(lua_State *L) {
-    LLoader *box = check_loader(L, 1);
+    LLoader *box = check_loader_outside_get(L, "set_epoch()");
     if (loader_set_epoch(box->l, (int64_t)luaL_checkinteger(L, 2))) return lmoco_error(L);
     return 0;
 }
 
 /* loader:_set_transform(transform|nil, two_crops, lua_apply|nil) (data.lua resolves TwoCrops) */
 static int ld_set_transform(lua_State *L) {
-    LLoader *box = check_loader(L, 1);
+    LLoader *box = check_loader_outside_get(L, "set_transform()");
     int lua_mode, two_crops = lua_toboolean(L, 3);
     Transform *t = check_pipeline(L, 2, &lua_mode);
     lua_settop(L, 4);
@@ -653,6 +854,9 @@ static int ld_len(lua_State *L) {
 
 static int ld_close(lua_State *L) {
     LLoader *box = luaL_checkudata(L, 1, MOCO_LOADER_MT);
+    /* Not under the feet of loader_next (a __gc cannot run then: next() holds the box). */
+    if (box->in_next) return luaL_error(L, "data.Loader: close() called from the dataset's get(), on the loader "
+                                           "that is reading it");
     loader_close(box->l); /* joins the workers */
     box->l = NULL;
     return 0;
@@ -723,7 +927,7 @@ static const luaL_Reg data_functions[] = {
     {"image_folder", l_image_folder}, {"image_files", l_image_files}, {"file_list", l_file_list},
     {"cifar10", l_cifar10},   {"cifar100", l_cifar100},
     {"idx", l_idx},                   {"fashion_mnist", l_fashion_mnist}, {"loader", l_loader},
-    {"subset", l_subset},
+    {"subset", l_subset},             {"bytes", l_bytes},
     {"cpu_count", l_cpu_count},       {"thread_advice", l_thread_advice}, {"loader_methods", l_loader_methods},
     {NULL, NULL}};
 
@@ -739,6 +943,9 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, cons
 void lmoco_open_data(lua_State *L) {
     new_class(L, MOCO_DATASET_MT, dataset_meta, dataset_methods);
     new_class(L, MOCO_LOADER_MT, loader_meta, loader_methods);
+    luaL_newmetatable(L, MOCO_BYTES_MT);
+    luaL_setfuncs(L, bytes_meta, 0);
+    lua_pop(L, 1);
     luaL_newmetatable(L, MOCO_RAW_BATCH_MT);
     lua_pushcfunction(L, raw_batch_gc);
     lua_setfield(L, -2, "__gc");

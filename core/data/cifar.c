@@ -66,7 +66,7 @@ static int64_t cifar_label(const Dataset *ds, int64_t index) {
 
 static void cifar_destroy(Dataset *ds) { free(((CifarDataset *)ds)->records); }
 
-static const DatasetOps cifar_ops = {cifar_get, cifar_label, NULL, cifar_destroy};
+static const DatasetOps cifar_ops = {cifar_get, cifar_label, NULL, cifar_destroy, NULL, NULL};
 
 static int is_file(const char *path) {
     struct stat st;

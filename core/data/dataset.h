@@ -18,6 +18,28 @@
 
 typedef struct Dataset Dataset;
 
+/* What a dataset of fetched samples (below) hands the loader for one sample: the sample
+ * itself, or where the workers find it, or why it could not be had. */
+typedef enum SampleSourceKind {
+    SAMPLE_NONE = 0,
+    SAMPLE_IMAGE,      /* image: decoded already, used as it is */
+    SAMPLE_PATH,       /* path: a file the workers decode with image_load(path, channels) */
+    SAMPLE_BYTES,      /* bytes[0, size): an encoded file (PNG, JPEG, ...) they decode with image_decode */
+    SAMPLE_FAILED,     /* error: why fetching failed (a per-sample error, as a corrupt file is) */
+} SampleSourceKind;
+
+typedef struct SampleSource {
+    SampleSourceKind kind;
+    Image image;
+    char *path;
+    uint8_t *bytes;
+    size_t size;
+    char *error;
+    int64_t label;
+} SampleSource;
+
+void sample_source_free(SampleSource *s);   /* frees what it owns and zeroes it; NULL is fine */
+
 typedef struct DatasetOps {
     /* Decodes sample `index` (already range-checked) into *out (freed by the caller with
      * image_free) and its label into *label.  Thread-safe.  Returns 0 or -1. */
@@ -25,6 +47,11 @@ typedef struct DatasetOps {
     int64_t (*label)(const Dataset *ds, int64_t index);       /* without decoding */
     const char *(*sample_path)(const Dataset *ds, int64_t index); /* NULL: in memory */
     void (*destroy)(Dataset *ds);                               /* frees the subtype's data */
+    /* Datasets of fetched samples only (NULL for the others), see dataset_external:
+     * fetch fills *out for sample `index` on the loader's calling thread; decode_fetched
+     * turns a fetched source into the image (any thread). */
+    int (*fetch)(const Dataset *ds, int64_t index, SampleSource *out);
+    int (*decode_fetched)(const Dataset *ds, int64_t index, const SampleSource *src, Image *out, int64_t *label);
 } DatasetOps;
 
 struct Dataset {
@@ -109,6 +136,26 @@ Dataset *dataset_idx(const char *images_path, const char *labels_path, int num_n
  * with or without .gz.  Classes as torchvision.datasets.FashionMNIST.classes. */
 #define FASHION_MNIST_DEFAULT_ROOT "/usr/share/datasets/fashion-mnist"
 Dataset *dataset_fashion_mnist(const char *root, int train);
+
+/* ---- samples fetched on the loader's calling thread (a dataset written in Lua) ----
+ * Some samples can only be had on one thread: a Lua dataset's get(i) runs in the Lua
+ * state, which is not thread-safe.  Such a dataset is made with the caller's `fetch`
+ * function, which the loader calls on its calling thread only (inside loader_next, never
+ * from a worker and never with its lock held) for each sample of a batch before the
+ * workers start on it.  fetch fills a SampleSource: a decoded image, a path or encoded
+ * bytes (which the workers decode, with `channels` as ImageFolder's), or SAMPLE_FAILED
+ * with the reason.  fetch returns 0 (also for SAMPLE_FAILED: that sample fails as a
+ * corrupt file does, and on_error decides), or -1 with a message to stop the loader_next
+ * that called it (an interrupt, out of memory).  `ctx` is fetch's, and must outlive the
+ * dataset.  Messages name the sample as "item <index + index_base>" (1 for a caller
+ * counting from 1, as Lua's get(i)).  dataset_get on such a dataset is an error: only a
+ * loader reads it.  label() is -1: the labels come with the fetched samples. */
+typedef int (*DatasetFetchFn)(void *ctx, int64_t index, SampleSource *out);
+Dataset *dataset_external(const char *name, int64_t length, int channels, int64_t index_base,
+                          DatasetFetchFn fetch, void *ctx);
+/* "<name>: item <i> (<path>)" or "<name>: bytes of item <i>" or "<name>: item <i>", for
+ * messages about a fetched sample (a failing transform). */
+void dataset_describe_fetched(const Dataset *ds, int64_t index, const SampleSource *src, char *buf, size_t size);
 
 /* ---- torch.utils.data.Subset: samples indices[0..n) (0-based) of source ---- */
 Dataset *dataset_subset(Dataset *source, const int64_t *indices, int64_t n);

@@ -216,7 +216,7 @@ static void folder_destroy(Dataset *ds) {
     free(f->labels);
 }
 
-static const DatasetOps folder_ops = {folder_get, folder_label, folder_sample_path, folder_destroy};
+static const DatasetOps folder_ops = {folder_get, folder_label, folder_sample_path, folder_destroy, NULL, NULL};
 
 /* The sorted names of root's sub-directories (links followed). */
 static int find_classes(const char *root, StringList *classes) {

@@ -15,7 +15,15 @@
  *  - `order` changes only in a reset, which waits for busy == 0, so workers read it
  *    without the lock.  `failed` (LOADER_SKIP) is a byte per dataset sample that workers
  *    set and read with atomics: 1 once the sample failed to decode.  It only saves reading
- *    a bad file again and says who warns about it; results never depend on it. */
+ *    a bad file again and says who warns about it; results never depend on it.
+ *  - Fetched datasets (dataset_external, e.g. a Lua dataset): the calling thread fetches the
+ *    samples of batch `fetched` into its slot's `sources`, without the lock, and then
+ *    increments `fetched`; workers only take batches below it, so nobody else touches those
+ *    sources meanwhile (the slot's previous batch was handed out: fetching stays inside the
+ *    window of work_available).  The worker of row j frees source j once it is decoded.
+ *    With LOADER_SKIP, a row that fails is not replaced by the worker (which cannot fetch)
+ *    but marked in `replace`; loader_next replaces it on the calling thread, by the same
+ *    rule and with the same random stream, before it hands the batch out. */
 #define _GNU_SOURCE
 #include "loader.h"
 
@@ -45,6 +53,9 @@ typedef struct LoaderSlot {
     int64_t *indices;       /* batch_size dataset indices */
     int64_t *streams;       /* batch_size indices whose random streams the rows use */
     int64_t skipped;        /* rows whose sample failed and was replaced (LOADER_SKIP) */
+    SampleSource *sources;  /* fetched datasets: batch_size samples fetched for the workers */
+    uint8_t *replace;       /* fetched datasets, LOADER_SKIP: rows that failed, to replace */
+    int64_t replacements;   /* rows marked in `replace` */
     int fresh;              /* a buffer was (re)allocated for this batch */
     int64_t error_sample;   /* the first failed sample of the batch, -1: none */
     char error[LOADER_ERROR_SIZE];
@@ -84,6 +95,9 @@ struct Loader {
 
     uint8_t *failed;        /* LOADER_SKIP: ds->length flags, atomic (see the top) */
     int nothing_decodes;    /* atomic: a scan went round the whole order without success */
+    int fetches;            /* ds has a fetch op: its samples are fetched on the calling thread */
+    int64_t fetched;        /* fetched datasets: batches below it have their sources */
+    int in_fetch;           /* the calling thread is inside ds's fetch (no re-entry) */
     char **warnings;        /* LOADER_SKIP: pending messages, oldest first, guarded by mu */
     int nwarnings;
     int64_t warnings_dropped; /* beyond LOADER_MAX_WARNINGS */
@@ -137,11 +151,18 @@ typedef struct Job {
     int64_t epoch;
     int64_t position;       /* in the epoch order */
     int64_t index;          /* order[position]: the scheduled sample, whose stream the row uses */
+    SampleSource *source;   /* fetched datasets: the sample to decode (freed once made), else NULL */
 } Job;
 
 /* The worker's message, with the file (or dataset and index) when it does not say it. */
-static void describe_failure(const Dataset *ds, int64_t index, char *buf, size_t size) {
+static void describe_failure(const Dataset *ds, int64_t index, const SampleSource *source, char *buf, size_t size) {
     const char *msg = moco_last_error();
+    if (ds->ops->fetch) {
+        char what[LOADER_ERROR_SIZE / 2];
+        dataset_describe_fetched(ds, index, source, what, sizeof what);
+        snprintf(buf, size, "%s: %s", what, msg);
+        return;
+    }
     const char *path = dataset_sample_path(ds, index);
     if (path && strstr(msg, path))
         snprintf(buf, size, "%s", msg);
@@ -164,6 +185,16 @@ static void push_warning_locked(Loader *l, const char *msg) {
         l->warnings_dropped++;
 }
 
+/* A decode that failed with LOADER_SKIP marks the sample, and the worker that marks it
+ * first queues its warning. */
+static void mark_failed(Loader *l, int64_t index, const char *msg) {
+    if (__atomic_exchange_n(&l->failed[index], 1, __ATOMIC_RELAXED) == 0) {
+        pthread_mutex_lock(&l->mu);
+        push_warning_locked(l, msg);
+        pthread_mutex_unlock(&l->mu);
+    }
+}
+
 /* Decodes the scheduled sample into *img, or with LOADER_SKIP the first sample after it in
  * the epoch order (wrapping around) that decodes.  Runs without the lock.  Returns 0, or -1
  * with the message in err. */
@@ -172,7 +203,7 @@ static int decode_sample(Loader *l, const Job *job, Image *img, Sample *s, char 
     s->index = job->index;
     if (l->opt.on_error != LOADER_SKIP) {
         if (dataset_get(job->ds, job->index, img, &s->label) == 0) return 0;
-        describe_failure(job->ds, job->index, err, errsize);
+        describe_failure(job->ds, job->index, NULL, err, errsize);
         return -1;
     }
     int64_t n = job->ds->length;
@@ -192,14 +223,9 @@ static int decode_sample(Loader *l, const Job *job, Image *img, Sample *s, char 
                 return -1;
             }
             char msg[LOADER_ERROR_SIZE];
-            describe_failure(job->ds, index, msg, sizeof msg);
+            describe_failure(job->ds, index, NULL, msg, sizeof msg);
             if (!first[0]) snprintf(first, sizeof first, "%s", msg);
-            /* The worker that marks the file first is the one that warns about it. */
-            if (__atomic_exchange_n(&l->failed[index], 1, __ATOMIC_RELAXED) == 0) {
-                pthread_mutex_lock(&l->mu);
-                push_warning_locked(l, msg);
-                pthread_mutex_unlock(&l->mu);
-            }
+            mark_failed(l, index, msg);
         }
     __atomic_store_n(&l->nothing_decodes, 1, __ATOMIC_RELAXED);
     snprintf(err, errsize, "%.200s: on_error = skip, but none of its %lld samples could be decoded%s%.700s",
@@ -207,27 +233,51 @@ static int decode_sample(Loader *l, const Job *job, Image *img, Sample *s, char 
     return -1;
 }
 
-static int make_sample(Loader *l, const Job *job, Sample *s, char *err, size_t errsize) {
-    memset(s, 0, sizeof *s);
-    Image img;
-    if (decode_sample(l, job, &img, s, err, errsize)) return -1;
+/* Fetched datasets: decodes job->source.  Returns 0, or -1 with the message in err, or 1
+ * with LOADER_SKIP when the row is to be replaced on the calling thread (which can fetch). */
+static int decode_fetched(Loader *l, const Job *job, Image *img, Sample *s, char *err, size_t errsize) {
+    s->index = job->index;
+    if (job->ds->ops->decode_fetched(job->ds, job->index, job->source, img, &s->label) == 0) return 0;
+    snprintf(err, errsize, "%s", moco_last_error());
+    if (l->opt.on_error != LOADER_SKIP) return -1;
+    /* A decode stopped by a reset or close says nothing about the file. */
+    if (__atomic_load_n(&l->cancel, __ATOMIC_RELAXED)) {
+        snprintf(err, errsize, "loader: cancelled");
+        return -1;
+    }
+    mark_failed(l, job->index, err);
+    return 1;
+}
+
+/* The row's tensors (or image) from the decoded image, which it takes over. */
+static int finish_sample(const Job *job, Image *img, Sample *s, char *err, size_t errsize) {
     if (job->mode == LOADER_IMAGES) {
-        s->image = img;
+        s->image = *img;
         return 0;
     }
     /* Every row has its own stream, so results do not depend on which thread ran it.  A
      * replacement uses the stream of the sample it replaces: another view, not a copy. */
     Rng rng;
     rng_derive(&rng, job->seed, (uint64_t)job->epoch, (uint64_t)job->index);
-    s->q = apply_transform(job->transform, &img, &rng);
-    if (s->q && job->two_crops) s->k = apply_transform(job->transform, &img, &rng);
-    image_free(&img);
+    s->q = apply_transform(job->transform, img, &rng);
+    if (s->q && job->two_crops) s->k = apply_transform(job->transform, img, &rng);
+    image_free(img);
     if (!s->q || (job->two_crops && !s->k)) {
-        describe_failure(job->ds, s->index, err, errsize);
+        describe_failure(job->ds, s->index, job->source, err, errsize);
         sample_free(s);
         return -1;
     }
     return 0;
+}
+
+/* Returns 0, -1 with the message in err, or 1: a fetched row to replace (decode_fetched). */
+static int make_sample(Loader *l, const Job *job, Sample *s, char *err, size_t errsize) {
+    memset(s, 0, sizeof *s);
+    Image img;
+    int rc = job->source ? decode_fetched(l, job, &img, s, err, errsize) : decode_sample(l, job, &img, s, err, errsize);
+    if (rc == 0) rc = finish_sample(job, &img, s, err, errsize);
+    sample_source_free(job->source);
+    return rc;
 }
 
 /* ------------------------------------------------------------ slots */
@@ -254,6 +304,8 @@ static void slot_begin(Loader *l, LoaderSlot *s, int64_t batch) {
     s->fresh = 0;
     s->error_sample = -1;
     s->error[0] = 0;
+    if (s->replace) memset(s->replace, 0, (size_t)l->opt.batch_size);
+    s->replacements = 0;
 }
 
 /* Makes sure *buf is a (batch_size, sample shape) tensor.  A buffer of another shape is
@@ -309,7 +361,44 @@ static int slot_labels(Loader *l, LoaderSlot *s, char *err, size_t errsize) {
 static int work_available(const Loader *l) {
     if (l->resetting) return 0;
     int64_t start = l->held_batch >= 0 ? l->held_batch : l->next_batch;
-    return l->sched_batch < l->num_batches && l->sched_batch < start + l->nslots;
+    return l->sched_batch < l->num_batches && l->sched_batch < start + l->nslots &&
+           (!l->fetches || l->sched_batch < l->fetched);
+}
+
+/* Row j of batch b of this rank: its global position in the epoch order, wrapped around
+ * the order's end for the padding without drop_last. */
+static int64_t row_position(const Loader *l, int64_t b, int64_t j) {
+    return (l->shard_rank + l->shard_count * (b * l->opt.batch_size + j)) % l->ds->length;
+}
+
+/* Makes sure the slot's buffers fit the sample and counts its row as stored.  Called with
+ * the lock held.  Returns 0 or -1 with the message in err. */
+static int claim_row_locked(Loader *l, LoaderSlot *s, int64_t j, const Sample *sample, LoaderMode mode, char *err,
+                            size_t errsize) {
+    int rc = slot_labels(l, s, err, errsize);
+    if (rc == 0 && mode == LOADER_TENSORS) {
+        rc = slot_buffer(l, s, &s->images, sample->q, err, errsize);
+        if (rc == 0 && sample->k) rc = slot_buffer(l, s, &s->images_k, sample->k, err, errsize);
+    }
+    if (rc) return -1;
+    s->stored++;
+    s->indices[j] = sample->index;
+    if (sample->replaced) s->skipped++;
+    return 0;
+}
+
+/* Copies a claimed sample into row j (without the lock: row j is the caller's alone). */
+static void fill_row(LoaderSlot *s, int64_t j, Sample *sample, LoaderMode mode) {
+    s->labels->data[j] = (float)sample->label;
+    if (mode == LOADER_IMAGES) {
+        s->raw[j] = sample->image;
+        memset(&sample->image, 0, sizeof sample->image);
+    } else {
+        memcpy(s->images->data + j * sample->q->numel, sample->q->data, (size_t)sample->q->numel * sizeof(float));
+        if (sample->k)
+            memcpy(s->images_k->data + j * sample->k->numel, sample->k->data, (size_t)sample->k->numel * sizeof(float));
+    }
+    sample_free(sample);
 }
 
 /* Takes the next sample, makes it without the lock, and stores it.  Called with the lock
@@ -322,10 +411,9 @@ static void run_one_locked(Loader *l) {
         l->sched_batch++;
         l->sched_sample = 0;
     }
-    /* This rank's local position, then the global one in the epoch order, wrapped around
-     * its end for the padding without drop_last. */
-    int64_t position = (l->shard_rank + l->shard_count * (b * l->opt.batch_size + j)) % l->ds->length;
-    Job job = {l->ds, l->transform, l->two_crops, l->mode, l->opt.seed, l->epoch, position, l->order[position]};
+    int64_t position = row_position(l, b, j);
+    Job job = {l->ds, l->transform, l->two_crops, l->mode, l->opt.seed, l->epoch, position, l->order[position],
+               l->fetches ? &s->sources[j] : NULL};
     s->indices[j] = s->streams[j] = job.index;
     uint64_t generation = l->generation;
     l->busy++;
@@ -341,37 +429,20 @@ static void run_one_locked(Loader *l) {
 
     pthread_mutex_lock(&l->mu);
     int current = generation == l->generation;
-    if (current && rc == 0) {
-        rc = slot_labels(l, s, err, sizeof err);
-        if (rc == 0 && job.mode == LOADER_TENSORS) {
-            rc = slot_buffer(l, s, &s->images, sample.q, err, sizeof err);
-            if (rc == 0 && sample.k) rc = slot_buffer(l, s, &s->images_k, sample.k, err, sizeof err);
-        }
-        if (rc == 0) {
-            s->stored++;
-            s->indices[j] = sample.index;
-            if (sample.replaced) s->skipped++;
-        }
-    }
-    if (current && rc == 0) {
-        /* Row j is ours alone: copy without the lock. */
+    if (current && rc == 1) {
+        /* A fetched sample that failed, with LOADER_SKIP: loader_next replaces it. */
+        s->replace[j] = 1;
+        s->replacements++;
+        rc = 0;
+    } else if (current && rc == 0 && claim_row_locked(l, s, j, &sample, job.mode, err, sizeof err) == 0) {
         pthread_mutex_unlock(&l->mu);
-        s->labels->data[j] = (float)sample.label;
-        if (job.mode == LOADER_IMAGES) {
-            s->raw[j] = sample.image;
-            memset(&sample.image, 0, sizeof sample.image);
-        } else {
-            memcpy(s->images->data + j * sample.q->numel, sample.q->data, (size_t)sample.q->numel * sizeof(float));
-            if (sample.k)
-                memcpy(s->images_k->data + j * sample.k->numel, sample.k->data,
-                       (size_t)sample.k->numel * sizeof(float));
-        }
-        sample_free(&sample);
+        fill_row(s, j, &sample, job.mode);
         pthread_mutex_lock(&l->mu);
         current = generation == l->generation;
-    } else {
-        sample_free(&sample);
+    } else if (current && rc == 0) {
+        rc = -1; /* the message is in err */
     }
+    sample_free(&sample);
     if (current) {
         if (rc && (s->error_sample < 0 || j < s->error_sample)) {
             s->error_sample = j; /* the first failing sample of the batch, whatever the timing */
@@ -380,6 +451,115 @@ static void run_one_locked(Loader *l) {
         if (++s->done == s->count) pthread_cond_broadcast(&l->done_cv);
     }
     if (--l->busy == 0) pthread_cond_broadcast(&l->idle_cv);
+}
+
+/* ------------------------------------------------------------ fetched datasets */
+
+/* Whether the calling thread may fetch batch l->fetched now: inside the window the
+ * workers may fill (so its slot is free, see the top). */
+static int can_fetch(const Loader *l) {
+    int64_t start = l->held_batch >= 0 ? l->held_batch : l->next_batch;
+    return l->fetches && l->fetched < l->num_batches && l->fetched < start + l->nslots;
+}
+
+/* ds's fetch for one sample, on the calling thread without the lock.  A sample already
+ * known to fail (LOADER_SKIP) is not fetched again.  Called and returns with the lock held;
+ * 0, or -1 when fetch stopped the call (its message is set). */
+static int fetch_one_locked(Loader *l, int64_t index, SampleSource *src) {
+    sample_source_free(src);
+    if (l->failed && __atomic_load_n(&l->failed[index], __ATOMIC_RELAXED)) {
+        src->kind = SAMPLE_FAILED;
+        src->error = strdup("failed before (on_error = skip)");
+        return 0;
+    }
+    l->in_fetch = 1;
+    pthread_mutex_unlock(&l->mu);
+    int rc = l->ds->ops->fetch(l->ds, index, src);
+    pthread_mutex_lock(&l->mu);
+    l->in_fetch = 0;
+    if (rc) sample_source_free(src);
+    return rc ? -1 : 0;
+}
+
+/* Fetches the samples of batch l->fetched into its slot and hands the batch to the
+ * workers.  Called with the lock held and can_fetch(l); returns with it held.  0, or -1
+ * when fetch stopped the call: nothing changed. */
+static int fetch_batch_locked(Loader *l) {
+    int64_t b = l->fetched;
+    LoaderSlot *s = &l->slots[b % l->nslots];
+    int64_t n = l->shard_length - b * l->opt.batch_size;
+    if (n > l->opt.batch_size) n = l->opt.batch_size;
+    for (int64_t j = 0; j < n; j++)
+        if (fetch_one_locked(l, l->order[row_position(l, b, j)], &s->sources[j])) {
+            for (int64_t k = 0; k < j; k++) sample_source_free(&s->sources[k]);
+            return -1;
+        }
+    l->fetched++;
+    pthread_cond_broadcast(&l->work_cv);
+    return 0;
+}
+
+/* LOADER_SKIP on a fetched dataset: replaces the rows of the finished batch b that failed,
+ * as decode_sample does in the workers for other datasets: by the next sample of the epoch
+ * order that decodes, with the failed sample's random stream.  On the calling thread, with
+ * the lock held (released while fetching and decoding; no worker touches the slot of the
+ * batch loader_next is about to hand out).  Returns 0 (a failure is left in the slot's
+ * error, as a worker's), or -1 when fetch stopped the call: replaced rows stay replaced,
+ * and the next call goes on with the others. */
+static int replace_failed_rows_locked(Loader *l, LoaderSlot *s, int64_t b) {
+    int64_t n = l->ds->length;
+    for (int64_t j = 0; j < s->count && s->error_sample < 0; j++) {
+        if (!s->replace[j]) continue;
+        int64_t p = row_position(l, b, j);
+        char err[LOADER_ERROR_SIZE] = "", first[LOADER_ERROR_SIZE] = "";
+        int found = 0;
+        for (int64_t k = 1; k < n && !found && !err[0]; k++) {
+            int64_t index = l->order[(p + k) % n];
+            if (__atomic_load_n(&l->failed[index], __ATOMIC_RELAXED)) continue;
+            SampleSource src;
+            memset(&src, 0, sizeof src);
+            if (fetch_one_locked(l, index, &src)) return -1;
+            pthread_mutex_unlock(&l->mu);
+            /* The replacement uses the stream of the sample it replaces (s->streams[j]). */
+            Job job = {l->ds, l->transform, l->two_crops, l->mode, l->opt.seed, l->epoch, (p + k) % n, s->streams[j],
+                       &src};
+            Sample sample;
+            memset(&sample, 0, sizeof sample);
+            Image img;
+            int rc = l->ds->ops->decode_fetched(l->ds, index, &src, &img, &sample.label);
+            if (rc && moco_interrupt_requested) {
+                /* Ctrl-C stopped the decode: it says nothing about the file. */
+                sample_source_free(&src);
+                pthread_mutex_lock(&l->mu);
+                return moco_error("interrupted while the data loader replaced a failed sample");
+            }
+            if (rc) {
+                char msg[LOADER_ERROR_SIZE];
+                snprintf(msg, sizeof msg, "%s", moco_last_error());
+                if (!first[0]) snprintf(first, sizeof first, "%s", msg);
+                mark_failed(l, index, msg);
+            } else {
+                sample.index = index;
+                sample.replaced = 1;
+                if (finish_sample(&job, &img, &sample, err, sizeof err) == 0) found = 1;
+            }
+            sample_source_free(&src);
+            pthread_mutex_lock(&l->mu);
+            if (found && claim_row_locked(l, s, j, &sample, l->mode, err, sizeof err) == 0)
+                fill_row(s, j, &sample, l->mode);
+            sample_free(&sample);
+        }
+        if (!found && !err[0])
+            snprintf(err, sizeof err, "%.200s: on_error = skip, but none of its %lld samples could be decoded%s%.700s",
+                     l->ds->name, (long long)n, first[0] ? "; e.g. " : "", first);
+        if (err[0]) {
+            s->error_sample = j;
+            snprintf(s->error, sizeof s->error, "%s", err);
+        }
+        s->replace[j] = 0;
+        s->replacements--;
+    }
+    return 0;
 }
 
 static void *worker_main(void *arg) {
@@ -405,14 +585,18 @@ static void reset_locked(Loader *l) {
     __atomic_store_n(&l->cancel, 0, __ATOMIC_RELAXED);
     l->resetting = 0;
     for (int i = 0; i < l->nslots; i++) {
-        slot_recycle(l, &l->slots[i]);
-        l->slots[i].batch = -1;
-        l->slots[i].done = l->slots[i].stored = 0;
-        l->slots[i].error_sample = -1;
+        LoaderSlot *s = &l->slots[i];
+        slot_recycle(l, s);
+        s->batch = -1;
+        s->done = s->stored = 0;
+        s->error_sample = -1;
+        if (s->sources)
+            for (int64_t j = 0; j < l->opt.batch_size; j++) sample_source_free(&s->sources[j]);
     }
     l->held_batch = -1;
     l->sched_batch = l->next_batch;
     l->sched_sample = 0;
+    l->fetched = l->next_batch;
 }
 
 static void start_epoch_locked(Loader *l, int64_t epoch) {
@@ -420,6 +604,7 @@ static void start_epoch_locked(Loader *l, int64_t epoch) {
     l->epoch = epoch;
     l->next_batch = 0;
     l->sched_batch = 0;
+    l->fetched = 0;
     int64_t n = l->ds->length;
     if (l->opt.shuffle) {
         Rng rng;
@@ -499,7 +684,11 @@ static void loader_free(Loader *l) {
             tensor_free(s->labels);
             if (s->raw)
                 for (int64_t j = 0; j < l->opt.batch_size; j++) image_free(&s->raw[j]);
+            if (s->sources)
+                for (int64_t j = 0; j < l->opt.batch_size; j++) sample_source_free(&s->sources[j]);
             free(s->raw);
+            free(s->sources);
+            free(s->replace);
             free(s->indices);
             free(s->streams);
         }
@@ -546,6 +735,7 @@ Loader *loader_create(Dataset *ds, const LoaderOptions *opt, Transform *transfor
     l->transform = transform_retain(transform);
     l->two_crops = two_crops;
     l->mode = mode;
+    l->fetches = ds->ops->fetch != NULL;
     l->shard_rank = opt->shard_count > 1 ? opt->shard_rank : 0;
     l->shard_count = opt->shard_count > 1 ? opt->shard_count : 1;
     /* DistributedSampler's num_samples: floor(n / N) with drop_last, else ceil(n / N) (the
@@ -567,6 +757,11 @@ Loader *loader_create(Dataset *ds, const LoaderOptions *opt, Transform *transfor
         l->slots[i].indices = calloc((size_t)opt->batch_size, sizeof *l->slots[i].indices);
         l->slots[i].streams = calloc((size_t)opt->batch_size, sizeof *l->slots[i].streams);
         ok = l->slots[i].raw && l->slots[i].indices && l->slots[i].streams;
+        if (ok && l->fetches) {
+            l->slots[i].sources = calloc((size_t)opt->batch_size, sizeof *l->slots[i].sources);
+            l->slots[i].replace = calloc((size_t)opt->batch_size, 1);
+            ok = l->slots[i].sources && l->slots[i].replace;
+        }
     }
     if (ok && opt->on_error == LOADER_SKIP) {
         l->failed = calloc((size_t)ds->length, 1);
@@ -605,8 +800,17 @@ int64_t loader_num_batches(const Loader *l) { return l->num_batches; }
 int64_t loader_epoch(const Loader *l) { return l->epoch; }
 int64_t loader_position(const Loader *l) { return l->next_batch; }
 
+/* The calling thread, inside its dataset's fetch, must not use the loader that fetches. */
+static int check_not_fetching(const Loader *l, const char *what) {
+    if (l->in_fetch)
+        return moco_error("Loader: %s called from inside the fetch of its own dataset %s (a dataset's get may not "
+                          "use the loader that reads it)", what, l->ds->name);
+    return 0;
+}
+
 int loader_next(Loader *l, LoaderBatch *out) {
     memset(out, 0, sizeof *out);
+    if (check_not_fetching(l, "next")) return -1;
     pthread_mutex_lock(&l->mu);
     release_held_locked(l);
     if (l->next_batch >= l->num_batches) {
@@ -623,6 +827,15 @@ int loader_next(Loader *l, LoaderBatch *out) {
             pthread_mutex_unlock(&l->mu);
             return moco_error("interrupted while waiting for the data loader");
         }
+        /* Fetched datasets: this batch first; then, while the workers work, the next ones. */
+        if (can_fetch(l) && (l->fetched <= b || l->nthreads > 0)) {
+            if (fetch_batch_locked(l)) {
+                l->stats.wait_seconds += now_seconds() - t0;
+                pthread_mutex_unlock(&l->mu);
+                return -1;
+            }
+            continue;
+        }
         if (l->nthreads == 0) {
             run_one_locked(l); /* workers = 0: the caller does the work */
             continue;
@@ -637,7 +850,16 @@ int loader_next(Loader *l, LoaderBatch *out) {
         }
         pthread_cond_timedwait(&l->done_cv, &l->mu, &until);
     }
+    /* Before the batch is handed out (next_batch moves on), so no worker can reuse its
+     * slot: the replacements of failed fetched rows, and the fetching of the batches the
+     * workers prepare while the caller uses this one. */
+    int rc = s->replacements > 0 ? replace_failed_rows_locked(l, s, b) : 0;
+    while (rc == 0 && l->nthreads > 0 && can_fetch(l)) rc = fetch_batch_locked(l);
     l->stats.wait_seconds += now_seconds() - t0;
+    if (rc) {
+        pthread_mutex_unlock(&l->mu);
+        return -1;
+    }
     l->next_batch++;
     if (s->error_sample >= 0) {
         char msg[LOADER_ERROR_SIZE];
@@ -655,7 +877,6 @@ int loader_next(Loader *l, LoaderBatch *out) {
     out->indices = s->indices;
     out->streams = s->streams;
     out->fresh_storage = s->fresh;
-    int rc = 0;
     out->labels = tensor_narrow(s->labels, 0, 0, s->count);
     if (!out->labels) rc = -1;
     if (rc == 0 && l->mode == LOADER_IMAGES) {
@@ -684,6 +905,7 @@ int loader_next(Loader *l, LoaderBatch *out) {
 }
 
 int loader_set_epoch(Loader *l, int64_t epoch) {
+    if (check_not_fetching(l, "set_epoch")) return -1;
     if (epoch < 0) return moco_error("Loader: epoch must be non-negative, got %lld", (long long)epoch);
     pthread_mutex_lock(&l->mu);
     /* Already at the start of that epoch: keep the batches being prepared. */
@@ -693,6 +915,7 @@ int loader_set_epoch(Loader *l, int64_t epoch) {
 }
 
 int loader_set_transform(Loader *l, Transform *transform, int two_crops, LoaderMode mode) {
+    if (check_not_fetching(l, "set_transform")) return -1;
     pthread_mutex_lock(&l->mu);
     reset_locked(l);  /* waits until no worker uses the old transform */
     transform_retain(transform);

@@ -38,7 +38,7 @@ static void idx_destroy(Dataset *ds) {
     idx_free(&d->labels);
 }
 
-static const DatasetOps idx_ops = {idx_get, idx_label, NULL, idx_destroy};
+static const DatasetOps idx_ops = {idx_get, idx_label, NULL, idx_destroy, NULL, NULL};
 
 Dataset *dataset_idx(const char *images_path, const char *labels_path, int num_names,
                      const char *const *class_names) {

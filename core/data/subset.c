@@ -33,7 +33,7 @@ static void subset_destroy(Dataset *ds) {
     free(s->indices);
 }
 
-static const DatasetOps subset_ops = {subset_get, subset_label, subset_path, subset_destroy};
+static const DatasetOps subset_ops = {subset_get, subset_label, subset_path, subset_destroy, NULL, NULL};
 
 Dataset *dataset_subset(Dataset *source, const int64_t *indices, int64_t n) {
     if (n < 0) return moco_error("Subset: negative length %lld", (long long)n), NULL;

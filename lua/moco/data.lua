@@ -7,6 +7,7 @@
 --   ds = data.IDX(images_path, labels_path [, {classes = {...}}])
 --   ds = data.FashionMNIST{train = true [, root = "/usr/share/datasets/fashion-mnist"]}
 --   ds = data.Subset(ds, n | {positions})   -- the first n samples, or those positions
+--   ds = any object with #ds and ds:get(i) -> image, label     -- a dataset written in Lua (below)
 --   #ds, ds.classes (names; ds.classes[label + 1]; nil for ImageFiles and FileList), ds.class_to_idx, ds.name
 --   image, label = ds:get(i)       -- i from 1 to #ds; label is torchvision's 0-based value
 --   ds[i]                          -- {image, label} (an index can return one value only)
@@ -23,6 +24,36 @@
 --   #loader, loader:set_epoch(e), loader:epoch(), loader:set_transform(t), loader:close()
 --   (also __gc and `local loader <close> = ...`), loader:stats() -> {wait_seconds, batches,
 --   samples, skipped} (since creation or loader:reset_stats())
+--
+-- Datasets written in Lua (torch.utils.data.Dataset's map-style protocol: __len__ and
+-- __getitem__ become #ds and ds:get(i)).  Any table or userdata the loader can take #ds of
+-- (its __len, or a plain table's length) and whose ds:get(i), for i from 1 to #ds, returns
+-- image, label, where image is
+--   "path/to/file.jpg"   a path string: the loader's worker threads read and decode it,
+--                        with ImageFolder's decoders (PNG, JPEG incl. CMYK, GIF, WebP);
+--   data.bytes(s)        an encoded file held in a Lua string s (read from a tar, a
+--                        database...), decoded by the workers too;
+--   a moco.Image         used as it is (what the C datasets' get returns);
+--   a moco.Tensor        (C, H, W) or (H, W) with values in [0, 1], made an image as
+--                        moco.image.from_tensor does (exact for a to_tensor result).
+-- and label an integer: the 0-based class, or -1 for none.  A plain string is always a
+-- path and encoded bytes must be wrapped: both are strings, and guessing by content (a
+-- file name can look like anything, bytes can be valid file names) would misread one as
+-- the other one day; torchvision keeps them apart the same way (read_image(path) and
+-- decode_image(data)).  Optional fields: ds.channels (3 by default; 1 or 0 = as stored,
+-- as ImageFolder's option, applied to paths and bytes only: a decoded image is yours) and
+-- ds.name (for messages; "Lua dataset" by default).  #ds is read once, when the loader is
+-- made.  Lua is not thread-safe, so get runs on the calling thread, inside next(): before
+-- the workers start a batch, the loader calls get for its samples (in the loader's order,
+-- so shuffle, seed, shard and drop_last act as for any dataset) and up to `prefetch`
+-- batches ahead; the workers then decode and augment in parallel with the same per-sample
+-- streams as for a C dataset, so a Lua dataset returning an ImageFolder's paths gives
+-- bitwise that ImageFolder's batches.  get should depend on i alone (it is called again
+-- for batches remade after set_epoch or set_transform) and may not use the loader that
+-- reads it.  A get that raises, a wrong image or label, a missing or corrupt file and bad
+-- bytes make their sample fail with a message naming get(i) or "item i" and the file (or
+-- "bytes of item i"), as a corrupt file does: on_error = "raise" fails the batch,
+-- on_error = "skip" replaces the sample.  data.bytes(s).data is s; #b its length.
 --
 -- Images are moco.Image values (8-bit HWC, as PIL images; gray data sets have 1 channel).
 -- Batches are float tensors (N, C, H, W) and labels a float tensor (N) of 0-based classes.
@@ -147,6 +178,7 @@ function data.Subset(ds, which)
   return C.subset(ds, which)
 end
 
+data.bytes = C.bytes
 data.cpu_count = C.cpu_count
 data.thread_advice = C.thread_advice
 
@@ -203,6 +235,38 @@ local function shard_of(shard)
   return rank, count
 end
 
+local function is_moco_dataset(ds)
+  local mt = getmetatable(ds)
+  return type(ds) == "userdata" and type(mt) == "table" and mt.__name == "moco.Dataset"
+end
+
+local function is_callable(f)
+  if type(f) == "function" then return true end
+  local mt = getmetatable(f)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+-- A dataset written in Lua (see the header): its length, channels and name for the C side.
+local function lua_dataset(ds)
+  local what = "data.Loader: a dataset is a moco.Dataset or an object with #ds and ds:get(i) -> image, label"
+  if type(ds) ~= "table" and type(ds) ~= "userdata" then error(string.format("%s, got %s", what, type(ds)), 3) end
+  local ok, n = pcall(function() return #ds end)
+  if not ok then error(string.format("%s; #ds raised an error: %s", what, tostring(n)), 3) end
+  if math.type(n) ~= "integer" or n < 0 then
+    error(string.format("data.Loader: #ds must be the number of samples, a non-negative integer, got %s", tostring(n)), 3)
+  end
+  local get
+  ok, get = pcall(function() return ds.get end)
+  if not ok or not is_callable(get) then error(string.format("%s; this one has no get method", what), 3) end
+  local channels = default(ds.channels, 3)
+  if channels ~= 0 and channels ~= 1 and channels ~= 3 then
+    error(string.format("data.Loader: the dataset's channels must be 3 (RGB), 1 (gray) or 0 (as stored), got %s",
+                        tostring(channels)), 3)
+  end
+  local name = type(ds.name) == "string" and ds.name or "Lua dataset"
+  return n, channels, name
+end
+
 function data.Loader(ds, opts)
   opts = check_options("data.Loader", opts, loader_options)
   local o = {
@@ -215,6 +279,7 @@ function data.Loader(ds, opts)
     on_error = default(opts.on_error, "raise"),
   }
   o.shard_rank, o.shard_count = shard_of(opts.shard)
+  if not is_moco_dataset(ds) then o.length, o.channels, o.name = lua_dataset(ds) end
   if o.on_error ~= "raise" and o.on_error ~= "skip" then
     error(string.format("data.Loader: on_error must be \"raise\" or \"skip\", got %s", tostring(o.on_error)), 2)
   end
