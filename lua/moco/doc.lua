@@ -324,9 +324,10 @@ assert(#ds == 10000 and ds.classes[label + 1] == "Ankle boot")]] }
 F{ "moco.data.Subset", "data.Subset(ds, n | {positions}) -> Dataset", "The first n samples, or those positions (1-based)." }
 F{ "moco.data.Loader", "data.Loader(ds, {batch_size = 1, transform =, workers = 2, shuffle = true, drop_last = true, seed = 0, prefetch = 2, on_error = 'raise', shard = nil}) -> Loader",
    "Batches of (N, C, H, W) tensors and (N) labels; with T.TwoCrops, two views per image.  shard = {rank = r, count = n} (0-based rank) takes this rank's part of the shared epoch order, as torch's DistributedSampler: positions r, r + n, ...; the ranks' batches interleaved are one loader's batches of batch_size * n; #loader is the same on every rank (without drop_last the order is padded by wrapping around)." }
+F{ "moco.data.bytes", "data.bytes(s) -> moco.Bytes", "An encoded image file held in the string s, for a Lua dataset's get to return (a plain string is a path); #b, b.data." }
 F{ "moco.data.cpu_count", "data.cpu_count() -> n", "The number of cores." }
 F{ "moco.data.thread_advice", "data.thread_advice(workers) -> n", "The BLAS thread count that fits beside `workers` loader threads." }
-C{ "moco.Dataset", "a dataset (data.ImageFolder, ImageFiles, FileList, CIFAR10, FashionMNIST, IDX, Subset)", "#ds samples; ds.classes (names), ds.class_to_idx, ds.name; ds[i] is {image, label}." }
+C{ "moco.Dataset", "a dataset (data.ImageFolder, ImageFiles, FileList, CIFAR10, FashionMNIST, IDX, Subset)", "#ds samples; ds.classes (names), ds.class_to_idx, ds.name; ds[i] is {image, label}.  data.Loader also takes a dataset written in Lua: any object with #ds and ds:get(i) -> image (a path, data.bytes(s), a moco.Image or a moco.Tensor), label (docs/data.md)." }
 M{ "moco.Dataset:get", "ds:get(i) -> image, label", "Sample i (1-based): a moco.Image and torchvision's 0-based label." }
 M{ "moco.Dataset:label", "ds:label(i) -> label", "The label of sample i, without decoding." }
 M{ "moco.Dataset:path", "ds:path(i) -> path", "The file of sample i (ImageFolder, ImageFiles, FileList), or nil." }
