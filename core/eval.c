@@ -1,8 +1,7 @@
-/* core/eval.c: top-k accuracy counting and row gathering (see eval.h). */
+/* core/eval.c: top-k accuracy counting (see eval.h). */
 #include "eval.h"
 
 #include <math.h>
-#include <string.h>
 
 #include "error.h"
 
@@ -26,15 +25,5 @@ int eval_topk_correct(int64_t *correct, const float *scores, const float *labels
         for (int c = 0; c < C; c++) rank += row[c] > s || (row[c] == s && c < label);
         for (int j = 0; j < nks; j++) correct[j] += rank < ks[j];
     }
-    return 0;
-}
-
-int eval_gather_rows(float *dst, const float *src, int64_t N, int64_t row_size, const int64_t *rows, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (rows[i] < 0 || rows[i] >= N)
-            return moco_error("gather_rows: position %lld (entry %lld) is outside [1, %lld]", (long long)rows[i] + 1,
-                              (long long)i + 1, (long long)N);
-    for (int64_t i = 0; i < n; i++)
-        memcpy(dst + i * row_size, src + rows[i] * row_size, (size_t)row_size * sizeof *dst);
     return 0;
 }

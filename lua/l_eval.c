@@ -104,37 +104,35 @@ static int l_gather_rows(lua_State *L) {
     lua_Integer first = luaL_checkinteger(L, 3), count = luaL_checkinteger(L, 4);
     Tensor *out = lua_isnoneornil(L, 5) ? NULL : lmoco_checktensor(L, 5);
     lua_Integer len = luaL_len(L, 2);
-    char a[128], b[128];
     if (src->ndim < 1) return luaL_argerror(L, 1, "expected a tensor with at least one dimension");
     if (first < 1 || count < 0 || first - 1 + count > len)
         return luaL_error(L, "gather_rows: positions %d..%d are outside the list of %d", (int)first,
                           (int)(first + count - 1), (int)len);
-    int64_t shape[TENSOR_MAX_DIMS];
-    for (int d = 0; d < src->ndim; d++) shape[d] = src->shape[d];
-    shape[0] = count;
-    int64_t row_size = src->shape[0] > 0 ? src->numel / src->shape[0] : 0;
-    if (out) {
-        int ok = out->ndim == src->ndim;
-        for (int d = 0; ok && d < src->ndim; d++) ok = out->shape[d] == shape[d];
-        if (!ok)
-            return luaL_error(L, "gather_rows: out %s must have %d rows shaped as those of src %s",
-                              tensor_shape_str(out, a, sizeof a), (int)count, tensor_shape_str(src, b, sizeof b));
-        lua_pushvalue(L, 5);
-    } else {
-        LTensor *box = lmoco_newbox(L);
-        lmoco_settensor(L, box, tensor_empty(src->ndim, shape));
-        out = box->t;
-    }
     int64_t *rows = lua_newuserdatauv(L, (size_t)(count > 0 ? count : 1) * sizeof *rows, 0);
     for (lua_Integer i = 0; i < count; i++) {
         lua_geti(L, 2, first + i);
         int ok;
-        rows[i] = (int64_t)lua_tointegerx(L, -1, &ok) - 1;
+        lua_Integer p = lua_tointegerx(L, -1, &ok);
         if (!ok) return luaL_error(L, "gather_rows: positions[%d] is not an integer", (int)(first + i));
+        /* positions are 1-based: say so in the message, before the 0-based C check */
+        if (p < 1 || p > src->shape[0])
+            return luaL_error(L, "gather_rows: position %d (entry %d) is outside [1, %d]", (int)p, (int)(i + 1),
+                              (int)src->shape[0]);
+        rows[i] = (int64_t)p - 1;
         lua_pop(L, 1);
     }
-    if (eval_gather_rows(out->data, src->data, src->shape[0], row_size, rows, count)) return lmoco_error(L);
-    lua_pop(L, 1);
+    /* rows stays on the stack until we return (a GC step in the allocation below could free it) */
+    if (out) {
+        lua_pushvalue(L, 5);
+    } else {
+        int64_t shape[TENSOR_MAX_DIMS];
+        for (int d = 0; d < src->ndim; d++) shape[d] = src->shape[d];
+        shape[0] = count;
+        LTensor *box = lmoco_newbox(L);
+        lmoco_settensor(L, box, tensor_empty(src->ndim, shape));
+        out = box->t;
+    }
+    if (tensor_gather_rows_(out, src, rows, count)) return lmoco_error(L);
     return 1;
 }
 

@@ -193,7 +193,8 @@ void linear_backward_params(float *dweight, float *dbias, const float *dout, con
 
 /* ------------------------------------------------------------------ L2 normalisation
  * F.normalize(inp, dim=1, eps): out (N,D) = inp / max(||inp_row||, eps); norms (N) caches
- * the unclamped row norms.  out may alias inp. */
+ * the unclamped row norms, or is NULL when no backward follows.  out may alias inp.  The one
+ * row normaliser of libmoco: tensor_normalize_rows_ and moco_bank_update call it. */
 void normalize_forward(float *out, float *norms, const float *inp, int N, int D, float eps);
 /* dinp (N,D) from dout (N,D), the forward's out and norms.  dinp may alias dout. */
 void normalize_backward_input(float *dinp, const float *dout, const float *out, const float *norms,
