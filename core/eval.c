@@ -5,7 +5,7 @@
 
 #include "error.h"
 
-int eval_topk_correct(int64_t *correct, const float *scores, const float *labels, int64_t M, int C, const int *ks,
+int eval_topk_correct(int64_t *correct, const float *scores, const int64_t *labels, int64_t M, int C, const int *ks,
                       int nks) {
     if (M < 0 || C < 1 || nks < 0) return moco_error("topk_correct: invalid sizes (M=%lld C=%d)", (long long)M, C);
     for (int j = 0; j < nks; j++) {
@@ -13,12 +13,11 @@ int eval_topk_correct(int64_t *correct, const float *scores, const float *labels
         correct[j] = 0;
     }
     for (int64_t i = 0; i < M; i++) {
-        float y = labels[i];
-        if (!(y >= 0 && y < C) || y != floorf(y))
-            return moco_error("topk_correct: label %g of row %lld is not a class in [0, %d)", (double)y,
+        if (labels[i] < 0 || labels[i] >= C)
+            return moco_error("topk_correct: label %lld of row %lld is not a class in [0, %d)", (long long)labels[i],
                               (long long)i + 1, C);
         const float *row = scores + i * C;
-        int label = (int)y;
+        int label = (int)labels[i];
         float s = row[label];
         /* the label's rank = the classes placed before it */
         int rank = 0;

@@ -39,10 +39,10 @@ static int l_knn_predict(lua_State *L) {
     LTensor *box = lmoco_newbox(L);
     lmoco_settensor(L, box, tensor_empty(2, shape));
     int64_t n = bank->shape[0];
-    int32_t *lab = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *lab, 0);
-    for (int64_t i = 0; i < n; i++) lab[i] = (int32_t)labels->data[i];
+    int64_t *lab = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *lab, 0);
+    lmoco_checklabels(L, "knn_predict", labels, lab);
     int64_t npred = shape[0] * topn;
-    int32_t *pred = lua_newuserdatauv(L, (size_t)(npred > 0 ? npred : 1) * sizeof *pred, 0);
+    int64_t *pred = lua_newuserdatauv(L, (size_t)(npred > 0 ? npred : 1) * sizeof *pred, 0);
     if (knn_predict(pred, query->data, bank->data, lab, query->shape[0], n, (int)query->shape[1], (int)k, (float)T,
                     (int)classes, (int)topn))
         return lmoco_error(L);
@@ -92,8 +92,11 @@ static int l_topk_correct(lua_State *L) {
         ks[j] = (int)luaL_checkinteger(L, -1);
         lua_pop(L, 1);
     }
-    if (eval_topk_correct(correct, scores->data, labels->data, scores->shape[0], (int)scores->shape[1], ks, nks))
+    int64_t *lab = lua_newuserdatauv(L, (size_t)(labels->numel ? labels->numel : 1) * sizeof *lab, 0);
+    lmoco_checklabels(L, "topk_correct", labels, lab);
+    if (eval_topk_correct(correct, scores->data, lab, scores->shape[0], (int)scores->shape[1], ks, nks))
         return lmoco_error(L);
+    lua_pop(L, 1);
     for (int j = 0; j < nks; j++) lua_pushinteger(L, (lua_Integer)correct[j]);
     return nks;
 }

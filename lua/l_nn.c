@@ -193,7 +193,7 @@ static Tensor *push_out(lua_State *L, int idx, const char *fn, const char *arg, 
     return box->t;
 }
 
-/* The per-state scratch buffer (conv workspace, int32 indices and labels). */
+/* The per-state scratch buffer (conv workspace, int32 indices and int64 labels). */
 static const char scratch_key = 's';
 
 static void *scratch(lua_State *L, size_t bytes) {
@@ -744,14 +744,8 @@ static int l_cross_entropy(lua_State *L) {
         check_no_overlap(L, fn, "grad_logits", grad, "logits", logits, 1);
         check_no_overlap(L, fn, "grad_logits", grad, "labels", labels, 0);
     }
-    int32_t *lab = scratch(L, (size_t)N * sizeof *lab);
-    for (int i = 0; i < N; i++) {
-        float v = labels->data[i];
-        if (!(v >= 0 && v < K) || v != floorf(v))
-            return luaL_error(L, "%s: labels[%d] is %f; labels are 0-based class numbers in [0, %d)", fn, i + 1,
-                              (double)v, K);
-        lab[i] = (int32_t)v;
-    }
+    int64_t *lab = scratch(L, (size_t)N * sizeof *lab);
+    lmoco_checklabels(L, fn, labels, lab);
     float loss;
     if (cross_entropy_forward_backward(&loss, grad ? grad->data : NULL, logits->data, lab, N, K))
         return lmoco_error(L);

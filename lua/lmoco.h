@@ -35,6 +35,11 @@ void lmoco_settensor(lua_State *L, LTensor *box, Tensor *t);
 int lmoco_error(lua_State *L);
 /* Generator at idx, or the default generator when idx is none/nil. */
 Rng *lmoco_optgenerator(lua_State *L, int idx);
+/* The values of a float tensor of class labels (any shape) as int64_t class numbers into out
+ * (numel entries), the one label type of libmoco.  Raises "fn: labels[i] is 2.5, not a class
+ * number ..." for a value that is not an integer (NaN, 2.5, beyond int64); the range
+ * [0, classes) is checked by the C function the labels go to. */
+void lmoco_checklabels(lua_State *L, const char *fn, const Tensor *labels, int64_t *out);
 /* Reads a shape given as a table {2,3} or as integers from idx on. Returns ndim. */
 int lmoco_checkshape(lua_State *L, int idx, int64_t *shape);
 

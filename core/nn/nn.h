@@ -202,10 +202,10 @@ void normalize_backward_input(float *dinp, const float *dout, const float *out, 
 
 /* ------------------------------------------------------------------ loss
  * Softmax cross-entropy with mean reduction over N rows of K logits (N,K) and 0-based class
- * labels (N).  *loss = mean of logsumexp(row) - row[label], computed stably; dlogits (N,K)
+ * labels (N), int64_t as everywhere in libmoco (torch's target dtype).  *loss = mean of logsumexp(row) - row[label], computed stably; dlogits (N,K)
  * = (softmax - onehot) / N, skipped when NULL, and may alias logits.  Returns -1 (before
  * writing anything) when a label is outside [0, K). */
 int cross_entropy_forward_backward(float *loss, float *dlogits, const float *logits,
-                                   const int32_t *labels, int N, int K);
+                                   const int64_t *labels, int N, int K);
 
 #endif
