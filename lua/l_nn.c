@@ -71,9 +71,6 @@
  *      grad_logits may be logits.
  *  workspace_bytes()                              -> integer
  *  free_workspace()
- *  set_num_threads(n)     size of the compute thread pool the layers run on (core/threads.h),
- *                         the caller included; 1 runs everything on the calling thread
- *  get_num_threads()                              -> integer
  *  set_winograd(enabled)  -> previous setting; whether convolutions set up from now on may
  *                         use Winograd F(4x4, 3x3) (core/nn/winograd.c) where it is faster;
  *                         false keeps every convolution on the exact direct / im2col paths
@@ -759,18 +756,6 @@ static int l_cross_entropy(lua_State *L) {
 
 /* ------------------------------------------------------------ threads */
 
-static int l_set_num_threads(lua_State *L) {
-    lua_Integer n = luaL_checkinteger(L, 1);
-    luaL_argcheck(L, n >= 1 && n <= THREADPOOL_MAX, 1, "must be between 1 and " LMOCO_STR(THREADPOOL_MAX));
-    if (threadpool_set_size((int)n)) return lmoco_error(L);
-    return 0;
-}
-
-static int l_get_num_threads(lua_State *L) {
-    lua_pushinteger(L, threadpool_size());
-    return 1;
-}
-
 static int l_set_winograd(lua_State *L) {
     luaL_checktype(L, 1, LUA_TBOOLEAN);
     lua_pushboolean(L, conv2d_set_winograd(lua_toboolean(L, 1)));
@@ -816,11 +801,9 @@ static const luaL_Reg nn_functions[] = {
     {"cross_entropy", l_cross_entropy},
     {"workspace_bytes", l_workspace_bytes},
     {"free_workspace", l_free_workspace},
-    {"set_num_threads", l_set_num_threads},
     {"set_winograd", l_set_winograd},
     {"winograd_status", l_winograd_status},
     {"gemm_backend", l_gemm_backend},
-    {"get_num_threads", l_get_num_threads},
     {NULL, NULL}};
 
 void lmoco_open_nn(lua_State *L) {
