@@ -10,8 +10,6 @@
  * lua/moco/init.lua builds the public `moco` table on top of it. */
 int luaopen_moco_core(lua_State *L);
 
-#endif
-
 /* ---- shared helpers for the binding files ---- */
 #include "tensor.h"
 
@@ -63,3 +61,5 @@ void lmoco_open_io(lua_State *L);        /* save, load, safe_open, json_*, _io (
 void lmoco_open_plot(lua_State *L);      /* sets field _plot (lua/l_plot.c) */
 void lmoco_open_torch(lua_State *L);     /* sets field _torch (lua/l_torch.c) */
 void lmoco_open_dist(lua_State *L);      /* sets field _dist (lua/l_dist.c) */
+
+#endif
