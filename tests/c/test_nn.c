@@ -738,7 +738,7 @@ static void test_cross_entropy(void) {
     lab = 3;
     CHECK("cross_entropy label out of range is an error",
           cross_entropy_forward_backward(&lbig, dbig, big, &lab, 1, 3) == -1 &&
-              strstr(moco_last_error(), "label 3"),
+              strstr(moco_last_error(), "labels[1] is 3"),
           "message: %s", moco_last_error());
     free(c.logits), free(dlogits), free(inplace);
 }
