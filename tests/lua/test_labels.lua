@@ -13,8 +13,8 @@ local bad = {
   { "2.5", 2.5, "labels%[2%] is 2.5, not a class number" },
   { "NaN", nan, "labels%[2%] is %-?nan, not a class number" },
   { "1e30 (beyond int64)", huge, "labels%[2%] is 1[.0-9]*e%+30, not a class number" },
-  { "-1", -1, "-1 .*%[0, 3%)" },
-  { "a class past the last", 3, "3 .*%[0, 3%)" },
+  { "-1", -1, " %-1[ ,].*%[0, 3%)" },
+  { "a class past the last", 3, " 3[ ,].*%[0, 3%)" },
 }
 
 local function labels_with(v) return moco.tensor{ 0, v, 1, 2 } end
