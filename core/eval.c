@@ -1,12 +1,11 @@
-/* core/eval.c: top-k accuracy counting and row gathering (see eval.h). */
+/* core/eval.c: top-k accuracy counting (see eval.h). */
 #include "eval.h"
 
 #include <math.h>
-#include <string.h>
 
 #include "error.h"
 
-int eval_topk_correct(int64_t *correct, const float *scores, const float *labels, int64_t M, int C, const int *ks,
+int eval_topk_correct(int64_t *correct, const float *scores, const int64_t *labels, int64_t M, int C, const int *ks,
                       int nks) {
     if (M < 0 || C < 1 || nks < 0) return moco_error("topk_correct: invalid sizes (M=%lld C=%d)", (long long)M, C);
     for (int j = 0; j < nks; j++) {
@@ -14,27 +13,16 @@ int eval_topk_correct(int64_t *correct, const float *scores, const float *labels
         correct[j] = 0;
     }
     for (int64_t i = 0; i < M; i++) {
-        float y = labels[i];
-        if (!(y >= 0 && y < C) || y != floorf(y))
-            return moco_error("topk_correct: label %g of row %lld is not a class in [0, %d)", (double)y,
+        if (labels[i] < 0 || labels[i] >= C)
+            return moco_error("topk_correct: label %lld of row %lld is not a class in [0, %d)", (long long)labels[i],
                               (long long)i + 1, C);
         const float *row = scores + i * C;
-        int label = (int)y;
+        int label = (int)labels[i];
         float s = row[label];
         /* the label's rank = the classes placed before it */
         int rank = 0;
         for (int c = 0; c < C; c++) rank += row[c] > s || (row[c] == s && c < label);
         for (int j = 0; j < nks; j++) correct[j] += rank < ks[j];
     }
-    return 0;
-}
-
-int eval_gather_rows(float *dst, const float *src, int64_t N, int64_t row_size, const int64_t *rows, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (rows[i] < 0 || rows[i] >= N)
-            return moco_error("gather_rows: position %lld (entry %lld) is outside [1, %lld]", (long long)rows[i] + 1,
-                              (long long)i + 1, (long long)N);
-    for (int64_t i = 0; i < n; i++)
-        memcpy(dst + i * row_size, src + rows[i] * row_size, (size_t)row_size * sizeof *dst);
     return 0;
 }

@@ -1,19 +1,16 @@
 /* core/eval.h: small kernels of the evaluation protocols (kNN lives in knn.h):
- * top-k accuracy of score rows, and gathering rows (the shuffled mini-batches of the
- * linear probe on precomputed features). */
+ * top-k accuracy of score rows.  (The linear probe's shuffled mini-batches are gathered by
+ * tensor_gather_rows_, core/tensor.h.) */
 #ifndef MOCO_EVAL_H
 #define MOCO_EVAL_H
 
 #include <stdint.h>
 
-/* scores (M, C) and labels (M) holding class values in [0, C).  For each of the nks values
+/* scores (M, C) and labels (M) holding class numbers in [0, C).  For each of the nks values
  * in ks, correct[j] = the number of rows whose label is among the ks[j] best-scored classes
  * (ties rank the smaller class first, as a stable descending sort).  Returns 0, or -1 when
  * a label is out of range or an argument is invalid. */
-int eval_topk_correct(int64_t *correct, const float *scores, const float *labels, int64_t M, int C, const int *ks,
+int eval_topk_correct(int64_t *correct, const float *scores, const int64_t *labels, int64_t M, int C, const int *ks,
                       int nks);
-
-/* dst (n, row_size) = src rows rows[0..n) (0-based, each in [0, N)).  Returns 0 or -1. */
-int eval_gather_rows(float *dst, const float *src, int64_t N, int64_t row_size, const int64_t *rows, int64_t n);
 
 #endif

@@ -652,3 +652,19 @@ void moco_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
 #endif
     openblas_gemm(&g);
 }
+
+int moco_gemm_blas_begin(void) {
+    int previous = openblas_get_num_threads();
+    if (previous != 1) openblas_set_num_threads(1);
+    return previous;
+}
+
+void moco_gemm_blas_end(int previous) {
+    if (previous != 1) openblas_set_num_threads(previous);
+}
+
+int moco_set_num_threads(int n) {
+    if (threadpool_set_size(n)) return -1;
+    openblas_set_num_threads(n);
+    return 0;
+}

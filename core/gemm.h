@@ -45,4 +45,14 @@ size_t moco_gemm_packed_b_index(int K, int N, int nr, int k, int j);
 void moco_gemm_packed(int a_layout, int M, int N, int K, const float *A, long a_stride, const float *Bp, int nr,
                       float *C, long ldc, int accumulate);
 
+/* ---- OpenBLAS's own thread count (this file is the only code that calls openblas_*).
+ * It is used when a product is computed outside the pool and forwarded to OpenBLAS.  Tasks
+ * of the pool that call BLAS concurrently need it at 1 (several threads each running a
+ * multi-threaded sgemm would oversubscribe the cores, and OpenBLAS's spinning helpers would
+ * steal them from the pool).  begin sets it to 1 and returns the previous count for end to
+ * restore; both cost a few nanoseconds when nothing changes.  moco_set_num_threads
+ * (core/threads.h) sets it together with the pool. */
+int moco_gemm_blas_begin(void);
+void moco_gemm_blas_end(int previous);
+
 #endif

@@ -82,8 +82,8 @@ done:
 }
 
 typedef struct PredictContext {
-    int32_t *pred;
-    const int32_t *bank_labels;
+    int64_t *pred;
+    const int64_t *bank_labels;
     double *scores;
     float T;
     int classes, topn;
@@ -94,7 +94,7 @@ static int predict_row(void *ctx, int64_t row, Neighbour *heap, int n) {
     PredictContext *c = ctx;
     memset(c->scores, 0, (size_t)c->classes * sizeof *c->scores);
     for (int i = 0; i < n; i++) c->scores[c->bank_labels[heap[i].index]] += exp((double)(heap[i].sim / c->T));
-    int32_t *out = c->pred + row * c->topn;
+    int64_t *out = c->pred + row * c->topn;
     for (int t = 0; t < c->topn; t++) {
         int best = -1;
         for (int cl = 0; cl < c->classes; cl++) {
@@ -107,7 +107,7 @@ static int predict_row(void *ctx, int64_t row, Neighbour *heap, int n) {
     return 0;
 }
 
-int knn_predict(int32_t *pred, const float *query, const float *bank, const int32_t *bank_labels, int64_t M,
+int knn_predict(int64_t *pred, const float *query, const float *bank, const int64_t *bank_labels, int64_t M,
                 int64_t N, int D, int k, float T, int classes, int topn) {
     if (M < 0 || N <= 0 || D <= 0 || k <= 0 || classes <= 0 || topn <= 0 || !(T > 0))
         return moco_error("knn: invalid arguments (M=%lld N=%lld D=%d k=%d classes=%d topn=%d T=%g)",
@@ -115,7 +115,7 @@ int knn_predict(int32_t *pred, const float *query, const float *bank, const int3
     if (N > INT32_MAX) return moco_error("knn: feature bank of %lld rows is too large", (long long)N);
     for (int64_t j = 0; j < N; j++)
         if (bank_labels[j] < 0 || bank_labels[j] >= classes)
-            return moco_error("knn: bank label %d at row %lld is outside [0, %d)", bank_labels[j], (long long)j + 1,
+            return moco_error("knn: bank label %lld at row %lld is outside [0, %d)", (long long)bank_labels[j], (long long)j + 1,
                               classes);
     if (k > N) k = (int)N;
     if (topn > classes) topn = classes;

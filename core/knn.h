@@ -10,7 +10,7 @@
  * [0, classes).  pred (M, topn) receives the classes ranked by score, best first.  Queries
  * are processed in chunks so memory stays at chunk * N floats.  k is clamped to N.
  * Returns 0 or -1 (bad sizes, a label out of range, out of memory). */
-int knn_predict(int32_t *pred, const float *query, const float *bank, const int32_t *bank_labels, int64_t M,
+int knn_predict(int64_t *pred, const float *query, const float *bank, const int64_t *bank_labels, int64_t M,
                 int64_t N, int D, int k, float T, int classes, int topn);
 
 /* The k nearest bank rows of each query by cosine similarity (rows L2-normalised), for

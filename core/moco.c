@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "nn/nn.h"
 #include "threads.h"
 
 void moco_queue_init(float *queue, int dim, int K, Rng *rng) {
@@ -236,17 +237,14 @@ int moco_bank_update(float *bank, const float *q, const int64_t *index, int N, i
     for (int i = 0; i < N; i++) {
         const float *old = bank + index[i] * dim;
         float *r = rows + (int64_t)i * dim;
-        double ss = 0;
         for (int d = 0; d < dim; d++) {
             float a = old[d] * mk;
             float b = q[(int64_t)i * dim + d] * mq;
             r[d] = a + b;
-            ss += (double)r[d] * r[d];
         }
-        /* weight_pos.div(norm): a zero row would be 0/0 there; F.normalize's eps here */
-        float norm = (float)fmax(sqrt(ss), 1e-12);
-        for (int d = 0; d < dim; d++) r[d] /= norm;
     }
+    /* weight_pos.div(norm): a zero row would be 0/0 there; F.normalize's eps here */
+    normalize_forward(rows, NULL, rows, N, dim, 1e-12f);
     for (int i = 0; i < N; i++) memcpy(bank + index[i] * dim, rows + (int64_t)i * dim, (size_t)dim * sizeof *rows);
     free(rows);
     return 0;
@@ -270,9 +268,4 @@ void moco_momentum_update(float *theta_k, const float *theta_q, int64_t n, doubl
 void moco_shuffle_indices(int64_t *perm, int64_t *inverse, int64_t N, Rng *rng) {
     rng_permutation(rng, perm, N);
     for (int64_t i = 0; i < N; i++) inverse[perm[i]] = i;
-}
-
-void moco_gather_rows(float *out, const float *in, const int64_t *index, int64_t N, int64_t row_size) {
-    for (int64_t i = 0; i < N; i++)
-        memcpy(out + i * row_size, in + index[i] * row_size, (size_t)row_size * sizeof(float));
 }

@@ -44,8 +44,7 @@ void moco_momentum_update(float *theta_k, const float *theta_q, int64_t n, doubl
 /* perm (N) = a random permutation (the shuffle); inverse (N) = its inverse (the unshuffle). */
 void moco_shuffle_indices(int64_t *perm, int64_t *inverse, int64_t N, Rng *rng);
 
-/* out[i] = in[index[i]] for rows of row_size floats (out must not alias in). */
-void moco_gather_rows(float *out, const float *in, const int64_t *index, int64_t N, int64_t row_size);
+/* Applying perm / inverse to a batch: tensor_gather_rows_ (core/tensor.h). */
 
 /* ---- end-to-end (the paper's Fig. 2a): the keys come from the query encoder, with gradients,
  * and the dictionary is the batch.  logits (N, N) = q @ k^T / T, cross-entropy with label i

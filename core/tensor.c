@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "nn/nn.h"
 
 /* ---------------------------------------------------------------- storage */
 
@@ -93,6 +94,24 @@ int tensor_is_view(const Tensor *t) {
 }
 
 int tensor_shares_storage(const Tensor *a, const Tensor *b) { return a->storage == b->storage; }
+
+int tensor_gather_rows_(Tensor *out, const Tensor *src, const int64_t *index, int64_t n) {
+    char a[128], b[128];
+    int ok = src->ndim >= 1 && out->ndim == src->ndim && out->shape[0] == n && !tensor_shares_storage(out, src);
+    for (int d = 1; ok && d < src->ndim; d++) ok = out->shape[d] == src->shape[d];
+    if (!ok)
+        return moco_error("gather_rows: out %s must have %lld rows shaped as those of src %s (at least 1-d) and "
+                          "not share its memory", tensor_shape_str(out, a, sizeof a), (long long)n,
+                          tensor_shape_str(src, b, sizeof b));
+    int64_t N = src->shape[0], row_size = N > 0 ? src->numel / N : 0;
+    for (int64_t i = 0; i < n; i++)
+        if (index[i] < 0 || index[i] >= N)
+            return moco_error("gather_rows: row %lld (entry %lld) is outside [0, %lld)", (long long)index[i],
+                              (long long)i + 1, (long long)N);
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out->data + i * row_size, src->data + index[i] * row_size, (size_t)row_size * sizeof(float));
+    return 0;
+}
 
 /* A tensor header over `storage` (a new reference is taken). */
 static Tensor *tensor_wrap(Storage *s, int64_t offset, int ndim, const int64_t *shape,
@@ -632,15 +651,10 @@ int tensor_normalize_rows_(Tensor *t, float eps) {
         return moco_error("normalize: expected a 2-d (N, D) tensor, got shape %s",
                           tensor_shape_str(t, a, sizeof a));
     }
-    int64_t rows = t->shape[0], d = t->shape[1];
-    for (int64_t r = 0; r < rows; r++) {
-        float *row = t->data + r * d;
-        double ss = 0;
-        for (int64_t j = 0; j < d; j++) ss += (double)row[j] * row[j];
-        double norm = sqrt(ss);
-        /* Divide (not multiply by the reciprocal) to round as F.normalize does. */
-        float denom = (float)(norm > eps ? norm : eps);
-        for (int64_t j = 0; j < d; j++) row[j] /= denom;
+    if (t->shape[0] > INT32_MAX || t->shape[1] > INT32_MAX) {
+        char a[128];
+        return moco_error("normalize: shape %s exceeds the int range of the row kernel", tensor_shape_str(t, a, sizeof a));
     }
+    normalize_forward(t->data, NULL, t->data, (int)t->shape[0], (int)t->shape[1], eps);
     return 0;
 }

@@ -66,6 +66,12 @@ Tensor *tensor_transpose(const Tensor *t, int dim0, int dim1);     /* always a c
 int tensor_copy_(Tensor *dst, const Tensor *src);                    /* same shape */
 void tensor_fill_(Tensor *t, float value);
 
+/* out (n, ...) = rows index[0..n) of src (N, ...): index.select(0) / torch.index_select(src, 0,
+ * index), 0-based rows each in [0, N).  out must have src's shape with n rows and a storage of
+ * its own.  The one row gatherer: the MoCo batch shuffle and the linear probe's mini-batches
+ * both call it.  Returns 0, or -1 (nothing written) naming the bad row or shape. */
+int tensor_gather_rows_(Tensor *out, const Tensor *src, const int64_t *index, int64_t n);
+
 /* ---- elementwise ----
  * Binary ops broadcast as NumPy/PyTorch do (align trailing dims; size 1 stretches).
  * The in-place forms require that b broadcast to a's shape. */

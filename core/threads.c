@@ -23,7 +23,6 @@
 #define _GNU_SOURCE
 #include "threads.h"
 
-#include <cblas.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -290,14 +289,4 @@ void threadpool_shutdown(void) {
     pthread_mutex_lock(&pool.run_lock);
     stop_workers();
     pthread_mutex_unlock(&pool.run_lock);
-}
-
-int threadpool_blas_begin(void) {
-    int previous = openblas_get_num_threads();
-    if (previous != 1) openblas_set_num_threads(1);
-    return previous;
-}
-
-void threadpool_blas_end(int previous) {
-    if (previous != 1) openblas_set_num_threads(previous);
 }

@@ -18,7 +18,7 @@
  * this process may run on).  Its workers spin for a few tens of microseconds
  * after a run (consecutive layers follow each other closely) and then sleep on a condition
  * variable, so an idle pool costs no CPU.  BLAS calls made inside tasks must be
- * single-threaded: see threadpool_blas_begin.
+ * single-threaded: see moco_gemm_blas_begin (core/gemm.h).
  *
  * Nesting and re-entry: a run from inside a task, or from another thread while the pool is
  * busy, executes its tasks serially on the calling thread (correct, just not parallel). */
@@ -45,12 +45,10 @@ void threadpool_split(long n, int parts, int part, long *lo, long *hi);
 /* Stops and joins the workers (tests, leak checkers); a later run starts them again. */
 void threadpool_shutdown(void);
 
-/* OpenBLAS keeps its own thread count, used when a single big product is computed outside
- * the pool.  Tasks that call BLAS concurrently need it at 1 (several threads each running
- * a multi-threaded sgemm would oversubscribe the cores, and OpenBLAS's spinning helpers
- * would steal them from the pool).  begin returns the previous count for end to restore;
- * both cost a few nanoseconds when nothing changes. */
-int threadpool_blas_begin(void);
-void threadpool_blas_end(int previous);
+/* Sets both thread counts to n, the one entry point (moco.set_num_threads): this pool (the
+ * layers) and OpenBLAS's, used by products made outside the pool.  It lives in core/gemm.c,
+ * the only code that talks to OpenBLAS.  Returns 0, or -1 when threadpool_set_size refuses
+ * (nothing is changed then). */
+int moco_set_num_threads(int n);
 
 #endif

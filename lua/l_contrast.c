@@ -146,17 +146,7 @@ static int l_gather_rows(lua_State *L) {
     if (x->ndim < 1 || index->ndim != 1)
         return luaL_error(L, "gather_rows: index %s should be 1-d, and x %s at least 1-d",
                           tensor_shape_str(index, a, sizeof a), tensor_shape_str(x, b, sizeof b));
-    int64_t n = x->shape[0], m = index->shape[0], row = n ? x->numel / n : 0;
-    int64_t shape[TENSOR_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[0] = m;
-    if (out) {
-        int same = out->ndim == x->ndim;
-        for (int d = 0; same && d < x->ndim; d++) same = out->shape[d] == shape[d];
-        if (!same || out->data == x->data)
-            return luaL_error(L, "gather_rows: out %s must have %d rows of x %s and not share its memory",
-                              tensor_shape_str(out, a, sizeof a), (int)m, tensor_shape_str(x, b, sizeof b));
-    }
+    int64_t n = x->shape[0], m = index->shape[0];
     int64_t *idx = lua_newuserdatauv(L, (size_t)(m ? m : 1) * sizeof *idx, 0);
     for (int64_t i = 0; i < m; i++) {
         float v = index->data[i];
@@ -165,15 +155,18 @@ static int l_gather_rows(lua_State *L) {
         idx[i] = (int64_t)v;
     }
     /* The index copy stays on the stack until we return: popped, the allocation below could
-     * run a GC step that frees it before moco_gather_rows reads it. */
+     * run a GC step that frees it before tensor_gather_rows_ reads it. */
     if (!out) {
+        int64_t shape[TENSOR_MAX_DIMS];
+        memcpy(shape, x->shape, sizeof shape);
+        shape[0] = m;
         LTensor *box = lmoco_newbox(L);
         lmoco_settensor(L, box, tensor_empty(x->ndim, shape));
         out = box->t;
     } else {
         lua_pushvalue(L, 3);
     }
-    moco_gather_rows(out->data, x->data, idx, m, row);
+    if (tensor_gather_rows_(out, x, idx, m)) return lmoco_error(L);
     return 1;
 }
 

@@ -39,10 +39,10 @@ static int l_knn_predict(lua_State *L) {
     LTensor *box = lmoco_newbox(L);
     lmoco_settensor(L, box, tensor_empty(2, shape));
     int64_t n = bank->shape[0];
-    int32_t *lab = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *lab, 0);
-    for (int64_t i = 0; i < n; i++) lab[i] = (int32_t)labels->data[i];
+    int64_t *lab = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *lab, 0);
+    lmoco_checklabels(L, "knn_predict", labels, lab);
     int64_t npred = shape[0] * topn;
-    int32_t *pred = lua_newuserdatauv(L, (size_t)(npred > 0 ? npred : 1) * sizeof *pred, 0);
+    int64_t *pred = lua_newuserdatauv(L, (size_t)(npred > 0 ? npred : 1) * sizeof *pred, 0);
     if (knn_predict(pred, query->data, bank->data, lab, query->shape[0], n, (int)query->shape[1], (int)k, (float)T,
                     (int)classes, (int)topn))
         return lmoco_error(L);
@@ -92,8 +92,11 @@ static int l_topk_correct(lua_State *L) {
         ks[j] = (int)luaL_checkinteger(L, -1);
         lua_pop(L, 1);
     }
-    if (eval_topk_correct(correct, scores->data, labels->data, scores->shape[0], (int)scores->shape[1], ks, nks))
+    int64_t *lab = lua_newuserdatauv(L, (size_t)(labels->numel ? labels->numel : 1) * sizeof *lab, 0);
+    lmoco_checklabels(L, "topk_correct", labels, lab);
+    if (eval_topk_correct(correct, scores->data, lab, scores->shape[0], (int)scores->shape[1], ks, nks))
         return lmoco_error(L);
+    lua_pop(L, 1);
     for (int j = 0; j < nks; j++) lua_pushinteger(L, (lua_Integer)correct[j]);
     return nks;
 }
@@ -104,37 +107,35 @@ static int l_gather_rows(lua_State *L) {
     lua_Integer first = luaL_checkinteger(L, 3), count = luaL_checkinteger(L, 4);
     Tensor *out = lua_isnoneornil(L, 5) ? NULL : lmoco_checktensor(L, 5);
     lua_Integer len = luaL_len(L, 2);
-    char a[128], b[128];
     if (src->ndim < 1) return luaL_argerror(L, 1, "expected a tensor with at least one dimension");
     if (first < 1 || count < 0 || first - 1 + count > len)
         return luaL_error(L, "gather_rows: positions %d..%d are outside the list of %d", (int)first,
                           (int)(first + count - 1), (int)len);
-    int64_t shape[TENSOR_MAX_DIMS];
-    for (int d = 0; d < src->ndim; d++) shape[d] = src->shape[d];
-    shape[0] = count;
-    int64_t row_size = src->shape[0] > 0 ? src->numel / src->shape[0] : 0;
-    if (out) {
-        int ok = out->ndim == src->ndim;
-        for (int d = 0; ok && d < src->ndim; d++) ok = out->shape[d] == shape[d];
-        if (!ok)
-            return luaL_error(L, "gather_rows: out %s must have %d rows shaped as those of src %s",
-                              tensor_shape_str(out, a, sizeof a), (int)count, tensor_shape_str(src, b, sizeof b));
-        lua_pushvalue(L, 5);
-    } else {
-        LTensor *box = lmoco_newbox(L);
-        lmoco_settensor(L, box, tensor_empty(src->ndim, shape));
-        out = box->t;
-    }
     int64_t *rows = lua_newuserdatauv(L, (size_t)(count > 0 ? count : 1) * sizeof *rows, 0);
     for (lua_Integer i = 0; i < count; i++) {
         lua_geti(L, 2, first + i);
         int ok;
-        rows[i] = (int64_t)lua_tointegerx(L, -1, &ok) - 1;
+        lua_Integer p = lua_tointegerx(L, -1, &ok);
         if (!ok) return luaL_error(L, "gather_rows: positions[%d] is not an integer", (int)(first + i));
+        /* positions are 1-based: say so in the message, before the 0-based C check */
+        if (p < 1 || p > src->shape[0])
+            return luaL_error(L, "gather_rows: position %d (entry %d) is outside [1, %d]", (int)p, (int)(i + 1),
+                              (int)src->shape[0]);
+        rows[i] = (int64_t)p - 1;
         lua_pop(L, 1);
     }
-    if (eval_gather_rows(out->data, src->data, src->shape[0], row_size, rows, count)) return lmoco_error(L);
-    lua_pop(L, 1);
+    /* rows stays on the stack until we return (a GC step in the allocation below could free it) */
+    if (out) {
+        lua_pushvalue(L, 5);
+    } else {
+        int64_t shape[TENSOR_MAX_DIMS];
+        for (int d = 0; d < src->ndim; d++) shape[d] = src->shape[d];
+        shape[0] = count;
+        LTensor *box = lmoco_newbox(L);
+        lmoco_settensor(L, box, tensor_empty(src->ndim, shape));
+        out = box->t;
+    }
+    if (tensor_gather_rows_(out, src, rows, count)) return lmoco_error(L);
     return 1;
 }
 

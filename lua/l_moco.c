@@ -1,6 +1,5 @@
 /* lua/l_moco.c: the C part of `require "moco"` (preloaded as "moco.core"): generators,
  * threading controls, and the tensor functions from l_tensor.c. */
-#include <cblas.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
@@ -178,14 +177,13 @@ static int l_default_generator(lua_State *L) {
 
 /* ------------------------------------------------------------ threads */
 
-/* One count for both: libmoco's compute pool (the layers; they run OpenBLAS single-threaded
- * inside their tasks) and OpenBLAS for the products outside the layers (contrastive logits,
- * kNN). */
+/* moco.set_num_threads(n): one count for both libmoco's compute pool (the layers; they run
+ * BLAS single-threaded inside their tasks) and OpenBLAS for the products outside the layers
+ * (contrastive logits, kNN), through moco_set_num_threads (core/gemm.c). */
 static int l_set_num_threads(lua_State *L) {
     lua_Integer n = luaL_checkinteger(L, 1);
     luaL_argcheck(L, n >= 1 && n <= THREADPOOL_MAX, 1, "must be between 1 and 64");
-    if (threadpool_set_size((int)n)) return lmoco_error(L);
-    openblas_set_num_threads((int)n);
+    if (moco_set_num_threads((int)n)) return lmoco_error(L);
     return 0;
 }
 

@@ -71,9 +71,6 @@
  *      grad_logits may be logits.
  *  workspace_bytes()                              -> integer
  *  free_workspace()
- *  set_num_threads(n)     size of the compute thread pool the layers run on (core/threads.h),
- *                         the caller included; 1 runs everything on the calling thread
- *  get_num_threads()                              -> integer
  *  set_winograd(enabled)  -> previous setting; whether convolutions set up from now on may
  *                         use Winograd F(4x4, 3x3) (core/nn/winograd.c) where it is faster;
  *                         false keeps every convolution on the exact direct / im2col paths
@@ -193,7 +190,7 @@ static Tensor *push_out(lua_State *L, int idx, const char *fn, const char *arg, 
     return box->t;
 }
 
-/* The per-state scratch buffer (conv workspace, int32 indices and labels). */
+/* The per-state scratch buffer (conv workspace, int32 indices and int64 labels). */
 static const char scratch_key = 's';
 
 static void *scratch(lua_State *L, size_t bytes) {
@@ -744,14 +741,8 @@ static int l_cross_entropy(lua_State *L) {
         check_no_overlap(L, fn, "grad_logits", grad, "logits", logits, 1);
         check_no_overlap(L, fn, "grad_logits", grad, "labels", labels, 0);
     }
-    int32_t *lab = scratch(L, (size_t)N * sizeof *lab);
-    for (int i = 0; i < N; i++) {
-        float v = labels->data[i];
-        if (!(v >= 0 && v < K) || v != floorf(v))
-            return luaL_error(L, "%s: labels[%d] is %f; labels are 0-based class numbers in [0, %d)", fn, i + 1,
-                              (double)v, K);
-        lab[i] = (int32_t)v;
-    }
+    int64_t *lab = scratch(L, (size_t)N * sizeof *lab);
+    lmoco_checklabels(L, fn, labels, lab);
     float loss;
     if (cross_entropy_forward_backward(&loss, grad ? grad->data : NULL, logits->data, lab, N, K))
         return lmoco_error(L);
@@ -764,18 +755,6 @@ static int l_cross_entropy(lua_State *L) {
 }
 
 /* ------------------------------------------------------------ threads */
-
-static int l_set_num_threads(lua_State *L) {
-    lua_Integer n = luaL_checkinteger(L, 1);
-    luaL_argcheck(L, n >= 1 && n <= THREADPOOL_MAX, 1, "must be between 1 and " LMOCO_STR(THREADPOOL_MAX));
-    if (threadpool_set_size((int)n)) return lmoco_error(L);
-    return 0;
-}
-
-static int l_get_num_threads(lua_State *L) {
-    lua_pushinteger(L, threadpool_size());
-    return 1;
-}
 
 static int l_set_winograd(lua_State *L) {
     luaL_checktype(L, 1, LUA_TBOOLEAN);
@@ -822,11 +801,9 @@ static const luaL_Reg nn_functions[] = {
     {"cross_entropy", l_cross_entropy},
     {"workspace_bytes", l_workspace_bytes},
     {"free_workspace", l_free_workspace},
-    {"set_num_threads", l_set_num_threads},
     {"set_winograd", l_set_winograd},
     {"winograd_status", l_winograd_status},
     {"gemm_backend", l_gemm_backend},
-    {"get_num_threads", l_get_num_threads},
     {NULL, NULL}};
 
 void lmoco_open_nn(lua_State *L) {

@@ -48,6 +48,17 @@ void lmoco_settensor(lua_State *L, LTensor *box, Tensor *t) {
 
 /* ------------------------------------------------------------ arguments */
 
+void lmoco_checklabels(lua_State *L, const char *fn, const Tensor *labels, int64_t *out) {
+    for (int64_t i = 0; i < labels->numel; i++) {
+        float v = labels->data[i];
+        /* 2^63 is a float; NaN fails both comparisons */
+        if (!(v >= -9223372036854775808.0f && v < 9223372036854775808.0f) || v != floorf(v))
+            luaL_error(L, "%s: labels[%I] is %f, not a class number (labels are 0-based integers)", fn,
+                       (lua_Integer)i + 1, (lua_Number)v);
+        out[i] = (int64_t)v;
+    }
+}
+
 int lmoco_checkshape(lua_State *L, int idx, int64_t *shape) {
     int ndim = 0;
     if (lua_istable(L, idx)) {

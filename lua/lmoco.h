@@ -10,8 +10,6 @@
  * lua/moco/init.lua builds the public `moco` table on top of it. */
 int luaopen_moco_core(lua_State *L);
 
-#endif
-
 /* ---- shared helpers for the binding files ---- */
 #include "tensor.h"
 
@@ -35,6 +33,11 @@ void lmoco_settensor(lua_State *L, LTensor *box, Tensor *t);
 int lmoco_error(lua_State *L);
 /* Generator at idx, or the default generator when idx is none/nil. */
 Rng *lmoco_optgenerator(lua_State *L, int idx);
+/* The values of a float tensor of class labels (any shape) as int64_t class numbers into out
+ * (numel entries), the one label type of libmoco.  Raises "fn: labels[i] is 2.5, not a class
+ * number ..." for a value that is not an integer (NaN, 2.5, beyond int64); the range
+ * [0, classes) is checked by the C function the labels go to. */
+void lmoco_checklabels(lua_State *L, const char *fn, const Tensor *labels, int64_t *out);
 /* Reads a shape given as a table {2,3} or as integers from idx on. Returns ndim. */
 int lmoco_checkshape(lua_State *L, int idx, int64_t *shape);
 
@@ -58,3 +61,5 @@ void lmoco_open_io(lua_State *L);        /* save, load, safe_open, json_*, _io (
 void lmoco_open_plot(lua_State *L);      /* sets field _plot (lua/l_plot.c) */
 void lmoco_open_torch(lua_State *L);     /* sets field _torch (lua/l_torch.c) */
 void lmoco_open_dist(lua_State *L);      /* sets field _dist (lua/l_dist.c) */
+
+#endif

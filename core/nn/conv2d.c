@@ -13,7 +13,7 @@
  *
  * Threads: forward and backward_input hand out one task per chunk of images (per band in
  * the forward), each image's output written by exactly one task; sgemm runs
- * single-threaded inside the tasks (threadpool_blas_begin).  backward_params gives each of
+ * single-threaded inside the tasks (moco_gemm_blas_begin).  backward_params gives each of
  * s->threads tasks a contiguous slice of the images and a private dweight (task 0 adds
  * straight into the caller's), summed in task order afterwards, so the result does not
  * depend on timing.  The 1x1 stride-1 path splits its output channels instead.
@@ -363,9 +363,9 @@ void conv2d_forward(float *out, float *workspace, const float *inp, const float 
     ConvJob j = {.out = out, .workspace = workspace, .inp = inp, .weight = weight, .bias = bias, .s = s};
     j.bands = (s->OH + band_rows(s) - 1) / band_rows(s);
     int tasks = chunk_images(s) == 1 ? s->N * j.bands : chunk_count(s);
-    int blas = thread_count(s) > 1 ? threadpool_blas_begin() : 1;
+    int blas = thread_count(s) > 1 ? moco_gemm_blas_begin() : 1;
     threadpool_run(tasks, thread_count(s), forward_task, &j);
-    threadpool_blas_end(blas);
+    moco_gemm_blas_end(blas);
 }
 
 /* ------------------------------------------------------------ backward_input */
@@ -422,9 +422,9 @@ void conv2d_backward_input(float *dinp, float *workspace, const float *dout, con
         return;
     }
     ConvJob j = {.dinp = dinp, .workspace = workspace, .dout = dout, .weight = weight, .s = s};
-    int blas = thread_count(s) > 1 ? threadpool_blas_begin() : 1;
+    int blas = thread_count(s) > 1 ? moco_gemm_blas_begin() : 1;
     threadpool_run(is_direct(s) ? s->N : chunk_count(s), thread_count(s), backward_input_task, &j);
-    threadpool_blas_end(blas);
+    moco_gemm_blas_end(blas);
 }
 
 /* ------------------------------------------------------------ backward_params */
@@ -522,7 +522,7 @@ void conv2d_backward_params(float *dweight, float *dbias, float *workspace, cons
         return;
     }
     ConvJob j = {.dweight = dweight, .workspace = workspace, .dout = dout, .inp = inp, .s = s};
-    int blas = thread_count(s) > 1 ? threadpool_blas_begin() : 1;
+    int blas = thread_count(s) > 1 ? moco_gemm_blas_begin() : 1;
     if (is_direct(s)) {
         j.tasks = thread_count(s) < OC ? thread_count(s) : OC;
         threadpool_run(j.tasks, thread_count(s), backward_params_direct_task, &j);
@@ -531,7 +531,7 @@ void conv2d_backward_params(float *dweight, float *dbias, float *workspace, cons
         threadpool_run(j.tasks, thread_count(s), backward_params_task, &j);
         if (j.tasks > 1) threadpool_run(thread_count(s), thread_count(s), reduce_task, &j);
     }
-    threadpool_blas_end(blas);
+    moco_gemm_blas_end(blas);
 }
 
 /* ------------------------------------------------------------ Winograd start-up check */

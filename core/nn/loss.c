@@ -5,11 +5,11 @@
 #include "nn/nn.h"
 
 int cross_entropy_forward_backward(float *loss, float *dlogits, const float *logits,
-                                   const int32_t *labels, int N, int K) {
+                                   const int64_t *labels, int N, int K) {
     for (int n = 0; n < N; n++)
         if (labels[n] < 0 || labels[n] >= K)
-            return moco_error("cross_entropy: label %d of sample %d is outside [0, %d) (labels are "
-                              "0-based class numbers)", (int)labels[n], n, K);
+            return moco_error("cross_entropy: labels[%d] is %lld, outside [0, %d) (labels are "
+                              "0-based class numbers)", n + 1, (long long)labels[n], K);
     double total = 0;
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * K;

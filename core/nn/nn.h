@@ -193,7 +193,8 @@ void linear_backward_params(float *dweight, float *dbias, const float *dout, con
 
 /* ------------------------------------------------------------------ L2 normalisation
  * F.normalize(inp, dim=1, eps): out (N,D) = inp / max(||inp_row||, eps); norms (N) caches
- * the unclamped row norms.  out may alias inp. */
+ * the unclamped row norms, or is NULL when no backward follows.  out may alias inp.  The one
+ * row normaliser of libmoco: tensor_normalize_rows_ and moco_bank_update call it. */
 void normalize_forward(float *out, float *norms, const float *inp, int N, int D, float eps);
 /* dinp (N,D) from dout (N,D), the forward's out and norms.  dinp may alias dout. */
 void normalize_backward_input(float *dinp, const float *dout, const float *out, const float *norms,
@@ -201,10 +202,10 @@ void normalize_backward_input(float *dinp, const float *dout, const float *out, 
 
 /* ------------------------------------------------------------------ loss
  * Softmax cross-entropy with mean reduction over N rows of K logits (N,K) and 0-based class
- * labels (N).  *loss = mean of logsumexp(row) - row[label], computed stably; dlogits (N,K)
+ * labels (N), int64_t as everywhere in libmoco (torch's target dtype).  *loss = mean of logsumexp(row) - row[label], computed stably; dlogits (N,K)
  * = (softmax - onehot) / N, skipped when NULL, and may alias logits.  Returns -1 (before
  * writing anything) when a label is outside [0, K). */
 int cross_entropy_forward_backward(float *loss, float *dlogits, const float *logits,
-                                   const int32_t *labels, int N, int K);
+                                   const int64_t *labels, int N, int K);
 
 #endif

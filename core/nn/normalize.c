@@ -1,4 +1,5 @@
-/* core/nn/normalize.c: L2 normalisation of rows, F.normalize(x, dim=1, eps). */
+/* core/nn/normalize.c: L2 normalisation of rows, F.normalize(x, dim=1, eps): the one row
+ * normaliser of libmoco (tensor_normalize_rows_ and the memory bank update call it too). */
 #include <math.h>
 
 #include "nn/nn.h"
@@ -10,7 +11,7 @@ void normalize_forward(float *out, float *norms, const float *inp, int N, int D,
         double ss = 0;
         for (int j = 0; j < D; j++) ss += (double)x[j] * x[j];
         float norm = (float)sqrt(ss);
-        norms[r] = norm;
+        if (norms) norms[r] = norm;
         /* Divide (not multiply by the reciprocal) to round as F.normalize does. */
         float denom = norm > eps ? norm : eps;
         for (int j = 0; j < D; j++) y[j] = x[j] / denom;

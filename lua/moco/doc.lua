@@ -63,8 +63,8 @@ F{ "moco.json_encode", "moco.json_encode(value) -> string", "JSON of a Lua value
 F{ "moco.json_decode", "moco.json_decode(text) -> value", "The Lua value of a JSON text (integers stay integers)." }
 F{ "moco.manual_seed", "moco.manual_seed(seed)", "Reseeds the default generator (seeded with 0 at start-up, so a session is reproducible)." }
 F{ "moco.default_generator", "moco.default_generator() -> Generator", "The global generator used when none is given." }
-F{ "moco.set_num_threads", "moco.set_num_threads(n)", "The number of OpenBLAS (and compute pool) threads." }
-F{ "moco.get_num_threads", "moco.get_num_threads() -> n", "The number of OpenBLAS threads." }
+F{ "moco.set_num_threads", "moco.set_num_threads(n)", "Sets the compute threads (1 to 64, the caller included): libmoco's pool, on which the layers run, and OpenBLAS's count for products outside the layers (contrastive logits, kNN). The default is MOCO_NUM_THREADS, else the cores this process may use." }
+F{ "moco.get_num_threads", "moco.get_num_threads() -> n", "The size of the compute pool (what moco.set_num_threads last set)." }
 F{ "moco.time", "moco.time() -> seconds", "A monotonic clock in seconds (for timing)." }
 F{ "moco.isatty", "moco.isatty('stdin'|'stdout'|'stderr') -> boolean", "Whether that stream is a terminal." }
 F{ "moco.defer_interrupts", "moco.defer_interrupts(on) -> previous", "While on, Ctrl-C and SIGTERM are only recorded (train.fit turns it on so a step is never cut in half).",

@@ -700,7 +700,7 @@ static void test_normalize(void) {
 typedef struct CeCase {
     int N, K;
     float *logits, loss;
-    int32_t *labels;
+    int64_t *labels;
 } CeCase;
 
 static void ce_fwd(void *p) {
@@ -712,7 +712,7 @@ static void test_cross_entropy(void) {
     CeCase c = {5, 7, NULL, 0, NULL};
     long n = (long)c.N * c.K;
     c.logits = randn_buf(n, 2);
-    int32_t labels[5] = {0, 3, 6, 0, 2};
+    int64_t labels[5] = {0, 3, 6, 0, 2};
     c.labels = labels;
     float *dlogits = zeros_buf(n), one = 1;
     int rc = cross_entropy_forward_backward(&c.loss, dlogits, c.logits, c.labels, c.N, c.K);
@@ -732,13 +732,13 @@ static void test_cross_entropy(void) {
     CHECK("cross_entropy in place", loss2 == c.loss && check_max_abs_diff(inplace, dlogits, n) == 0, "differs");
     /* huge logits stay finite (log-sum-exp) */
     float big[3] = {1000, -1000, 999}, dbig[3], lbig;
-    int32_t lab = 2;
+    int64_t lab = 2;
     cross_entropy_forward_backward(&lbig, dbig, big, &lab, 1, 3);
     CHECK_NEAR("cross_entropy stable for logits of 1000", lbig, 1.0 + log1p(exp(-1.0)), 1e-5);
     lab = 3;
     CHECK("cross_entropy label out of range is an error",
           cross_entropy_forward_backward(&lbig, dbig, big, &lab, 1, 3) == -1 &&
-              strstr(moco_last_error(), "label 3"),
+              strstr(moco_last_error(), "labels[1] is 3"),
           "message: %s", moco_last_error());
     free(c.logits), free(dlogits), free(inplace);
 }

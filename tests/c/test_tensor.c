@@ -1102,6 +1102,40 @@ static void test_normalize_rows(void) {
     tensor_free(three);
 }
 
+/* ---- gather_rows_ (index_select along dim 0): the one checked row gatherer ---- */
+
+static void test_gather_rows(void) {
+    Tensor *src = T_IOTA(4, 3); /* rows 0..3 hold 0-2, 3-5, 6-8, 9-11 */
+    Tensor *out = tensor_empty(2, SHAPE(3, 3));
+    int rc = tensor_gather_rows_(out, src, (int64_t[]){3, 0, 3}, 3);
+    CHECK("gather_rows_ returns 0", rc == 0, "rc %d: %s", rc, moco_last_error());
+    CHECK_VALUES("gather_rows_ picks rows 3, 0, 3", out, 0, 9.f, 10.f, 11.f, 0.f, 1.f, 2.f, 9.f, 10.f, 11.f);
+
+    tensor_fill_(out, -1);
+    clear_error();
+    rc = tensor_gather_rows_(out, src, (int64_t[]){1, 4, 0}, 3);
+    CHECK("gather_rows_ with a row past the end is an error", rc == -1, "rc %d", rc);
+    check_error_mentions("gather_rows_ names the row and the range", "row 4 (entry 2) is outside [0, 4)", NULL);
+    CHECK("gather_rows_ writes nothing when a row is bad", out->data[0] == -1, "out[0] = %g", out->data[0]);
+    clear_error();
+    rc = tensor_gather_rows_(out, src, (int64_t[]){-1, 0, 0}, 3);
+    CHECK("gather_rows_ with a negative row is an error", rc == -1, "rc %d", rc);
+
+    Tensor *wide = tensor_empty(2, SHAPE(3, 4));
+    clear_error();
+    rc = tensor_gather_rows_(wide, src, (int64_t[]){0, 1, 2}, 3);
+    CHECK("gather_rows_ into rows of another width is an error", rc == -1, "rc %d", rc);
+    check_error_mentions("gather_rows_ shape error names both shapes", "[3, 4]", "[4, 3]");
+    Tensor *view = tensor_narrow(src, 0, 0, 2);
+    clear_error();
+    rc = tensor_gather_rows_(view, src, (int64_t[]){1, 0}, 2);
+    CHECK("gather_rows_ into src's own storage is an error", rc == -1, "rc %d", rc);
+    tensor_free(src);
+    tensor_free(out);
+    tensor_free(wide);
+    tensor_free(view);
+}
+
 /* ---- shared storage: views may be freed in any order (valgrind checks the rest) ---- */
 
 static void test_free_views_any_order(void) {
@@ -1154,6 +1188,7 @@ int main(void) {
     test_max_argmax_cases();
     test_matmul();
     test_normalize_rows();
+    test_gather_rows();
     test_free_views_any_order();
     CHECK_DONE();
 }
