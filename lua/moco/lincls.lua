@@ -42,6 +42,7 @@ local optim = require "moco.optim"
 local data = require "moco.data"
 local eval = require "moco.eval"
 local progress = require "moco.progress"
+local util = require "moco.util"
 
 local lincls = {}
 
@@ -183,7 +184,7 @@ local function fit(linear, batches, steps_per_epoch, opts, mode)
       local a, b = moco._eval.topk_correct(logits, y, { 1, k5 })
       -- the gradient overwrites the logits (linear.output, a reused buffer)
       local loss, grad = moco._nn.cross_entropy(logits, y, logits)
-      if loss ~= loss or loss == math.huge then
+      if not util.is_finite(loss) then
         error(string.format("lincls: the loss is %s at epoch %d (lower --lr?)", tostring(loss), epoch), 0)
       end
       linear:zero_grad()
@@ -322,7 +323,7 @@ end
 
 -- Trains `linear` on precomputed training features (N, D) with labels (N).
 function lincls.fit_precomputed(opts)
-  opts = nn.check_options("lincls.fit_precomputed", opts, with(hyper_options, {
+  opts = util.check_options("lincls.fit_precomputed", opts, with(hyper_options, {
     linear = true, train_features = true, train_labels = true, test_features = true, test_labels = true,
   }))
   local x, y, linear = opts.train_features, opts.train_labels, opts.linear
@@ -348,7 +349,7 @@ end
 -- Trains backbone.fc on features of augmented training images, computed every epoch by
 -- the frozen backbone (main_lincls.py's protocol).
 function lincls.fit_augmented(opts)
-  opts = nn.check_options("lincls.fit_augmented", opts, with(hyper_options, {
+  opts = util.check_options("lincls.fit_augmented", opts, with(hyper_options, {
     backbone = true, train_dataset = true, train_transform = true, workers = true,
     test_features = true, test_labels = true,
   }))
@@ -371,7 +372,7 @@ end
 -- The whole protocol.  Prints which mode ran; returns the result (with result.mode).
 function lincls.run(opts)
   require("moco.dist").refuse_ranks("the linear probe")
-  opts = nn.check_options("lincls.run", opts, with(hyper_options, {
+  opts = util.check_options("lincls.run", opts, with(hyper_options, {
     backbone = true, train_dataset = true, test_dataset = true, train_transform = true,
     test_transform = true, precomputed = true, classes = true, workers = true,
   }))

@@ -10,6 +10,7 @@
 -- (the demo's SplitBatchNorm), the single-process form of shuffling BN.
 local moco = require "moco"
 local nn = require "moco.nn"
+local util = require "moco.util"
 
 local models = {}
 
@@ -209,7 +210,7 @@ local resnet_options = {
 -- block: BasicBlock or Bottleneck; layers: blocks per stage; planes: channels per stage.
 function ResNet:__init(block, layers, planes, opts, name)
   nn.Module.__init(self)
-  opts = nn.check_options(name, opts, resnet_options)
+  opts = util.check_options(name, opts, resnet_options)
   local width = opts.width or 1
   local in_channels = opts.in_channels or 3
   local num_classes = opts.num_classes or 1000

@@ -54,20 +54,8 @@ end
 
 local function shape_str(shape) return "[" .. table.concat(shape, ", ") .. "]" end
 
--- Options tables: unknown keys are errors that name the closest known one.
-local function check_options(fn, opts, known)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(fn .. ": options must be a table, got " .. type(opts), 3) end
-  for k in pairs(opts) do
-    if known[k] == nil then
-      local names = {}
-      for n in pairs(known) do names[#names + 1] = n end
-      table.sort(names)
-      error(string.format("%s: unknown option '%s' (known: %s)", fn, tostring(k), table.concat(names, ", ")), 3)
-    end
-  end
-  return opts
-end
+-- One option checker for every module (moco.util); nn.check_options is its public name.
+local check_options = require("moco.util").check_options
 nn.check_options = check_options
 
 local function opt(opts, key, default)
@@ -364,7 +352,7 @@ nn.Conv2d = Conv2d
 
 function Conv2d:__init(in_channels, out_channels, kernel_size, opts)
   Module.__init(self)
-  opts = check_options("nn.Conv2d", opts, { stride = 1, padding = 1, bias = true, generator = true })
+  opts = check_options("nn.Conv2d", opts, { stride = true, padding = true, bias = true, generator = true })
   self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
   self.stride, self.padding = opt(opts, "stride", 1), opt(opts, "padding", 0)
   local fan_in = in_channels * kernel_size * kernel_size
@@ -418,7 +406,7 @@ local BatchNorm = class("BatchNorm", Module)
 
 function BatchNorm:__init(num_features, opts, name)
   Module.__init(self)
-  opts = check_options(name, opts, { eps = 1, momentum = 1, affine = true, track_running_stats = true, splits = 1 })
+  opts = check_options(name, opts, { eps = true, momentum = true, affine = true, track_running_stats = true, splits = true })
   self.num_features = num_features
   self.eps, self.momentum = opt(opts, "eps", 1e-5), opt(opts, "momentum", 0.1)
   self.splits = opt(opts, "splits", 1)

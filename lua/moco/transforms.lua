@@ -66,21 +66,7 @@ local function pylist(values)
   return "[" .. table.concat(parts, ", ") .. "]"
 end
 
--- opts must be nil or a table whose keys are all in `allowed` (a typo is an error, not a
--- silently ignored setting).
-local function check_options(fname, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(fname .. ": options must be a table, got " .. type(opts), 3) end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for name in pairs(allowed) do names[#names + 1] = name end
-      table.sort(names)
-      error(string.format("%s: unknown option '%s' (expected %s)", fname, tostring(k), table.concat(names, ", ")), 3)
-    end
-  end
-  return opts
-end
+local check_options = require("moco.util").check_options
 
 local function check_integer(fname, what, v)
   if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) then

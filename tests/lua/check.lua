@@ -55,4 +55,95 @@ function check.run(tests)
   if check.failures > 0 then os.exit(1) end
 end
 
+-- ---------------------------------------------------------------- tensor helpers
+
+function check.flat(t) return t:reshape(t:numel()) end
+function check.shape_of(t) return "[" .. table.concat(t:shape(), ", ") .. "]" end
+function check.maxabs(t)
+  if t:numel() == 0 then return 0 end
+  return math.max((t:max()), ((-t):max())) -- max() also returns a position: keep the values
+end
+
+-- ---------------------------------------------------------------- Jacobian check
+--
+-- check.jacobian_errors(module, input, opts) -> list of {name=, worst=, scale=, bound=}
+-- check.jacobian(module, input, opts): the same, one PASS/FAIL per tensor.
+-- After torch/nn's nn.Jacobian.testJacobian: the scalar is f = sum(forward(x) * P) for a
+-- fixed random P (so batch norm in training mode, whose outputs sum to a constant, is
+-- tested too), or the loss itself when opts.target is given (a criterion).  backward(x, P)
+-- gives df/dx and df/dparameter; each is compared with central differences
+-- (f(v + h) - f(v - h)) / (h' ), h' the step as stored in float32, f summed in double.
+-- Steps: 1e-2, then 1e-3 and 1e-4 while they disagree (a ReLU or max-pool kink within a step of the
+-- point); float32 forwards round at ~1e-7 relative, so 1e-2 keeps the rounding part of
+-- the difference near 1e-5 of the gradient.  Tolerance: |fd - backward| <= 1e-2 * max
+-- |backward| of that tensor, and at least 1e-4 of the largest gradient of the module (a
+-- tensor whose gradient is ~0 sees the float32 noise of f): a wrong formula is off by
+-- O(1), and float32 noise is 100x below it.  opts: coords (per tensor, default 24; all
+-- when fewer), seed, target, tol (in place of 1e-2).
+local STEPS, JTOL = { 1e-2, 1e-3, 1e-4 }, 1e-2
+
+function check.jacobian_errors(module, input, opts)
+  opts = opts or {}
+  local moco = require "moco"
+  local gen = moco.Generator(opts.seed or 1)
+  local target = opts.target
+  local P
+  local function f()
+    local x = input:clone()
+    local y = module:forward(x, target)
+    if type(y) == "number" then return y end
+    P = P or moco.randn(y:shape(), gen)
+    return (y * P):sum()
+  end
+  f()
+  module:zero_grad()
+  local x = input:clone()
+  local y = module:forward(x, target)
+  local gx = type(y) == "number" and module:backward(x, target) or module:backward(x, P:clone())
+  local list = { { name = "input", t = input, g = gx and gx:clone() } }
+  for _, p in ipairs(module:named_parameters()) do list[#list + 1] = { name = p.name, t = p.param, g = p.grad:clone() } end
+  local largest = 0 -- over every tensor: the floor for a tensor whose gradient is ~0
+  for _, e in ipairs(list) do if e.g then largest = math.max(largest, check.maxabs(e.g)) end end
+  local results = {}
+  for _, e in ipairs(list) do
+    local r = { name = e.name, worst = math.huge, scale = 0, bound = 0 }
+    if e.g then
+      local tf, gf = check.flat(e.t), check.flat(e.g)
+      r.scale = check.maxabs(e.g)
+      r.bound = (opts.tol or JTOL) * math.max(r.scale, 1e-2 * largest) + 1e-6
+      local n, coords = tf:numel(), opts.coords or 24
+      local picks = {}
+      if n <= coords then for i = 1, n do picks[i] = i end
+      else for i = 1, coords do picks[i] = gen:random(n) end end
+      r.worst = 0
+      for _, i in ipairs(picks) do
+        local v, best = tf:get(i), math.huge
+        for _, h in ipairs(STEPS) do
+          tf:set(i, v + h); local up, hi = f(), tf:get(i)
+          tf:set(i, v - h); local down, lo = f(), tf:get(i)
+          tf:set(i, v)
+          best = math.min(best, math.abs((up - down) / (hi - lo) - gf:get(i)))
+          if best <= r.bound then break end
+        end
+        r.worst = math.max(r.worst, best)
+      end
+    end
+    results[#results + 1] = r
+  end
+  return results
+end
+
+function check.jacobian(module, input, opts)
+  opts = opts or {}
+  local label = opts.label or module._class_name
+  local results = check.jacobian_errors(module, input, opts)
+  for _, r in ipairs(results) do
+    print(string.format("  %-40s %-28s max |fd - backward| %.2e (max |grad| %.2e, bound %.2e)", label, r.name,
+                        r.worst, r.scale, r.bound))
+    report(label .. " d/d" .. r.name, r.worst <= r.bound,
+           string.format("finite differences differ by %.3g > %.3g", r.worst, r.bound))
+  end
+  return results
+end
+
 return check

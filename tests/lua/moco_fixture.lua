@@ -13,15 +13,7 @@ M.DIR, M.FLT_EPSILON, M.BATCH = DIR, FLT_EPSILON, 8
 
 function M.load(case, what) return moco.load_npy(DIR .. case .. "." .. what .. ".npy") end
 
-function M.maxabs(t)
-  if t:numel() == 0 then return 0 end
-  local hi, lo = t:max(), (-t):max()  -- max() also returns a position: keep the values only
-  return math.max(hi, lo)
-end
-
-function M.shape_of(t) return "[" .. table.concat(t:shape(), ", ") .. "]" end
-
-function M.flat(t) return t:reshape(t:numel()) end
+M.maxabs, M.shape_of, M.flat = check.maxabs, check.shape_of, check.flat -- tests/lua/check.lua's
 
 function M.report(label, d, scale, tol)
   local bound = tol * scale

@@ -45,10 +45,7 @@ local function data_section(p)
   return s:sub(9 + n), s:sub(9, 8 + n)
 end
 
-local function maxabs(t)
-  if t:numel() == 0 then return 0 end
-  return math.max((t:max()), ((-t):max()))
-end
+local maxabs = check.maxabs
 
 local function compare_ref(label, got, want)
   local d, scale = maxabs(got:reshape(got:numel()) - want:reshape(want:numel())), maxabs(want)

@@ -16,13 +16,7 @@ local TOL = 1e-4
 
 local function load(case, name) return moco.load_npy(DIR .. case .. "." .. name .. ".npy") end
 
-local function maxabs(t)
-  local hi = t:max()
-  local lo = (-t):max()
-  return math.max(hi, lo)
-end
-
-local function shape_of(t) return "[" .. table.concat(t:shape(), ", ") .. "]" end
+local maxabs, shape_of = check.maxabs, check.shape_of
 
 local function compare(case, name, got, want, tol)
   tol = tol or TOL

@@ -48,17 +48,10 @@ local function read_lines(name)
   return lines
 end
 
-local function maxabs(t)
-  if t:numel() == 0 then return 0 end
-  local hi, lo = t:max(), (-t):max()  -- max() also returns a position: keep the values only
-  return math.max(hi, lo)
-end
+local maxabs, shape_of, flat = check.maxabs, check.shape_of, check.flat
 
 local function sumabs(t) return t:clamp(0):sum() - t:clamp(nil, 0):sum() end
 
-local function shape_of(t) return "[" .. table.concat(t:shape(), ", ") .. "]" end
-
-local function flat(t) return t:reshape(t:numel()) end
 
 local function report(label, d, scale, tol)
   local bound = tol * scale
