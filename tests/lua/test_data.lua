@@ -9,29 +9,9 @@ local data, T = moco.data, moco.transforms
 local FIXTURES = "tests/fixtures/data"
 local tmpdir = check.tmpdir()
 
-local function write(path, bytes)
-  local f = assert(io.open(path, "wb"))
-  f:write(bytes)
-  f:close()
-end
+local write, fingerprint, same_list = check.write_file, check.fingerprint, check.same_list
 
-local function thread_count()
-  for line in io.lines("/proc/self/status") do
-    local n = line:match("^Threads:%s+(%d+)")
-    if n then return tonumber(n) end
-  end
-end
-
--- Every value of a batch, for bitwise comparisons (tostring of a float is exact enough
--- with %a).
-local function fingerprint(...)
-  local parts = {}
-  for _, t in ipairs({ ... }) do
-    local flat = t:reshape(t:numel())
-    for i = 1, flat:numel() do parts[#parts + 1] = string.format("%a", flat[i]) end
-  end
-  return table.concat(parts, ",")
-end
+local function thread_count() return check.proc_status("Threads") end
 
 local function epoch_fingerprints(ds, opts, epochs)
   local loader <close> = data.Loader(ds, opts)
@@ -40,12 +20,6 @@ local function epoch_fingerprints(ds, opts, epochs)
     for a, b, c in loader:iter() do prints[#prints + 1] = fingerprint(a, b, c) end
   end
   return prints
-end
-
-local function same_list(a, b)
-  if #a ~= #b then return false end
-  for i = 1, #a do if a[i] ~= b[i] then return false end end
-  return true
 end
 
 -- A small in-memory dataset: CIFAR-10's binary format, written here.  Record r: label
@@ -319,16 +293,10 @@ local BAD = {
   { "b/2_text.jpg", "not a PNG, JPEG, WebP or GIF file (it looks like text" }, { "b/3_fifo.jpg", "FIFO" }, { "b/4.png" },
   { "b/5.png" },
 }
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local bytes = f:read("a")
-  f:close()
-  return bytes
-end
 local function make_bad_folder()
   local root = tmpdir .. "/bad"
   assert(os.execute("mkdir -p '" .. root .. "/a' '" .. root .. "/b'"))
-  local jpeg, png = read("tests/fixtures/images/coffee.jpg"), read("tests/fixtures/images/chelsea.png")
+  local jpeg, png = check.read_file("tests/fixtures/images/coffee.jpg"), check.read_file("tests/fixtures/images/chelsea.png")
   local gen = moco.Generator(11)
   for k, f in ipairs(BAD) do
     local path = root .. "/" .. f[1]
@@ -479,4 +447,3 @@ function tests.loader_skip_warns_once_per_file()
 end
 
 check.run(tests)
-os.execute("rm -rf '" .. tmpdir .. "'")

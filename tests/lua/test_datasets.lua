@@ -8,11 +8,7 @@ local data, T = moco.data, moco.transforms
 
 local tmpdir = check.tmpdir()
 
-local function write(path, bytes)
-  local f = assert(io.open(path, "wb"))
-  f:write(bytes)
-  f:close()
-end
+local write = check.write_file
 
 -- A 12x10 RGB image whose pixels depend on `seed`.
 local function save_image(path, seed)
@@ -138,4 +134,3 @@ function tests.file_list_errors()
 end
 
 check.run(tests)
-os.execute("rm -rf " .. tmpdir)

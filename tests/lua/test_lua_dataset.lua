@@ -9,28 +9,7 @@ local data, T = moco.data, moco.transforms
 
 local tmpdir = check.tmpdir()
 
-local function write(path, bytes)
-  local f = assert(io.open(path, "wb"))
-  f:write(bytes)
-  f:close()
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local bytes = f:read("a")
-  f:close()
-  return bytes
-end
-
--- Every value of a batch, for bitwise comparisons.
-local function fingerprint(...)
-  local parts = {}
-  for _, t in ipairs({ ... }) do
-    local flat = t:reshape(t:numel())
-    for i = 1, flat:numel() do parts[#parts + 1] = string.format("%a", flat[i]) end
-  end
-  return table.concat(parts, ",")
-end
+local write, read, fingerprint, same_list = check.write_file, check.read_file, check.fingerprint, check.same_list
 
 -- The fingerprints of `epochs` epochs (every value the loader returns, indices included),
 -- with "error: <message>" for a batch that fails.
@@ -49,14 +28,6 @@ local function epochs_of(ds, opts, epochs)
     check.ok("the epoch ends after #loader batches", loader:next() == nil)
   end
   return prints, loader:stats()
-end
-
-local function same_list(a, b)
-  if #a ~= #b then return false, string.format("%d batches, expected %d", #a, #b) end
-  for i = 1, #a do
-    if a[i] ~= b[i] then return false, string.format("batch %d differs: %s vs %s", i, a[i]:sub(1, 120), b[i]:sub(1, 120)) end
-  end
-  return true
 end
 
 -- A Lua dataset: #ds is n, get(i) is fn(i).  A class with __len, as a user writes one.
@@ -373,4 +344,3 @@ function tests.get_cannot_use_its_loader()
 end
 
 check.run(tests)
-os.execute("rm -rf '" .. tmpdir .. "'")
