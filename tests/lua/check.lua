@@ -126,6 +126,21 @@ function check.fingerprint(...)
   return table.concat(parts, ",")
 end
 
+-- The MoCo v2 augmentation (main_moco.py --aug-plus) with crops of size x size and
+-- Normalize(mean, std): the loaders' tests run every transform through it.
+function check.moco_v2_aug(size, mean, std)
+  local T = require("moco").transforms
+  return T.Compose {
+    T.RandomResizedCrop(size, { scale = { 0.2, 1.0 } }),
+    T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8),
+    T.RandomGrayscale(0.2),
+    T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5),
+    T.RandomHorizontalFlip(),
+    T.ToTensor(),
+    T.Normalize(mean, std),
+  }
+end
+
 -- ---------------------------------------------------------------- tensor helpers
 
 function check.flat(t) return t:reshape(t:numel()) end

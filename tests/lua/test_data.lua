@@ -104,18 +104,8 @@ function tests.cifar_and_fashion_mnist()
   check.raises("FashionMNIST missing root", "/nonexistent/fm", data.FashionMNIST, "/nonexistent/fm")
 end
 
--- The MoCo v2 augmentation (scaled down), in TwoCrops.
-local function moco_aug()
-  return T.Compose {
-    T.RandomResizedCrop(16, { scale = { 0.2, 1.0 } }),
-    T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8),
-    T.RandomGrayscale(0.2),
-    T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5),
-    T.RandomHorizontalFlip(),
-    T.ToTensor(),
-    T.Normalize({ 0.5, 0.5, 0.5 }, { 0.25, 0.25, 0.25 }),
-  }
-end
+-- The MoCo v2 augmentation (scaled down to 16x16 crops).
+local function moco_aug() return check.moco_v2_aug(16, { 0.5, 0.5, 0.5 }, { 0.25, 0.25, 0.25 }) end
 
 function tests.loader_determinism_across_workers()
   local ds = data.CIFAR10(tmpdir, { train = false })

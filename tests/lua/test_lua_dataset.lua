@@ -60,17 +60,7 @@ do
 end
 local folder = data.ImageFolder(root)
 
-local function moco_v2_aug()
-  return T.Compose {
-    T.RandomResizedCrop(8, { scale = { 0.2, 1.0 } }),
-    T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8),
-    T.RandomGrayscale(0.2),
-    T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5),
-    T.RandomHorizontalFlip(),
-    T.ToTensor(),
-    T.Normalize({ 0.485, 0.456, 0.406 }, { 0.229, 0.224, 0.225 }),
-  }
-end
+local function moco_v2_aug() return check.moco_v2_aug(8, { 0.485, 0.456, 0.406 }, { 0.229, 0.224, 0.225 }) end
 
 local tests = {}
 
