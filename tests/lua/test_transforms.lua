@@ -176,10 +176,7 @@ end
 
 function tests.determinism_and_lambda()
   local img = I.load(FIX .. "astronaut.png")
-  local aug = T.Compose { T.RandomResizedCrop(24, { scale = { 0.2, 1 } }),
-                          T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8), T.RandomGrayscale(0.2),
-                          T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5), T.RandomHorizontalFlip(), T.ToTensor(),
-                          T.Normalize(MEAN, STD) }
+  local aug = check.moco_v2_aug(24, MEAN, STD)
   check.eq("kinds", table.concat({ aug:kinds() }, "->"), "image->tensor")
   check.ok("C pipeline has a handle", aug.handle ~= nil and not aug.lua_only)
   local a, b = aug(img, moco.Generator(7)), aug(img, moco.Generator(7))
