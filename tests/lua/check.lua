@@ -1,5 +1,8 @@
 -- tests/lua/check.lua: the Lua side of the test harness (same output as tests/c/check.h).
 -- Each check prints "PASS name" or "FAIL name: why"; tests/run.sh counts them.
+-- Every helper more than one test needs lives here, not in a test file: files and temporary
+-- directories, lists and batch fingerprints, tensor comparisons that print their max
+-- difference, finite differences and the Jacobian check.
 local check = { failures = 0 }
 
 local function report(name, ok, why)
