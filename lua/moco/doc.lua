@@ -347,8 +347,9 @@ M{ "moco.Loader:_set_transform", "loader:_set_transform(t, two_crops, lua_apply)
 
 -- ====================================================================== moco.image
 section("moco.image", "Images (moco.image)", [[
-8-bit HWC images with 1 or 3 channels, like PIL's "L" and "RGB".  PNG and JPEG only,
-recognised by content; anything else is an error naming the file.]])
+8-bit HWC images with 1 or 3 channels, like PIL's "L" and "RGB".  PNG, JPEG (also CMYK and
+YCCK), GIF (the first frame) and WebP are decoded as PIL opens them, recognised by content;
+anything else is an error naming the file.  Saving writes PNG or JPEG.]])
 F{ "moco.image.load", "image.load(path [, 'RGB' | 'L']) -> Image", "Decodes a PNG, JPEG (also CMYK and YCCK), GIF (first frame) or WebP file; a damaged file is an error naming it." }
 F{ "moco.image.decode", "image.decode(bytes [, mode [, name]]) -> Image", "Decodes PNG, JPEG, GIF or WebP bytes." }
 F{ "moco.image.limits", "image.limits() -> {max_pixels =, max_scans =}", "The decoders' bounds: images above max_pixels (width x height) and JPEGs above max_scans progressive scans are refused before the work." }

@@ -15,6 +15,7 @@
 -- terminal: the bar on the screen, the lines in the file).  progress.print clears a bar
 -- that is showing before it prints, so permanent lines never mix with a half-drawn bar.
 local moco = require "moco"
+local is_finite = require("moco.util").is_finite
 
 local progress = { quiet = false, silent = false }
 
@@ -28,7 +29,7 @@ function progress.lines_enabled() return not (progress.quiet or progress.silent)
 
 -- "12.3s", "4m05s", "3h12m".
 function progress.duration(s)
-  if s ~= s or s == math.huge then return "?" end
+  if not is_finite(s) then return "?" end -- NaN or infinite: nothing is known yet
   if s >= 3600 then return string.format("%dh%02dm", s // 3600, (s % 3600) // 60) end
   if s >= 60 then return string.format("%dm%02ds", s // 60, math.floor(s % 60)) end
   return string.format("%.1fs", s)

@@ -13,6 +13,7 @@
 -- __tostring (tensors, transforms, optimizers, trainers) print through it.  help() reads the
 -- entries of moco.doc, the same source docs/api.md is generated from.
 local moco = require "moco"
+local is_finite = require("moco.util").is_finite
 
 local repl = {}
 
@@ -39,7 +40,7 @@ end
 local function scalar(v)
   if type(v) == "string" then return string.format("%q", v) end
   if math.type(v) == "float" then
-    if v ~= v or v == math.huge or v == -math.huge then return tostring(v) end
+    if not is_finite(v) then return tostring(v) end
     return string.format("%.6g", v)
   end
   return tostring(v)

@@ -1,5 +1,8 @@
 -- tests/lua/check.lua: the Lua side of the test harness (same output as tests/c/check.h).
 -- Each check prints "PASS name" or "FAIL name: why"; tests/run.sh counts them.
+-- Every helper more than one test needs lives here, not in a test file: files and temporary
+-- directories, lists and batch fingerprints, tensor comparisons that print their max
+-- difference, finite differences and the Jacobian check.
 local check = { failures = 0 }
 
 local function report(name, ok, why)
@@ -35,15 +38,43 @@ function check.raises(name, pattern, f, ...)
   end
 end
 
--- Run test functions by name, so one that throws is a FAIL, not the end of the file.
--- A new empty directory for a test's files (the caller removes it).
+-- ---------------------------------------------------------------- files
+
+-- s quoted for the shell (os.execute, io.popen).
+function check.quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- The whole file as a string; an error naming the file when it cannot be opened.
+function check.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function check.write_file(path, bytes)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(bytes))
+  assert(f:close())
+end
+
+-- A new empty directory for a test's files.  check.cleanup() removes every one made so far
+-- (check.run does so before it returns or exits); removing one earlier is fine.
+local tmpdirs = {}
 function check.tmpdir()
   local dir = os.tmpname()
   os.remove(dir)
-  assert(os.execute("mkdir -p " .. dir))
+  assert(os.execute("mkdir -p " .. check.quote(dir)))
+  tmpdirs[#tmpdirs + 1] = dir
   return dir
 end
 
+function check.cleanup()
+  for _, dir in ipairs(tmpdirs) do os.execute("rm -rf " .. check.quote(dir)) end
+  tmpdirs = {}
+end
+
+-- Run test functions by name, so one that throws is a FAIL, not the end of the file; then
+-- remove the temporary directories, and exit with status 1 if any check failed.
 function check.run(tests)
   local names = {}
   for k in pairs(tests) do names[#names + 1] = k end
@@ -52,7 +83,65 @@ function check.run(tests)
     local ok, err = xpcall(tests[k], debug.traceback)
     if not ok then report(k, false, "error: " .. tostring(err)) end
   end
+  check.cleanup()
   if check.failures > 0 then os.exit(1) end
+end
+
+-- A number field of /proc/self/status ("VmRSS" in kB, "Threads"), or nil where there is none.
+function check.proc_status(field)
+  local f = io.open("/proc/self/status")
+  if not f then return nil end
+  local value
+  for line in f:lines() do
+    value = value or tonumber(line:match("^" .. field .. ":%s+(%d+)"))
+  end
+  f:close()
+  return value
+end
+
+-- ---------------------------------------------------------------- lists and batches
+
+-- Whether two lists hold the same values: true, or false and the first difference (each
+-- value shown by tostring, cut to 120 characters: a fingerprint is long).
+function check.same_list(got, want)
+  local function show(v) local s = tostring(v); return #s > 120 and s:sub(1, 120) .. "..." or s end
+  for i = 1, math.max(#got, #want) do
+    if got[i] ~= want[i] then
+      return false, string.format("%d vs %d entries; entry %d is %s, expected %s", #got, #want, i, show(got[i]),
+                                  show(want[i]))
+    end
+  end
+  return true
+end
+
+-- Every value of its arguments (tensors or numbers: a loader's batch) as one string, each
+-- value exact (%a), for bitwise comparisons of batches and states.
+function check.fingerprint(...)
+  local parts = {}
+  for _, t in ipairs({ ... }) do
+    if type(t) == "number" then
+      parts[#parts + 1] = string.format("%a", t)
+    else
+      local flat = t:reshape(t:numel())
+      for i = 1, flat:numel() do parts[#parts + 1] = string.format("%a", flat[i]) end
+    end
+  end
+  return table.concat(parts, ",")
+end
+
+-- The MoCo v2 augmentation (main_moco.py --aug-plus) with crops of size x size and
+-- Normalize(mean, std): the loaders' tests run every transform through it.
+function check.moco_v2_aug(size, mean, std)
+  local T = require("moco").transforms
+  return T.Compose {
+    T.RandomResizedCrop(size, { scale = { 0.2, 1.0 } }),
+    T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8),
+    T.RandomGrayscale(0.2),
+    T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5),
+    T.RandomHorizontalFlip(),
+    T.ToTensor(),
+    T.Normalize(mean, std),
+  }
 end
 
 -- ---------------------------------------------------------------- tensor helpers
@@ -62,6 +151,54 @@ function check.shape_of(t) return "[" .. table.concat(t:shape(), ", ") .. "]" en
 function check.maxabs(t)
   if t:numel() == 0 then return 0 end
   return math.max((t:max()), ((-t):max())) -- max() also returns a position: keep the values
+end
+
+-- x rounded to float32 (as a float32 tensor stores it).
+function check.f32(x) return (string.unpack("<f", string.pack("<f", x))) end
+
+-- ---------------------------------------------------------------- comparisons
+--
+-- check.diff(label, d, scale, tol[, atol]): a difference d (a max |got - want|) is at most
+-- tol * scale + atol (atol default 0); prints d, d relative to scale, and the tolerance.
+function check.diff(label, d, scale, tol, atol)
+  local bound = tol * scale + (atol or 0)
+  local tols = tol == 0 and string.format("%.0e absolute", atol or 0)
+               or string.format("%.0e%s", tol, atol and string.format(" + %.0e", atol) or "")
+  print(string.format("  %-52s max abs diff %.2e  rel %.1e (tol %s)", label, d, scale > 0 and d / scale or 0, tols))
+  report(label, d <= bound, string.format("max abs diff %.3g > %.3g", d, bound))
+end
+
+-- check.compare(label, got, want, tol[, opts]): max |got - want| <= tol * max |want|, as
+-- check.diff.  The shapes must agree (opts.flat: only the element counts, values compared
+-- in order).  opts.floor: the scale is at least this (tol * max(floor, max |want|));
+-- opts.atol: added to the bound.
+function check.compare(label, got, want, tol, opts)
+  opts = opts or {}
+  local same = opts.flat and got:numel() == want:numel() or check.shape_of(got) == check.shape_of(want)
+  if not same then
+    report(label, false, "shape " .. check.shape_of(got) .. ", expected " .. check.shape_of(want))
+    return
+  end
+  local scale = math.max(opts.floor or 0, check.maxabs(want))
+  check.diff(label, check.maxabs(check.flat(got) - check.flat(want)), scale, tol, opts.atol)
+end
+
+-- Central finite differences of the scalar f() with respect to every element of t (a
+-- tensor f reads): d f / d t, the step as stored in float32 (v +- eps rounded).
+function check.finite_differences(t, f, eps)
+  local moco = require "moco"
+  local fd = moco.zeros(t:shape())
+  local flat, out = check.flat(t), check.flat(fd)
+  for i = 1, flat:numel() do
+    local v = flat:get(i)
+    flat:set(i, v + eps)
+    local up, hi = f(), flat:get(i)
+    flat:set(i, v - eps)
+    local down, lo = f(), flat:get(i)
+    flat:set(i, v)
+    out:set(i, (up - down) / (hi - lo))
+  end
+  return fd
 end
 
 -- ---------------------------------------------------------------- Jacobian check

@@ -15,28 +15,13 @@ function M.load(case, what) return moco.load_npy(DIR .. case .. "." .. what .. "
 
 M.maxabs, M.shape_of, M.flat = check.maxabs, check.shape_of, check.flat -- tests/lua/check.lua's
 
-function M.report(label, d, scale, tol)
-  local bound = tol * scale
-  print(string.format("  %-44s max abs diff %.2e  rel %.1e (tol %.0e)", label, d,
-                      scale > 0 and d / scale or 0, tol))
-  check.ok(label, d <= bound, string.format("max abs diff %.3g > %.3g", d, bound))
-end
+M.report = check.diff -- d <= tol * scale
 
--- max |got - want| <= tol * max |want|
-function M.compare(label, got, want, tol)
-  if got:numel() ~= want:numel() then
-    check.ok(label, false, "shape " .. M.shape_of(got) .. ", expected " .. M.shape_of(want))
-    return
-  end
-  M.report(label, M.maxabs(M.flat(got) - M.flat(want)), M.maxabs(want), tol)
-end
+-- max |got - want| <= tol * max |want|, the values compared in order (the fixture's shapes may differ)
+function M.compare(label, got, want, tol) check.compare(label, got, want, tol, { flat = true }) end
 
 -- max |got - want| <= tol
-function M.compare_abs(label, got, want, tol)
-  local d = M.maxabs(M.flat(got) - M.flat(want))
-  print(string.format("  %-44s max abs diff %.2e  (tol %.0e)", label, d, tol))
-  check.ok(label, d <= tol, string.format("max abs diff %.3g > %.3g", d, tol))
-end
+function M.compare_abs(label, got, want, tol) check.compare(label, got, want, 0, { flat = true, atol = tol }) end
 
 -- "<key> <numel>" lines of make_fixtures_moco.py: the sorted state_dict keys of one encoder.
 function M.read_keys(case)

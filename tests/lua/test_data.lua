@@ -9,29 +9,9 @@ local data, T = moco.data, moco.transforms
 local FIXTURES = "tests/fixtures/data"
 local tmpdir = check.tmpdir()
 
-local function write(path, bytes)
-  local f = assert(io.open(path, "wb"))
-  f:write(bytes)
-  f:close()
-end
+local write, fingerprint, same_list = check.write_file, check.fingerprint, check.same_list
 
-local function thread_count()
-  for line in io.lines("/proc/self/status") do
-    local n = line:match("^Threads:%s+(%d+)")
-    if n then return tonumber(n) end
-  end
-end
-
--- Every value of a batch, for bitwise comparisons (tostring of a float is exact enough
--- with %a).
-local function fingerprint(...)
-  local parts = {}
-  for _, t in ipairs({ ... }) do
-    local flat = t:reshape(t:numel())
-    for i = 1, flat:numel() do parts[#parts + 1] = string.format("%a", flat[i]) end
-  end
-  return table.concat(parts, ",")
-end
+local function thread_count() return check.proc_status("Threads") end
 
 local function epoch_fingerprints(ds, opts, epochs)
   local loader <close> = data.Loader(ds, opts)
@@ -40,12 +20,6 @@ local function epoch_fingerprints(ds, opts, epochs)
     for a, b, c in loader:iter() do prints[#prints + 1] = fingerprint(a, b, c) end
   end
   return prints
-end
-
-local function same_list(a, b)
-  if #a ~= #b then return false end
-  for i = 1, #a do if a[i] ~= b[i] then return false end end
-  return true
 end
 
 -- A small in-memory dataset: CIFAR-10's binary format, written here.  Record r: label
@@ -130,18 +104,8 @@ function tests.cifar_and_fashion_mnist()
   check.raises("FashionMNIST missing root", "/nonexistent/fm", data.FashionMNIST, "/nonexistent/fm")
 end
 
--- The MoCo v2 augmentation (scaled down), in TwoCrops.
-local function moco_aug()
-  return T.Compose {
-    T.RandomResizedCrop(16, { scale = { 0.2, 1.0 } }),
-    T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8),
-    T.RandomGrayscale(0.2),
-    T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5),
-    T.RandomHorizontalFlip(),
-    T.ToTensor(),
-    T.Normalize({ 0.5, 0.5, 0.5 }, { 0.25, 0.25, 0.25 }),
-  }
-end
+-- The MoCo v2 augmentation (scaled down to 16x16 crops).
+local function moco_aug() return check.moco_v2_aug(16, { 0.5, 0.5, 0.5 }, { 0.25, 0.25, 0.25 }) end
 
 function tests.loader_determinism_across_workers()
   local ds = data.CIFAR10(tmpdir, { train = false })
@@ -319,16 +283,10 @@ local BAD = {
   { "b/2_text.jpg", "not a PNG, JPEG, WebP or GIF file (it looks like text" }, { "b/3_fifo.jpg", "FIFO" }, { "b/4.png" },
   { "b/5.png" },
 }
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local bytes = f:read("a")
-  f:close()
-  return bytes
-end
 local function make_bad_folder()
   local root = tmpdir .. "/bad"
   assert(os.execute("mkdir -p '" .. root .. "/a' '" .. root .. "/b'"))
-  local jpeg, png = read("tests/fixtures/images/coffee.jpg"), read("tests/fixtures/images/chelsea.png")
+  local jpeg, png = check.read_file("tests/fixtures/images/coffee.jpg"), check.read_file("tests/fixtures/images/chelsea.png")
   local gen = moco.Generator(11)
   for k, f in ipairs(BAD) do
     local path = root .. "/" .. f[1]
@@ -479,4 +437,3 @@ function tests.loader_skip_warns_once_per_file()
 end
 
 check.run(tests)
-os.execute("rm -rf '" .. tmpdir .. "'")

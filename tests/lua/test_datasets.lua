@@ -8,11 +8,7 @@ local data, T = moco.data, moco.transforms
 
 local tmpdir = check.tmpdir()
 
-local function write(path, bytes)
-  local f = assert(io.open(path, "wb"))
-  f:write(bytes)
-  f:close()
-end
+local write = check.write_file
 
 -- A 12x10 RGB image whose pixels depend on `seed`.
 local function save_image(path, seed)
@@ -24,10 +20,7 @@ end
 local function pipelines()
   local mean, std = { 0.5, 0.4, 0.3 }, { 0.2, 0.25, 0.3 }
   return {
-    T.Compose { T.RandomResizedCrop(8, { scale = { 0.2, 1.0 } }),
-                T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8), T.RandomGrayscale(0.2),
-                T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5), T.RandomHorizontalFlip(),
-                T.ToTensor(), T.Normalize(mean, std) },
+    check.moco_v2_aug(8, mean, std),
     T.Compose { T.Resize(9), T.CenterCrop(8), T.Grayscale(3), T.ToTensor() },
     T.TwoCrops(T.Compose { T.RandomResizedCrop(8), T.ToTensor() }),
     T.Compose { T.Resize { 8, 8 }, T.Lambda(function(img) return img end), T.ToTensor() },
@@ -138,4 +131,3 @@ function tests.file_list_errors()
 end
 
 check.run(tests)
-os.execute("rm -rf " .. tmpdir)

@@ -11,16 +11,9 @@ local repl = require "moco.repl"
 
 local tests = {}
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 function tests.api_md_is_generated_from_the_same_source()
   local want = doc.markdown()
-  local got = read("docs/api.md")
+  local got = check.read_file("docs/api.md")
   local line = 0
   if got ~= want then
     local a, b = {}, {}

@@ -24,20 +24,7 @@ local SHOWN = { text = true, console = true, python = true, [""] = true, man = t
 
 local root = io.popen("pwd"):read("l")
 local moco_time = require("moco").time
-local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local sh_quote, read, write = check.quote, check.read_file, check.write_file
 
 -- The fenced blocks of a markdown text: {info=, code=, line=}.
 local function blocks_of(text)
@@ -78,9 +65,7 @@ local function run(cmd) -- -> ok, output
   return ok == true and code == 0
 end
 
-local tmp_root = os.tmpname()
-os.remove(tmp_root)
-os.execute("mkdir -p " .. sh_quote(tmp_root))
+local tmp_root = check.tmpdir()
 local env = string.format("PATH=%s:$PATH HOME=%s MOCO_LUA_PATH= ", sh_quote(root), sh_quote(tmp_root))
 
 local tests = {}
@@ -88,9 +73,11 @@ local not_run, ran = {}, 0
 
 for _, file in ipairs(FILES) do
   tests[file] = function()
+    local f = io.open(file, "rb")
+    check.ok(file .. " exists", f ~= nil)
+    if not f then return end
+    f:close()
     local text = read(file)
-    check.ok(file .. " exists", text ~= nil)
-    if not text then return end
     local dir = tmp_root .. "/" .. file:gsub("[/.]", "_")
     os.execute("mkdir -p " .. sh_quote(dir))
     for i, b in ipairs(blocks_of(text)) do
@@ -106,7 +93,7 @@ for _, file in ipairs(FILES) do
         if lang == "sh" then
           write(dir .. "/.block.sh", b.code)
           local ok = run(string.format("cd %s && %s sh -e .block.sh > .out 2>&1", sh_quote(dir), env))
-          check.ok(name .. " runs", ok, (read(out) or ""):sub(-1500))
+          check.ok(name .. " runs", ok, read(out):sub(-1500))
         elseif is_session(b) then
           local input, expected = {}, {}
           for _, l in ipairs(b.lines) do
@@ -115,7 +102,7 @@ for _, file in ipairs(FILES) do
           end
           write(dir .. "/.session", table.concat(input, "\n") .. "\n")
           local ok = run(string.format("cd %s && %s moco-lua < .session > .out 2>&1", sh_quote(dir), env))
-          local got = read(out) or ""
+          local got = read(out)
           check.ok(name .. " runs as written (every line succeeds)", ok, got:sub(-1500))
           local lines = {}
           for l in (got .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = l:gsub("%s+$", "") end
@@ -132,7 +119,7 @@ for _, file in ipairs(FILES) do
         else
           write(dir .. "/.block.lua", b.code)
           local ok = run(string.format("cd %s && %s moco-lua .block.lua > .out 2>&1", sh_quote(dir), env))
-          check.ok(name .. " runs", ok, (read(out) or ""):sub(-1500))
+          check.ok(name .. " runs", ok, read(out):sub(-1500))
         end
         print(string.format("  %5.1f s  %s", moco_time() - started, name))
       elseif not SHOWN[lang] then
@@ -148,8 +135,4 @@ tests.zz_summary = function()
   check.ok("the docs have examples to run", ran >= 20, ran .. " blocks")
 end
 
-local function cleanup() os.execute("rm -rf " .. sh_quote(tmp_root)) end
-local exit = os.exit
-os.exit = function(...) cleanup() exit(...) end
 check.run(tests)
-cleanup()

@@ -16,19 +16,11 @@ local TOL = 1e-4
 
 local function load(case, name) return moco.load_npy(DIR .. case .. "." .. name .. ".npy") end
 
-local maxabs, shape_of = check.maxabs, check.shape_of
+local shape_of = check.shape_of
 
+-- max |got - want| <= tol * max(1, max |want|), tol default TOL (see the header)
 local function compare(case, name, got, want, tol)
-  tol = tol or TOL
-  local label = case .. " " .. name
-  if shape_of(got) ~= shape_of(want) then
-    check.ok(label, false, "shape " .. shape_of(got) .. ", expected " .. shape_of(want))
-    return
-  end
-  local d = maxabs(got - want)
-  local bound = tol * math.max(1, maxabs(want))
-  print(string.format("  %-34s %-20s max abs diff %.2e (tol %.1e)", case, name, d, bound))
-  check.ok(label, d <= bound, string.format("max abs diff %.3g > %.3g", d, bound))
+  check.compare(case .. " " .. name, got, want, tol or TOL, { floor = 1 })
 end
 
 local tests = {}

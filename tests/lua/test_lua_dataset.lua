@@ -9,28 +9,7 @@ local data, T = moco.data, moco.transforms
 
 local tmpdir = check.tmpdir()
 
-local function write(path, bytes)
-  local f = assert(io.open(path, "wb"))
-  f:write(bytes)
-  f:close()
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local bytes = f:read("a")
-  f:close()
-  return bytes
-end
-
--- Every value of a batch, for bitwise comparisons.
-local function fingerprint(...)
-  local parts = {}
-  for _, t in ipairs({ ... }) do
-    local flat = t:reshape(t:numel())
-    for i = 1, flat:numel() do parts[#parts + 1] = string.format("%a", flat[i]) end
-  end
-  return table.concat(parts, ",")
-end
+local write, read, fingerprint, same_list = check.write_file, check.read_file, check.fingerprint, check.same_list
 
 -- The fingerprints of `epochs` epochs (every value the loader returns, indices included),
 -- with "error: <message>" for a batch that fails.
@@ -49,14 +28,6 @@ local function epochs_of(ds, opts, epochs)
     check.ok("the epoch ends after #loader batches", loader:next() == nil)
   end
   return prints, loader:stats()
-end
-
-local function same_list(a, b)
-  if #a ~= #b then return false, string.format("%d batches, expected %d", #a, #b) end
-  for i = 1, #a do
-    if a[i] ~= b[i] then return false, string.format("batch %d differs: %s vs %s", i, a[i]:sub(1, 120), b[i]:sub(1, 120)) end
-  end
-  return true
 end
 
 -- A Lua dataset: #ds is n, get(i) is fn(i).  A class with __len, as a user writes one.
@@ -89,17 +60,7 @@ do
 end
 local folder = data.ImageFolder(root)
 
-local function moco_v2_aug()
-  return T.Compose {
-    T.RandomResizedCrop(8, { scale = { 0.2, 1.0 } }),
-    T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8),
-    T.RandomGrayscale(0.2),
-    T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5),
-    T.RandomHorizontalFlip(),
-    T.ToTensor(),
-    T.Normalize({ 0.485, 0.456, 0.406 }, { 0.229, 0.224, 0.225 }),
-  }
-end
+local function moco_v2_aug() return check.moco_v2_aug(8, { 0.485, 0.456, 0.406 }, { 0.229, 0.224, 0.225 }) end
 
 local tests = {}
 
@@ -373,4 +334,3 @@ function tests.get_cannot_use_its_loader()
 end
 
 check.run(tests)
-os.execute("rm -rf '" .. tmpdir .. "'")

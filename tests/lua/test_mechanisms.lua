@@ -160,7 +160,7 @@ function tests.bank_update_rule()
   local index = moco.tensor{ 4, 1, 4, 0 } -- row 4 twice
   local old = bank:clone()
   C.bank_update(bank, q, index, m)
-  local function f32(x) return (string.unpack("<f", string.pack("<f", x))) end
+  local f32 = check.f32
   local function expected(i) -- the new row for q's row i (1-based)
     local row, ss = {}, 0
     local r = math.tointeger(index:get(i)) + 1
@@ -215,20 +215,7 @@ end
 
 -- Each loss against a double-precision evaluation of its definition, and its gradients
 -- against central finite differences of the float32 loss.
-local function finite_differences(t, f, eps)
-  local fd = moco.zeros(t:shape())
-  local flat, out = F.flat(t), F.flat(fd)
-  for i = 1, flat:numel() do
-    local v = flat:get(i)
-    flat:set(i, v + eps)
-    local up, hi = f(), flat:get(i)
-    flat:set(i, v - eps)
-    local down, lo = f(), flat:get(i)
-    flat:set(i, v)
-    out:set(i, (up - down) / (hi - lo))
-  end
-  return fd
-end
+local finite_differences = check.finite_differences
 
 function tests.end_to_end_loss_gradient()
   local N, dim, T = 4, 3, 0.5
@@ -329,24 +316,15 @@ end
 -- A model that ran 1 step, saved and restored into a new model, then 2 more, is bitwise the
 -- model that ran 3 (the bank, its draws' generator, the shared batch-norm buffers).
 local function state_bytes(model)
-  local parts = {}
-  for _, key in ipairs(model:state_dict_keys()) do
-    local t = model:state_dict()[key]
-    local flat = F.flat(t)
-    for i = 1, flat:numel() do parts[#parts + 1] = string.pack("<f", flat:get(i)) end
-  end
-  if model.optimizer.momentum_buffer then
-    local b = model.optimizer.momentum_buffer
-    for i = 1, b:numel() do parts[#parts + 1] = string.pack("<f", b:get(i)) end
-  end
-  return table.concat(parts)
+  local sd, tensors = model:state_dict(), {}
+  for _, key in ipairs(model:state_dict_keys()) do tensors[#tensors + 1] = sd[key] end
+  tensors[#tensors + 1] = model.optimizer.momentum_buffer -- nil (no entry) before the first step
+  return check.fingerprint(table.unpack(tensors))
 end
 
 function tests.checkpoint_resume_exact()
   local checkpoint = require "moco.checkpoint"
-  local dir = os.tmpname()
-  os.remove(dir)
-  moco._io.makedirs(dir)
+  local dir = check.tmpdir()
   local g = moco.Generator(50)
   local batches = {}
   for i = 1, 3 do

@@ -134,7 +134,7 @@ function tests.momentum_update()
   local k0, q0 = pk:clone(), pq:clone()
   local rm0 = model.encoder_k.bn1.running_mean:clone()
   model:momentum_update()
-  local function f32(x) return (string.unpack("<f", string.pack("<f", x))) end
+  local f32 = check.f32
   local mk, mq = f32(m), f32(1 - m)
   local worst, n = 0, pk:numel()
   for i = 1, n do
@@ -240,21 +240,8 @@ function tests.infonce_gradient()
   local kept = moco.zeros{ N, K + 1 }
   C.infonce(q, k, queue, T, false, kept)
   compare("infonce logits buffer (no gradient)", kept, logits, 1e-6)
-  local eps, worst = 1e-2, 0
-  local fd = moco.zeros{ N, dim }
-  for i = 1, N do
-    for d = 1, dim do
-      local v = q:get(i, d)
-      q:set(i, d, v + eps)
-      local up, hi = C.infonce(q, k, queue, T, false), q:get(i, d)
-      q:set(i, d, v - eps)
-      local down, lo = C.infonce(q, k, queue, T, false), q:get(i, d)
-      q:set(i, d, v)
-      fd:set(i, d, (up - down) / (hi - lo))
-    end
-  end
-  worst = maxabs(fd - dq)
-  report("infonce dq vs finite differences", worst, maxabs(dq), 1e-3)
+  local fd = check.finite_differences(q, function() return (C.infonce(q, k, queue, T, false)) end, 1e-2)
+  report("infonce dq vs finite differences", maxabs(fd - dq), maxabs(dq), 1e-3)
 end
 
 check.run(tests)

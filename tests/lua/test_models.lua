@@ -48,26 +48,13 @@ local function read_lines(name)
   return lines
 end
 
-local maxabs, shape_of, flat = check.maxabs, check.shape_of, check.flat
+local maxabs, flat = check.maxabs, check.flat
 
 local function sumabs(t) return t:clamp(0):sum() - t:clamp(nil, 0):sum() end
 
 
-local function report(label, d, scale, tol)
-  local bound = tol * scale
-  print(string.format("  %-52s max abs diff %.2e  rel %.1e (tol %.0e)", label, d,
-                      scale > 0 and d / scale or 0, tol))
-  check.ok(label, d <= bound, string.format("max abs diff %.3g > %.3g", d, bound))
-end
-
--- got and want of the same shape: max |got - want| <= tol * max |want|.
-local function compare(label, got, want, tol)
-  if shape_of(got) ~= shape_of(want) then
-    check.ok(label, false, "shape " .. shape_of(got) .. ", expected " .. shape_of(want))
-    return
-  end
-  report(label, maxabs(got - want), maxabs(want), tol)
-end
+-- report: d <= tol * scale; compare: got and want of the same shape, max |got - want| <= tol * max |want|.
+local report, compare = check.diff, check.compare
 
 -- want is the script's SUMMARY of a large tensor: first 512 entries, sum, sum of |.|.  One
 -- check: the first entries within tol * their max |value|, both sums within tol * sum |.|.
@@ -89,15 +76,7 @@ local function compare_whole_or_summary(label, got, want, tol)
   if got:numel() <= WHOLE_MAX then compare(label, got, want, tol) else compare_summary(label, got, want, tol) end
 end
 
-local function same_list(label, got, want)
-  local first_diff
-  for i = 1, math.max(#got, #want) do
-    if got[i] ~= want[i] then first_diff = i; break end
-  end
-  check.ok(label, first_diff == nil, first_diff and string.format(
-    "%d vs %d entries; entry %d is %s, expected %s", #got, #want, first_diff, tostring(got[first_diff]),
-    tostring(want[first_diff])))
-end
+local function same_list(label, got, want) check.ok(label, check.same_list(got, want)) end
 
 -- The script's fill_from_formula: every state_dict entry in sorted-key order, stream = the
 -- 0-based index; conv/linear weights (2u-1) * float32(1/sqrt(fan_in)), batch-norm weights

@@ -18,9 +18,7 @@ local tmpdir = check.tmpdir()
 -- Runs a moco-lua snippet in a child with a time limit; returns ok, output.
 local function run_child(code, seconds)
   local script = tmpdir .. "/child.lua"
-  local f = assert(io.open(script, "w"))
-  f:write(code)
-  f:close()
+  check.write_file(script, code)
   local exe = arg and arg[-1] or "./moco-lua"
   local p = io.popen(string.format("timeout %d '%s' '%s' 2>&1; echo \"status=$?\"", seconds, exe, script))
   local out = p:read("a")
@@ -155,4 +153,3 @@ function tests.image_limits()
 end
 
 check.run(tests)
-os.execute("rm -rf '" .. tmpdir .. "'")

@@ -20,11 +20,8 @@ local function write_idx(n)
     end
     lbl[#lbl + 1] = string.char(i % 10)
   end
-  for path, parts in pairs({ [tmpdir .. "/img.idx"] = img, [tmpdir .. "/lbl.idx"] = lbl }) do
-    local f = assert(io.open(path, "wb"))
-    f:write(table.concat(parts))
-    f:close()
-  end
+  check.write_file(tmpdir .. "/img.idx", table.concat(img))
+  check.write_file(tmpdir .. "/lbl.idx", table.concat(lbl))
   return data.IDX(tmpdir .. "/img.idx", tmpdir .. "/lbl.idx")
 end
 
@@ -33,27 +30,12 @@ local function aug()
                                 T.ToTensor() })
 end
 
--- Row i of each tensor, every value exact.
-local function row_print(i, ...)
-  local parts = {}
-  for _, t in ipairs({ ... }) do
-    local row = t[i]
-    if type(row) == "number" then
-      parts[#parts + 1] = string.format("%a", row)
-    else
-      local flat = row:reshape(row:numel())
-      for k = 1, flat:numel() do parts[#parts + 1] = string.format("%a", flat[k]) end
-    end
-  end
-  return table.concat(parts, ",")
-end
-
 -- One epoch of `loader`: rows[k] = {index, batch (1-based), print}, in order.
 local function epoch_rows(loader)
   local rows, b = {}, 0
   for q, k, labels, indices in loader:iter() do
     b = b + 1
-    for i = 1, labels:numel() do rows[#rows + 1] = { indices[i], b, row_print(i, q, k, labels, indices) } end
+    for i = 1, labels:numel() do rows[#rows + 1] = { indices[i], b, check.fingerprint(q[i], k[i], labels[i], indices[i]) } end
   end
   return rows, b
 end
@@ -141,4 +123,3 @@ function tests.bad_shard_options()
 end
 
 check.run(tests)
-os.execute("rm -rf '" .. tmpdir .. "'")

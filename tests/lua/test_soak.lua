@@ -25,12 +25,8 @@ local FIXTURES = "tests/fixtures/data"
 local function resources()
   collectgarbage()
   collectgarbage()
-  local rss, threads
-  for line in io.lines("/proc/self/status") do
-    rss = rss or tonumber(line:match("^VmRSS:%s+(%d+)"))
-    threads = threads or tonumber(line:match("^Threads:%s+(%d+)"))
-  end
-  return { rss_mb = rss / 1024, threads = threads, fds = #moco._io.listdir("/proc/self/fd") }
+  return { rss_mb = check.proc_status("VmRSS") / 1024, threads = check.proc_status("Threads"),
+           fds = #moco._io.listdir("/proc/self/fd") }
 end
 
 -- Runs body(i) for i = 1..n, sampling after warm-up (n/5) and at each quarter after it.
@@ -96,9 +92,7 @@ function tests.loader_epochs()
 end
 
 function tests.repl_evaluations()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. dir))
+  local dir = check.tmpdir()
   local n = math.floor(3000 * SCALE)
   local lines = {
     "function stat() collectgarbage() collectgarbage() local r, t for l in io.lines('/proc/self/status') do "
@@ -119,9 +113,7 @@ function tests.repl_evaluations()
     if i == n // 5 or (i > n // 5 and i % (n // 5) == 0) then lines[#lines + 1] = "stat()" end
   end
   local input, output = dir .. "/in.lua", dir .. "/out.txt"
-  local f = assert(io.open(input, "w"))
-  f:write(table.concat(lines, "\n"), "\n")
-  f:close()
+  check.write_file(input, table.concat(lines, "\n") .. "\n")
   local exe = arg and arg[-1] or "./moco-lua"
   local t0 = os.time()
   os.execute(string.format("'%s' < '%s' > '%s' 2>&1", exe, input, output))

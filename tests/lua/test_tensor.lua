@@ -3,9 +3,7 @@ package.path = "tests/lua/?.lua;" .. package.path
 local check = require "check"
 local moco = require "moco"
 
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-assert(os.execute("mkdir -p " .. tmpdir))
+local tmpdir = check.tmpdir()
 
 local tests = {}
 
@@ -142,7 +140,7 @@ function tests.npy_round_trip()
   check.eq("npy shape", table.concat(u:shape(), "x"), "2x3x4")
   check.eq("npy values", (t - u):clamp(0, 0):sum() + (t - u):sum(), 0)
   check.raises("missing npy names file", "nope.npy", moco.load_npy, tmpdir .. "/nope.npy")
-  local f = io.open(tmpdir .. "/bad.npy", "wb"); f:write("not numpy at all"); f:close()
+  check.write_file(tmpdir .. "/bad.npy", "not numpy at all")
   check.raises("malformed npy", "bad magic", moco.load_npy, tmpdir .. "/bad.npy")
   check.raises("load_npy argument type", "string expected", moco.load_npy, {})
 end
@@ -167,18 +165,9 @@ function tests.gc_reclaims_large_tensors()
   -- 200 tensors of 16 MiB each would be 3.2 GiB if the collector never ran.
   collectgarbage("collect")
   for _ = 1, 200 do local _ = moco.zeros{4096, 1024} end
-  local f = io.open("/proc/self/status")
-  local rss_kb
-  if f then
-    for line in f:lines() do
-      local v = line:match("^VmRSS:%s+(%d+)")
-      if v then rss_kb = tonumber(v) end
-    end
-    f:close()
-  end
+  local rss_kb = check.proc_status("VmRSS")
   check.ok("resident memory stays bounded", rss_kb == nil or rss_kb < 1024 * 1024,
            string.format("VmRSS %s kB after 3.2 GiB of temporaries", tostring(rss_kb)))
 end
 
 check.run(tests)
-os.execute("rm -rf " .. tmpdir)

@@ -13,9 +13,7 @@ local T = moco.transforms
 local I = moco.image
 local FIX = "tests/fixtures/images/"
 
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-assert(os.execute("mkdir -p " .. tmpdir))
+local tmpdir = check.tmpdir()
 
 local MEAN, STD = { 0.485, 0.456, 0.406 }, { 0.229, 0.224, 0.225 }
 
@@ -58,10 +56,7 @@ function tests.image_basics()
              levels(I.load(FIX .. "coffee_progressive.jpg"), "dec_coffee_progressive_rgb"), 0, 2)
   check.near("decode against PIL: palette with tRNS as L",
              levels(I.load(FIX .. "astronaut_palette_trns.png", "L"), "dec_astronaut_palette_trns_l"), 0, 0)
-  local f = assert(io.open(FIX .. "coffee.jpg", "rb"))
-  local bytes = f:read("a")
-  f:close()
-  check.ok("decode from a string", same_image(I.decode(bytes), I.load(FIX .. "coffee.jpg")))
+  check.ok("decode from a string", same_image(I.decode(check.read_file(FIX .. "coffee.jpg")), I.load(FIX .. "coffee.jpg")))
   local img2 <close> = I.load(FIX .. "astronaut.png")
   check.eq("close works", img2.width, 40)
 end
@@ -78,14 +73,10 @@ function tests.save_and_errors()
   check.ok("a CMYK JPEG loads as RGB (PIL's convert(\"RGB\"))", I.load(FIX .. "chelsea_cmyk.jpg").mode == "RGB")
   check.raises("bad mode", "mode must be", I.load, FIX .. "chelsea.png", "RGBA")
   -- truncated and corrupt files: errors naming the file, never a crash
-  local f = assert(io.open(FIX .. "chelsea.png", "rb"))
-  local bytes = f:read("a")
-  f:close()
+  local bytes = check.read_file(FIX .. "chelsea.png")
   local cut = tmpdir .. "/cut.png"
   for _, n in ipairs({ 0, 7, 8, 30, 60, 200, #bytes // 2, #bytes - 20 }) do
-    local out = assert(io.open(cut, "wb"))
-    out:write(bytes:sub(1, n))
-    out:close()
+    check.write_file(cut, bytes:sub(1, n))
     check.raises("truncated PNG (" .. n .. " bytes) names the file", cut, I.load, cut)
   end
   local corrupt = bytes:sub(1, 100) .. string.rep("\0", 50) .. bytes:sub(151)
@@ -185,10 +176,7 @@ end
 
 function tests.determinism_and_lambda()
   local img = I.load(FIX .. "astronaut.png")
-  local aug = T.Compose { T.RandomResizedCrop(24, { scale = { 0.2, 1 } }),
-                          T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8), T.RandomGrayscale(0.2),
-                          T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5), T.RandomHorizontalFlip(), T.ToTensor(),
-                          T.Normalize(MEAN, STD) }
+  local aug = check.moco_v2_aug(24, MEAN, STD)
   check.eq("kinds", table.concat({ aug:kinds() }, "->"), "image->tensor")
   check.ok("C pipeline has a handle", aug.handle ~= nil and not aug.lua_only)
   local a, b = aug(img, moco.Generator(7)), aug(img, moco.Generator(7))
@@ -301,4 +289,3 @@ function tests.preview()
 end
 
 check.run(tests)
-os.execute("rm -rf " .. tmpdir)

@@ -8,13 +8,7 @@
 #     bitwise where an uninterrupted run ends; lincls reads their checkpoints;
 #   - bad input (unknown sweep or value, a bank larger than memory, end-to-end with batches
 #     of one) is one clear error before any training step.
-cd "$(dirname "$0")/../.." || exit 1
-exe="$(pwd)/moco-lua"
-tmp=$(mktemp -d) || exit 1
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-pass() { echo "PASS $1"; }
-failed() { echo "FAIL $1: $2"; fail=1; }
+. "$(dirname "$0")/lib.sh"
 
 tiny="--train-subset 64 --test-subset 48 --batch-size 16 --bn-splits 2 --moco-k 32 --moco-dim 16 --width 0.25
       --epochs 1 --knn-k 5 --workers 1 --print-freq 0 --threads 1"
@@ -26,7 +20,7 @@ rc=$?
 if [ $rc -eq 0 ] && [ -f "$tmp/abl/mechanism.json" ] && [ -f "$tmp/abl/mechanism.md" ] && [ -f "$tmp/abl/mechanism.png" ]; then
   pass "sweep mechanism writes mechanism.json, .md and .png"
 else
-  failed "sweep mechanism writes mechanism.json, .md and .png" "rc $rc: $(tail -5 "$tmp/mech")"
+  fail "sweep mechanism writes mechanism.json, .md and .png" "rc $rc: $(tail -5 "$tmp/mech")"
 fi
 cat >"$tmp/table.lua" <<'LUA'
   local f = assert(io.open(arg[1])); local doc = moco.json_decode(f:read("a")); f:close()
@@ -40,13 +34,13 @@ cat >"$tmp/table.lua" <<'LUA'
 LUA
 got=$("$exe" "$tmp/table.lua" "$tmp/abl/mechanism.json" 2>&1)
 [ "$got" = "mechanism steps end_to_end:4,memory_bank:4,moco:4" ] && pass "mechanism.json: one row per mechanism, equal steps" \
-  || failed "mechanism.json: one row per mechanism, equal steps" "$got"
+  || fail "mechanism.json: one row per mechanism, equal steps" "$got"
 rows=$(grep -c '^| \(end_to_end\|memory_bank\|moco\) |' "$tmp/abl/mechanism.md")
-[ "$rows" -eq 3 ] && pass "mechanism.md: a markdown row per run" || failed "mechanism.md: a markdown row per run" "$rows rows"
+[ "$rows" -eq 3 ] && pass "mechanism.md: a markdown row per run" || fail "mechanism.md: a markdown row per run" "$rows rows"
 size=$("$exe" -e "local img = moco.image.load('$tmp/abl/mechanism.png'); io.write(img:size())" 2>&1)
-[ "$size" = "1100450" ] && pass "mechanism.png decodes (1100x450)" || failed "mechanism.png decodes (1100x450)" "$size"
+[ "$size" = "1100450" ] && pass "mechanism.png decodes (1100x450)" || fail "mechanism.png decodes (1100x450)" "$size"
 ls "$tmp"/abl/mechanism/memory_bank/checkpoint_0000.safetensors >/dev/null 2>&1 \
-  && pass "each run keeps its checkpoint" || failed "each run keeps its checkpoint" "$(ls -R "$tmp/abl")"
+  && pass "each run keeps its checkpoint" || fail "each run keeps its checkpoint" "$(ls -R "$tmp/abl")"
 
 # ---- the shuffle sweep on a time budget: the clock stops each run
 # shellcheck disable=SC2086
@@ -56,11 +50,11 @@ rc=$?
 got=$("$exe" "$tmp/table.lua" "$tmp/abl/shuffle.json" 2>&1)
 case "$got" in
   "shuffle time on:"*",off:"*) pass "sweep shuffle --budget time: two runs, stopped by the clock" ;;
-  *) failed "sweep shuffle --budget time: two runs, stopped by the clock" "rc $rc: $got $(tail -3 "$tmp/shuf")" ;;
+  *) fail "sweep shuffle --budget time: two runs, stopped by the clock" "rc $rc: $got $(tail -3 "$tmp/shuf")" ;;
 esac
 steps=$(echo "$got" | sed 's/.*on:\([0-9]*\),.*/\1/')
 [ -n "$steps" ] && [ "$steps" -lt 200 ] && pass "the time budget ends the run before --epochs 50 (200 steps)" \
-  || failed "the time budget ends the run before --epochs 50 (200 steps)" "$got"
+  || fail "the time budget ends the run before --epochs 50 (200 steps)" "$got"
 
 # shellcheck disable=SC2086
 "$exe" recipes/ablations.lua --sweep mechanism --values moco $tiny --epochs 50 --budget cpu --seconds 0.5 \
@@ -69,8 +63,8 @@ got=$("$exe" "$tmp/table.lua" "$tmp/abl-cpu/mechanism.json" 2>&1)
 case "$got" in
   "mechanism cpu moco:"*) steps=${got#mechanism cpu moco:}
     if [ "$steps" -lt 200 ]; then pass "--budget cpu ends the run on the process's CPU clock"
-    else failed "--budget cpu ends the run on the process's CPU clock" "$got"; fi ;;
-  *) failed "--budget cpu ends the run on the process's CPU clock" "$got $(tail -3 "$tmp/cpu")" ;;
+    else fail "--budget cpu ends the run on the process's CPU clock" "$got"; fi ;;
+  *) fail "--budget cpu ends the run on the process's CPU clock" "$got $(tail -3 "$tmp/cpu")" ;;
 esac
 
 # ---- memory bank and end-to-end: kNN monitor, exact resume, lincls
@@ -84,17 +78,13 @@ local opts = pretrain.parse(arg, {
 })
 if opts then pretrain.run(opts) end
 EOF
-data_of() {
-  "$exe" -e "local f = assert(io.open('$1', 'rb')); local s = f:read('a'); local n = string.unpack('<I8', s)
-             io.write((s:sub(9 + n):gsub('.', function(c) return string.format('%02x', c:byte()) end)))" | md5sum
-}
 for mech in memory_bank end_to_end; do
   "$exe" "$tmp/recipe.lua" --mechanism $mech --out "$tmp/$mech-ref" >"$tmp/$mech-ref.out" 2>&1
   rc=$?
   if [ $rc -eq 0 ] && grep -q "Epoch 1: kNN accuracy" "$tmp/$mech-ref.out"; then
     pass "$mech: two epochs with the kNN monitor"
   else
-    failed "$mech: two epochs with the kNN monitor" "rc $rc: $(tail -3 "$tmp/$mech-ref.out")"
+    fail "$mech: two epochs with the kNN monitor" "rc $rc: $(tail -3 "$tmp/$mech-ref.out")"
   fi
   "$exe" "$tmp/recipe.lua" --mechanism $mech --epochs 1 --out "$tmp/$mech-half" >"$tmp/$mech-half.out" 2>&1
   "$exe" "$tmp/recipe.lua" --epochs 2 --resume "$tmp/$mech-half" >"$tmp/$mech-res.out" 2>&1
@@ -102,19 +92,19 @@ for mech in memory_bank end_to_end; do
   if [ $rc -eq 0 ] && grep -q "resumed from" "$tmp/$mech-res.out" && grep -q "mechanism=$mech" "$tmp/$mech-res.out"; then
     pass "$mech: --resume continues the run with its mechanism"
   else
-    failed "$mech: --resume continues the run with its mechanism" "rc $rc: $(tail -3 "$tmp/$mech-res.out")"
+    fail "$mech: --resume continues the run with its mechanism" "rc $rc: $(tail -3 "$tmp/$mech-res.out")"
   fi
   ref=$(data_of "$tmp/$mech-ref/checkpoint_0001.safetensors")
   got=$(data_of "$tmp/$mech-half/checkpoint_0001.safetensors")
   [ "$ref" = "$got" ] && pass "$mech: 1 epoch + resume + 1 epoch = 2 epochs, bitwise (bank, generator, encoder)" \
-    || failed "$mech: 1 epoch + resume + 1 epoch = 2 epochs, bitwise (bank, generator, encoder)" "tensors differ"
+    || fail "$mech: 1 epoch + resume + 1 epoch = 2 epochs, bitwise (bank, generator, encoder)" "tensors differ"
   "$exe" recipes/lincls.lua --pretrained "$tmp/$mech-ref/checkpoint_0001.safetensors" --train-subset 64 \
     --test-subset 32 --epochs 1 --workers 1 >"$tmp/$mech-lin" 2>&1
   rc=$?
   if [ $rc -eq 0 ] && grep -q "test top-1" "$tmp/$mech-lin"; then
     pass "$mech: lincls on its checkpoint"
   else
-    failed "$mech: lincls on its checkpoint" "rc $rc: $(tail -3 "$tmp/$mech-lin")"
+    fail "$mech: lincls on its checkpoint" "rc $rc: $(tail -3 "$tmp/$mech-lin")"
   fi
 done
 
@@ -127,7 +117,7 @@ refused() { # name, pattern, args...
   if [ $rc -ne 0 ] && grep -qF -- "$pattern" "$tmp/bad" && ! grep -q "^Epoch" "$tmp/bad"; then
     pass "$name"
   else
-    failed "$name" "rc $rc: $(head -3 "$tmp/bad")"
+    fail "$name" "rc $rc: $(head -3 "$tmp/bad")"
   fi
 }
 # shellcheck disable=SC2086
@@ -148,4 +138,4 @@ refused "end-to-end with batches of one" "a batch of 1 has none" \
   recipes/ablations.lua --sweep mechanism --values moco,end_to_end $tiny --batch-size 1 --bn-splits 1 --moco-k 4 \
   --out "$tmp/bad-out"
 refused "pretrain: unknown --mechanism" "invalid choice 'bank' (choose from moco, end_to_end, memory_bank" "$tmp/recipe.lua" --mechanism bank
-exit $fail
+finish

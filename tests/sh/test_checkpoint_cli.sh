@@ -13,16 +13,7 @@
 #     checkpoint intact (skipped with a note when this user may not mount);
 #   - resuming with another architecture is refused.
 # Run from the repository root: sh tests/sh/test_checkpoint_cli.sh.  Prints PASS/FAIL lines.
-cd "$(dirname "$0")/../.." || exit 1
-exe="$(pwd)/moco-lua"
-tmp=$(mktemp -d) || exit 1
-mnt=""
-cleanup() {
-  [ -n "$mnt" ] && umount "$mnt" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-. tests/sh/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # A tiny MoCo recipe: 512 Fashion-MNIST images, resnet20 at width 0.25, 8 steps per epoch.
 cat >"$tmp/recipe.lua" <<'EOF'
@@ -36,11 +27,6 @@ local opts = pretrain.parse(arg, {
 if opts then pretrain.run(opts) end
 EOF
 
-# The bytes of a safetensors file after its header (every tensor), as hex on one line.
-data_of() {
-  "$exe" -e "local f = assert(io.open('$1', 'rb')); local s = f:read('a'); local n = string.unpack('<I8', s)
-             io.write((s:sub(9 + n):gsub('.', function(c) return string.format('%02x', c:byte()) end)))" | md5sum
-}
 loads() { "$exe" -e "moco.checkpoint.build_model('$1')" >/dev/null 2>&1; }
 
 # start_run OUT_FILE ERR_FILE ARGS...: starts the recipe in the background, sets $pid.
@@ -61,7 +47,7 @@ wait_for() {
   return 0
 }
 
-if [ ! -x "$exe" ]; then fail "moco-lua exists" "build it first"; exit 1; fi
+need_exe
 
 # ---- reference: two uninterrupted epochs
 "$exe" "$tmp/recipe.lua" --out "$tmp/ref" >"$tmp/ref.out" 2>&1
@@ -176,4 +162,4 @@ else
   echo "      tests/c/test_safetensors.c still checks a write that runs out of room"
 fi
 
-exit $failed
+finish

@@ -5,13 +5,7 @@
 #   sh tests/sh/test_cli.sh
 # Prints "PASS name" / "FAIL name: why"; exits non-zero if anything failed.
 
-exe="$(pwd)/moco-lua"
-tmp=$(mktemp -d) || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failed=0
-
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+. "$(dirname "$0")/lib.sh"
 
 # run CMD...: runs with stdin from $tmp/in (empty unless `given` wrote it);
 # sets $rc, leaves stdout in $tmp/out and stderr in $tmp/err.
@@ -26,10 +20,7 @@ out_has() { grep -q -- "$1" "$tmp/out"; }
 err_has() { grep -q -- "$1" "$tmp/err"; }
 shown() { printf 'rc=%s stdout=[%s] stderr=[%s]' "$rc" "$(head -c 300 "$tmp/out")" "$(head -c 300 "$tmp/err")"; }
 
-if [ ! -x "$exe" ]; then
-  fail "moco-lua exists" "$exe is not built"
-  exit 1
-fi
+need_exe
 
 run "$exe" -v
 if [ "$rc" -eq 0 ] && grep -q '^moco-lua [0-9][0-9.]* (Lua 5\.4' "$tmp/out"; then pass "-v prints version"
@@ -192,4 +183,4 @@ if [ "$rc" -eq 0 ] && out_has '^the local file$'; then
   pass "a file in the current directory wins over a recipe of that name"
 else fail "a file in the current directory wins over a recipe of that name" "$(shown)"; fi
 
-[ "$failed" -eq 0 ]
+finish

@@ -4,8 +4,7 @@
 # machine over the TCP transport (--mca btl tcp,self, so the network path is exercised):
 # allreduce, allgather and broadcast results on both ranks, and a rank that fails ending the
 # whole job within seconds with its message shown.
-cd "$(dirname "$0")/../.." || exit 1
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
 
 check() { # name, condition (a shell command), detail
   if eval "$2"; then echo "PASS $1"; else echo "FAIL $1: $3"; fi

@@ -5,12 +5,8 @@
 # off and a script the test adds to a copy of the page reports, for every image, whether it
 # decoded.  The page itself must need nothing: no script, no http(s) reference, every image
 # a data: URI.  Chromium missing is a FAIL (CI installs it), never a skip.
-cd "$(dirname "$0")/../.." || exit 1
-exe="$(pwd)/moco-lua"
-tmp=$(mktemp -d) || exit 1
-trap 'rm -rf "$tmp"' EXIT
-. tests/sh/lib.sh
-if [ ! -x "$exe" ]; then fail "moco-lua exists" "build it first"; exit 1; fi
+. "$(dirname "$0")/lib.sh"
+need_exe
 
 # The quickstart with its default pipeline on 512 images: one epoch, a 500-image kNN bank.
 "$exe" recipes/quickstart.lua --epochs 1 --train-subset 512 --batch-size 64 --moco-k 512 --width 0.25 \
@@ -47,4 +43,4 @@ broken=$(echo "$states" | tr ' ' '\n' | grep -c broken)
 count=$(echo "$states" | wc -w)
 ok "every image of the page loads in the browser ($states)" "$([ "$count" -eq 3 ] && [ "$broken" -eq 0 ]; echo $?)" "states: '$states'"
 ok "the page's title is the run's" "$(grep -q '<title>quickstart: MoCo v2 on Fashion-MNIST' "$tmp/dom.html"; echo $?)" "$(grep -o '<title>[^<]*' "$tmp/dom.html")"
-exit $failed
+finish

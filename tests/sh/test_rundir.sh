@@ -13,17 +13,8 @@
 #     loaded; options are checked before any training;
 #   - --quiet, and the live progress bar on a terminal.
 # Run from the repository root: sh tests/sh/test_rundir.sh.  Prints PASS/FAIL lines.
-cd "$(dirname "$0")/../.." || exit 1
-exe="$(pwd)/moco-lua"
-tmp=$(mktemp -d) || exit 1
-mnt=""
-cleanup() {
-  [ -n "$mnt" ] && umount "$mnt" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-. tests/sh/lib.sh
-if [ ! -x "$exe" ]; then fail "moco-lua exists" "build it first"; exit 1; fi
+. "$(dirname "$0")/lib.sh"
+need_exe
 
 # A tiny MoCo recipe: 256 Fashion-MNIST images, resnet20 at width 0.25, 4 steps per epoch.
 cat >"$tmp/tiny.lua" <<'EOF'
@@ -195,4 +186,4 @@ else
   fail "a terminal: a live bar" "script(1) (util-linux, Debian's bsdutils) is missing"
 fi
 
-exit $failed
+finish

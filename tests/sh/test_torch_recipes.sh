@@ -5,11 +5,7 @@
 # (resnet50_tiny.pth), over a tiny image folder with train/ and val/ made here from the
 # committed test images: both recipes run to their accuracy line and lincls passes its sanity
 # check; a hostile file is refused with the file and the global named, before any work.
-cd "$(dirname "$0")/../.." || exit 1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass() { echo "PASS $1"; }
-failed() { echo "FAIL $1: $2"; }
+. "$(dirname "$0")/lib.sh"
 
 img=tests/fixtures/images
 for split in train val; do
@@ -27,7 +23,7 @@ rc=$?
 if [ $rc -eq 0 ] && grep -q "kNN (k=3, T=0.1, cosine, output features): top-1" "$tmp/knn"; then
   pass "knn.lua on an official MoCo v2 checkpoint (legacy .pth.tar)"
 else
-  failed "knn.lua on an official MoCo v2 checkpoint (legacy .pth.tar)" "rc $rc: $(tail -3 "$tmp/knn")"
+  fail "knn.lua on an official MoCo v2 checkpoint (legacy .pth.tar)" "rc $rc: $(tail -3 "$tmp/knn")"
 fi
 
 ./moco-lua recipes/lincls.lua --pretrained "$ckpt" --data "$tmp/data" --image-size 32 --epochs 2 --schedule 1 \
@@ -37,7 +33,7 @@ if [ $rc -eq 0 ] && grep -q "lincls (precomputed mode, 2 epochs, lr 0.5): test t
    grep -q "=> sanity check passed." "$tmp/lin"; then
   pass "lincls.lua on an official MoCo v2 checkpoint, sanity check passed"
 else
-  failed "lincls.lua on an official MoCo v2 checkpoint, sanity check passed" "rc $rc: $(tail -3 "$tmp/lin")"
+  fail "lincls.lua on an official MoCo v2 checkpoint, sanity check passed" "rc $rc: $(tail -3 "$tmp/lin")"
 fi
 
 ./moco-lua recipes/knn.lua --pretrained tests/fixtures/torch/resnet50_tiny.pth --data "$tmp/data" --image-size 32 \
@@ -46,7 +42,7 @@ rc=$?
 if [ $rc -eq 0 ] && grep -q "pooled features): top-1" "$tmp/tv"; then
   pass "knn.lua on a torchvision resnet50 .pth"
 else
-  failed "knn.lua on a torchvision resnet50 .pth" "rc $rc: $(tail -3 "$tmp/tv")"
+  fail "knn.lua on a torchvision resnet50 .pth" "rc $rc: $(tail -3 "$tmp/tv")"
 fi
 
 ./moco-lua recipes/lincls.lua --pretrained tests/fixtures/torch/hostile_os_system.pth --data "$tmp/data" \
@@ -56,5 +52,6 @@ if [ $rc -ne 0 ] && grep -q "hostile_os_system.pth: pickle byte 2: global 'os.sy
    ! grep -q "lincls:" "$tmp/bad"; then
   pass "a hostile checkpoint is an error naming the file and the global, before any work"
 else
-  failed "a hostile checkpoint is an error naming the file and the global, before any work" "rc $rc: $(head -3 "$tmp/bad")"
+  fail "a hostile checkpoint is an error naming the file and the global, before any work" "rc $rc: $(head -3 "$tmp/bad")"
 fi
+finish
