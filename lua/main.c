@@ -113,7 +113,8 @@ static void on_sigint(int sig) {
             _exit(128 + sig);
         }
         deferred_signal = sig;
-        (void)!write(STDERR_FILENO, first, sizeof first - 1);
+        if (dist_rank() == 0) /* under mpirun every rank gets the signal: one says so */
+            (void)!write(STDERR_FILENO, first, sizeof first - 1);
         return;
     }
     if (!lua_is_running) {

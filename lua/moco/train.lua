@@ -360,6 +360,9 @@ function Trainer:run(limits)
                                .. "(%s.history has the record, %s:run() continues)", interrupted, record.epoch,
                                record.steps, n, name, self.via_fit and name or "trainer", self.via_fit and name or "trainer"))
       end
+      -- over ranks, no rank exits before rank 0 has saved and said how to resume (mpirun
+      -- ends the job when the first rank exits)
+      if dist.active() then dist.barrier() end
       if moco.finish_interrupt then moco.finish_interrupt() end
       -- over ranks, a rank the signal has not reached yet stops with the others
       if dist.active() and self.hooks.on_interrupt then
