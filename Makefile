@@ -150,8 +150,10 @@ SAN_ENV   = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_
 # test_learning trains a model for 20 epochs (about 2 CPU-minutes); under ASan it takes
 # more than 20, the rest of the suite about 3.  It runs with UBSan only (its own build
 # in build-ubsan/), which keeps `make test SANITIZE=1` near 8 CPU-minutes; its memory
-# accesses are those of test_moco and test_models, which ASan does check.
-SAN_SLOW  = test_learning
+# accesses are those of test_moco and test_models, which ASan does check.  So does
+# test_dist_recipes (recipes trained on 2 MPI ranks, about 3 minutes): its C paths are
+# those of test_dist and test_shard, which run under ASan.
+SAN_SLOW  = test_learning test_dist_recipes
 UBSAN_DIR = build-ubsan
 UBSAN_MK  = 'OPT = -O2 -g' 'SANFLAGS = -fsanitize=undefined -fno-sanitize-recover=undefined'
 

@@ -20,7 +20,7 @@ void dist_mpi_abort(int code);
 int dist_mpi_finalize(void);
 #endif
 
-static int started, use_mpi, rank_, size_ = 1, finalized;
+static int started, use_mpi, rank_, size_ = 1, finalized, agreed_failure;
 
 #ifdef MOCO_WITH_MPI
 static void finalize_at_exit(void) { dist_finalize(); }
@@ -61,6 +61,13 @@ int dist_init(void) {
 #endif
     started = 1;
     return 0;
+}
+
+void dist_mark_agreed_failure(void) { agreed_failure = 1; }
+int dist_take_agreed_failure(void) {
+    int was = agreed_failure;
+    agreed_failure = 0;
+    return was;
 }
 
 int dist_rank(void) { return rank_; }

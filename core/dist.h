@@ -34,6 +34,11 @@ int dist_barrier(void);
 /* Ends every rank of the job with status code (MPI_Abort); with the single backend,
  * returns and lets the caller exit. */
 void dist_abort(int code);
+/* An error that every rank raises together (an option all ranks refuse, agreed by a
+ * collective): marked before it is raised, so the top level ends this rank normally
+ * (MPI_Finalize) instead of MPI_Abort, and only one rank prints the message. */
+void dist_mark_agreed_failure(void);
+int dist_take_agreed_failure(void); /* whether one was marked; clears the mark */
 /* Before exit: MPI_Finalize (a rank that exits without it makes mpirun report the job as
  * failed).  Idempotent. */
 int dist_finalize(void);

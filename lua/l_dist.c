@@ -93,6 +93,14 @@ static int l_abort(lua_State *L) {
     return 0;
 }
 
+/* moco._dist.mark_agreed_failure(): the error about to be raised is raised by every rank
+ * together (see dist.h): the top level ends this rank without MPI_Abort. */
+static int l_mark_agreed_failure(lua_State *L) {
+    (void)L;
+    dist_mark_agreed_failure();
+    return 0;
+}
+
 static int l_finalize(lua_State *L) {
     if (dist_finalize()) return lmoco_error(L);
     return 0;
@@ -103,6 +111,7 @@ void lmoco_open_dist(lua_State *L) {
         {"init", l_init},         {"rank", l_rank},       {"size", l_size},           {"backend", l_backend},
         {"have_mpi", l_have_mpi}, {"allreduce_sum_", l_allreduce_sum_}, {"allgather", l_allgather},
         {"bcast_", l_bcast_},     {"barrier", l_barrier}, {"abort", l_abort},         {"finalize", l_finalize},
+        {"mark_agreed_failure", l_mark_agreed_failure},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

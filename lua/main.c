@@ -113,7 +113,8 @@ static void on_sigint(int sig) {
             _exit(128 + sig);
         }
         deferred_signal = sig;
-        (void)!write(STDERR_FILENO, first, sizeof first - 1);
+        if (dist_rank() == 0) /* under mpirun every rank gets the signal: one says so */
+            (void)!write(STDERR_FILENO, first, sizeof first - 1);
         return;
     }
     if (!lua_is_running) {
@@ -338,13 +339,17 @@ static int docall(lua_State *L, int nargs, int nresults) {
 static int report(lua_State *L, int status) {
     if (status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
+        /* An error all ranks raised together (moco.dist.agreed): one rank prints it, the
+         * others raise it empty, and every rank ends normally. */
+        int agreed = dist_take_agreed_failure() && dist_size() > 1;
         fflush(stdout); /* keep stdout and stderr in order when both are one pipe */
-        fprintf(stderr, "%s: %s\n", PROGNAME, msg ? msg : "(error object is not a string)");
+        if (!(agreed && msg && *msg == '\0'))
+            fprintf(stderr, "%s: %s\n", PROGNAME, msg ? msg : "(error object is not a string)");
         fflush(stderr);
         lua_pop(L, 1);
         /* under mpirun the other ranks may be waiting for this one in a collective: end the
          * whole job now (MPI_Finalize at exit would wait for them forever) */
-        if (dist_size() > 1) dist_abort(1);
+        if (dist_size() > 1 && !agreed) dist_abort(1);
     }
     return status;
 }

@@ -184,6 +184,9 @@ end
 
 -- ---------------------------------------------------------------- outputs
 
+-- Under mpirun every rank has the results; rank 0 alone writes them.
+if not moco.dist.is_main() then return end
+
 local out = opts.out ~= "" and opts.out or "."
 local base = plot.output_path(out, opts.sweep)
 

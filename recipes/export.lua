@@ -30,6 +30,8 @@ local opts = recipe.parse(arg, spec, {
   description = "Writes the query encoder of CHECKPOINT to OUT (usage: export.lua [--format F] CHECKPOINT OUT)",
 })
 if not opts then return end
+-- Under mpirun, rank 0 alone writes OUT (there is nothing to share out).
+if moco.dist.start(opts, "export") ~= 0 then return end
 if #opts._positional ~= 2 then
   error("usage: moco-lua recipes/export.lua [--format safetensors|pth|detectron2] CHECKPOINT OUT", 0)
 end

@@ -31,34 +31,41 @@ local spec = {
   { "cache", "", "keep the features in PREFIX.bank.safetensors / PREFIX.test.safetensors and reuse them", path = true },
   { "quiet", false, "no progress bars" },
 }
+for _, o in ipairs(moco.dist.OPTIONS) do spec[#spec + 1] = o end
 local opts = recipe.parse(arg, spec, {
   description = "kNN accuracy of a checkpoint's features (the official demo's monitor)",
   positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
 })
 if not opts then return end
-if #opts._positional > 0 then error("unexpected argument '" .. opts._positional[1] .. "' (--help lists the options)", 0) end
-if opts.features ~= "output" and opts.features ~= "pooled" then
-  error("--features must be output or pooled, got " .. opts.features, 0)
-end
-for _, name in ipairs{ "knn-k", "batch-size" } do
-  if opts[name] < 1 then error(string.format("--%s must be at least 1, got %d", name, opts[name]), 0) end
-end
-if not (opts["knn-t"] > 0) then error("--knn-t must be positive, got " .. opts["knn-t"], 0) end
-if opts.threads > 0 then moco.set_num_threads(opts.threads) end
-require("moco.progress").set_quiet(opts.quiet)
+-- Under mpirun the features are extracted on shards and gathered (moco.eval); rank 0 prints.
+local dist = moco.dist
+dist.start(opts, "knn")
+local train_ds, test_ds, kind, test_transform, net, bank_ds
+dist.agreed(function()
+  if #opts._positional > 0 then error("unexpected argument '" .. opts._positional[1] .. "' (--help lists the options)", 0) end
+  if opts.features ~= "output" and opts.features ~= "pooled" then
+    error("--features must be output or pooled, got " .. opts.features, 0)
+  end
+  for _, name in ipairs{ "knn-k", "batch-size" } do
+    if opts[name] < 1 then error(string.format("--%s must be at least 1, got %d", name, opts[name]), 0) end
+  end
+  if not (opts["knn-t"] > 0) then error("--knn-t must be positive, got " .. opts["knn-t"], 0) end
+  if opts.threads > 0 then moco.set_num_threads(opts.threads) end
+  require("moco.progress").set_quiet(opts.quiet)
 
-local train_ds, test_ds, kind, test_transform = pretrain.datasets(opts)
-if not test_ds then error("--data " .. opts.data .. ": no val/ folder to evaluate on", 0) end
-local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (kind == "fashion-mnist" and 1 or 3)
-local net = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
-local bank_ds = train_ds
-if opts["bank-subset"] > 0 and opts["bank-subset"] < #train_ds then bank_ds = data.Subset(train_ds, opts["bank-subset"]) end
-if opts["test-subset"] > 0 and opts["test-subset"] < #test_ds then test_ds = data.Subset(test_ds, opts["test-subset"]) end
--- before any feature is computed: k cannot exceed the bank
-if opts["knn-k"] > #bank_ds then
-  error(string.format("--knn-k %d is larger than the bank (%d training images%s)", opts["knn-k"], #bank_ds,
-                      opts["bank-subset"] > 0 and ", --bank-subset " .. opts["bank-subset"] or ""), 0)
-end
+  train_ds, test_ds, kind, test_transform = pretrain.datasets(opts)
+  if not test_ds then error("--data " .. opts.data .. ": no val/ folder to evaluate on", 0) end
+  local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (kind == "fashion-mnist" and 1 or 3)
+  net = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
+  bank_ds = train_ds
+  if opts["bank-subset"] > 0 and opts["bank-subset"] < #train_ds then bank_ds = data.Subset(train_ds, opts["bank-subset"]) end
+  if opts["test-subset"] > 0 and opts["test-subset"] < #test_ds then test_ds = data.Subset(test_ds, opts["test-subset"]) end
+  -- before any feature is computed: k cannot exceed the bank
+  if opts["knn-k"] > #bank_ds then
+    error(string.format("--knn-k %d is larger than the bank (%d training images%s)", opts["knn-k"], #bank_ds,
+                        opts["bank-subset"] > 0 and ", --bank-subset " .. opts["bank-subset"] or ""), 0)
+  end
+end)
 
 print(string.format("knn: %s on %s: %d bank images, %d test images; %s", opts.pretrained, kind, #bank_ds, #test_ds,
                     recipe.describe(opts, spec)))

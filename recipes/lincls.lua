@@ -36,6 +36,7 @@ local data = require "moco.data"
 local rundir = require "moco.rundir"
 local progress = require "moco.progress"
 local report = require "moco.report"
+local dist = require "moco.dist"
 
 local IMAGENET_MEAN, IMAGENET_STD = pretrain.IMAGENET_MEAN, pretrain.IMAGENET_STD
 
@@ -68,6 +69,7 @@ local spec = {
     local_only = true, metavar = "N" },
   { "quiet", false, "no progress bars and no periodic step lines", local_only = true },
 }
+for _, o in ipairs(dist.OPTIONS) do spec[#spec + 1] = o end
 local opts = recipe.parse(arg, spec, {
   description = "Linear classification on a frozen MoCo backbone (main_lincls.py)",
   positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
@@ -77,84 +79,96 @@ if #opts._positional > 0 then error("unexpected argument '" .. opts._positional[
 opts._argv = {}
 for i, v in pairs(arg or {}) do if math.type(i) == "integer" then opts._argv[i] = v end end
 progress.set_quiet(opts.quiet)
+-- Under mpirun (docs/distributed.md): the features are extracted on shards and gathered;
+-- rank 0 alone prints and writes.  What can refuse the run is agreed by every rank.
+local rank = dist.start(opts, "lincls")
+local main = rank == 0
+local function note(text) if main then io.stderr:write("note: ", text, "\n") end end
 
 -- What to resume, and the settings that come with it (paths never from a checkpoint).
-local plan = pretrain.resume_plan(opts, { load = lincls.load_checkpoint, kind = "lincls" })
-local ckpt = plan.ckpt
-for _, note in ipairs(plan.notes) do io.stderr:write("note: ", note, "\n") end
-if ckpt then
-  for _, note in ipairs(pretrain.apply_checkpoint(opts, ckpt, plan.dir_options)) do io.stderr:write("note: ", note, "\n") end
-end
-if ckpt and not opts.evaluate and ckpt.epoch >= opts.epochs then
-  io.stderr:write(string.format("note: %s finished its %d epochs (a larger --epochs continues it): evaluating it\n",
-                                ckpt.path, opts.epochs))
-  opts.evaluate = true
-end
-if opts.evaluate and not ckpt then
-  error("--evaluate needs --resume: a classifier checkpoint of this recipe, or its run directory", 0)
-end
-if not ckpt and opts.pretrained == "" then
-  error("--pretrained is required: a MoCo checkpoint, or 'random' for an untrained encoder", 0)
-end
--- options checked before any data is loaded
-for _, name in ipairs{ "epochs", "batch-size" } do
-  if opts[name] < 1 then error(string.format("--%s must be at least 1, got %d", name, opts[name]), 0) end
-end
-for _, name in ipairs{ "start-epoch", "print-freq", "train-subset", "test-subset", "workers", "threads", "keep-checkpoints" } do
-  if opts[name] < 0 then error(string.format("--%s must not be negative, got %d", name, opts[name]), 0) end
-end
-if not (opts.lr >= 0 and opts.wd >= 0 and opts.momentum >= 0) then
-  error("--lr, --wd and --momentum must not be negative", 0)
-end
-if opts["start-epoch"] >= opts.epochs and not ckpt then
-  error(string.format("--start-epoch %d is not before --epochs %d: nothing to train", opts["start-epoch"], opts.epochs), 0)
-end
-if opts.threads > 0 then moco.set_num_threads(opts.threads) end
-
--- The backbone, read before anything is written (a missing or hostile --pretrained file
--- fails here): a MoCo checkpoint of moco-lua, an official or torchvision torch.save file, or
--- 'random'.  Its options, stored in the classifier's checkpoints to rebuild it, are read
--- off the network itself, whatever file it came from.
+local plan, ckpt, pretrained_backbone, model_options
 local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16 }
-local pretrained_backbone, model_options
-if ckpt then
-  model_options = ckpt.model
-else
-  local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (opts.data == "fashion-mnist" and 1 or 3)
-  pretrained_backbone = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
-  local conv = pretrained_backbone.conv1
-  model_options = {
-    arch = pretrained_backbone.arch, in_channels = conv.in_channels,
-    cifar_stem = pretrained_backbone.arch ~= "resnet20" and conv.kernel_size == 3,
-    width = conv.out_channels / (STEM_CHANNELS[pretrained_backbone.arch] or conv.out_channels),
-  }
-end
-
--- The run directory (not for --evaluate, which writes nothing): config.json first.
-local run
-if not opts.evaluate then
-  local command = table.concat(opts._argv, " ", 0)
-  if plan.run then
-    run = plan.run
-    opts.out = run.dir
-    run:save_config(recipe.values(opts, spec), { at = os.date("%Y-%m-%dT%H:%M:%S"), command = command, from = ckpt and ckpt.path })
-  else
-    run = rundir.create(opts._given.out and opts.out or nil, { recipe = "lincls", kind = "lincls", command = command })
-    opts.out = run.dir
-    run:save_config(recipe.values(opts, spec))
+dist.agreed(function()
+  plan = pretrain.resume_plan(opts, { load = lincls.load_checkpoint, kind = "lincls" })
+  ckpt = plan.ckpt
+  for _, n in ipairs(plan.notes) do note(n) end
+  if ckpt then
+    for _, n in ipairs(pretrain.apply_checkpoint(opts, ckpt, plan.dir_options)) do note(n) end
   end
-  print(string.format("run directory: %s (checkpoints, log.jsonl, config.json, report.html)", run.dir))
-end
+  if ckpt and not opts.evaluate and ckpt.epoch >= opts.epochs then
+    note(string.format("%s finished its %d epochs (a larger --epochs continues it): evaluating it", ckpt.path, opts.epochs))
+    opts.evaluate = true
+  end
+  if opts.evaluate and not ckpt then
+    error("--evaluate needs --resume: a classifier checkpoint of this recipe, or its run directory", 0)
+  end
+  if not ckpt and opts.pretrained == "" then
+    error("--pretrained is required: a MoCo checkpoint, or 'random' for an untrained encoder", 0)
+  end
+  -- options checked before any data is loaded
+  for _, name in ipairs{ "epochs", "batch-size" } do
+    if opts[name] < 1 then error(string.format("--%s must be at least 1, got %d", name, opts[name]), 0) end
+  end
+  for _, name in ipairs{ "start-epoch", "print-freq", "train-subset", "test-subset", "workers", "threads", "keep-checkpoints" } do
+    if opts[name] < 0 then error(string.format("--%s must not be negative, got %d", name, opts[name]), 0) end
+  end
+  if not (opts.lr >= 0 and opts.wd >= 0 and opts.momentum >= 0) then
+    error("--lr, --wd and --momentum must not be negative", 0)
+  end
+  if opts["start-epoch"] >= opts.epochs and not ckpt then
+    error(string.format("--start-epoch %d is not before --epochs %d: nothing to train", opts["start-epoch"], opts.epochs), 0)
+  end
+  if opts.threads > 0 then moco.set_num_threads(opts.threads) end
 
-local opened, train_ds, test_ds, kind, test_transform = pcall(function()
+  -- The backbone, read before anything is written (a missing or hostile --pretrained file
+  -- fails here): a MoCo checkpoint of moco-lua, an official or torchvision torch.save file, or
+  -- 'random'.  Its options, stored in the classifier's checkpoints to rebuild it, are read
+  -- off the network itself, whatever file it came from.
+  if ckpt then
+    model_options = ckpt.model
+  else
+    local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (opts.data == "fashion-mnist" and 1 or 3)
+    pretrained_backbone = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
+    local conv = pretrained_backbone.conv1
+    model_options = {
+      arch = pretrained_backbone.arch, in_channels = conv.in_channels,
+      cifar_stem = pretrained_backbone.arch ~= "resnet20" and conv.kernel_size == 3,
+      width = conv.out_channels / (STEM_CHANNELS[pretrained_backbone.arch] or conv.out_channels),
+    }
+  end
+end)
+
+-- The datasets, then the run directory (not for --evaluate, which writes nothing):
+-- config.json first.  Rank 0 writes it; the other ranks learn its name.
+local train_ds, test_ds, kind, test_transform = dist.agreed(function()
   local tr, te, k, tt = pretrain.datasets(opts)
   if not te then error("--data " .. opts.data .. ": no val/ folder to evaluate on", 0) end
   return tr, te, k, tt
 end)
-if not opened then -- refused before training: leave no half-made run directory behind
-  if run then run:abandon() end
-  error(train_ds, 0)
+local run
+if not opts.evaluate then
+  local command = table.concat(opts._argv, " ", 0)
+  run = dist.agreed(function()
+    if not main then return nil end
+    local run
+    if plan.run then
+      run = plan.run
+      opts.out = run.dir
+      run:save_config(recipe.values(opts, spec), { at = os.date("%Y-%m-%dT%H:%M:%S"), command = command, from = ckpt and ckpt.path })
+    else
+      run = rundir.create(opts._given.out and opts.out or nil, { recipe = "lincls", kind = "lincls", command = command })
+      opts.out = run.dir
+      run:save_config(recipe.values(opts, spec))
+    end
+    return run
+  end)
+  if dist.active() then
+    local dir, id = dist.broadcast_string(main and run.dir or ""), dist.broadcast_string(main and run.id or "")
+    if not main then run = rundir.follower(dir, id, { recipe = "lincls", kind = "lincls" }) end
+  end
+  print(string.format("run directory: %s (checkpoints, log.jsonl, config.json, report.html)", run.dir))
 end
+
 if opts["train-subset"] > 0 and opts["train-subset"] < #train_ds then train_ds = data.Subset(train_ds, opts["train-subset"]) end
 if opts["test-subset"] > 0 and opts["test-subset"] < #test_ds then test_ds = data.Subset(test_ds, opts["test-subset"]) end
 local classes = train_ds.classes and #train_ds.classes or math.tointeger(train_ds:targets():max()) + 1
@@ -206,6 +220,7 @@ local title = string.format("Linear probe of %s on %s", source:match("[^/]*$"), 
 local curves = run:path("lincls-curves.png")
 local results = {}
 local function write_report(status, history)
+  if not main then return end -- rank 0 writes
   local ok, err = pcall(function()
     local pictures = {}
     if #history > 0 then
@@ -225,6 +240,7 @@ end
 
 local last_saved
 local function on_epoch_end(record, result, sgd, is_best)
+  if not main then return end -- rank 0 writes (every rank holds the same classifier)
   local path = run:path(string.format("checkpoint_%04d.safetensors", record.epoch))
   lincls.save_checkpoint(path, backbone, sgd, {
     epoch = record.epoch + 1, steps = sgd.steps, best_top1 = result.best_top1, best_epoch = result.best_epoch,

@@ -75,6 +75,10 @@ print(string.format("  MoCo v2, head output:                                  %.
 print(string.format("  standardised raw pixels:                               %.2f%%", raw_top1))
 print(string.format("  difference (pooled - pixels): %+.2f points", top1 - raw_top1))
 
+-- Under mpirun every rank has the results (the features were gathered); rank 0 alone
+-- draws the pictures and writes the report.
+if not moco.dist.is_main() then return end
+
 -- Pictures (moco.plot, drawn with cairo) into the run directory: the training curves,
 -- with the final kNN accuracy as the last epoch's monitor value, and for one test image of
 -- each class its eight nearest training images in the learned feature space; then the

@@ -31,7 +31,8 @@
 -- boundary), step (global step), optimizer (JSON: steps and hyper-parameters), model (JSON:
 -- the moco.MoCo options), config (JSON: the recipe's options), loader (JSON: seed, epoch,
 -- position), epoch_sums (JSON: the running sums of a partly done epoch), knn, best_knn,
--- blas_threads (results are bitwise reproducible for a given count), recipe (the script),
+-- blas_threads (results are bitwise reproducible for a given count), ranks (the MPI ranks
+-- of the run, 1 for one process), recipe (the script),
 -- run_id (the run directory's, see moco.rundir), history (JSON: train.fit's records of the
 -- epochs so far, so the curves survive a resume), created_by.
 --
@@ -262,6 +263,8 @@ function checkpoint.save(path, model, info)
     model = moco.json_encode(model_options(model)),
     -- Results are bitwise reproducible for one BLAS thread count; a resume can warn.
     blas_threads = tostring(moco.get_num_threads()),
+    -- the MPI ranks that trained it (bn_splits in model counts the groups per rank)
+    ranks = tostring(require("moco.dist").size()),
   }
   if opt then
     local c = opt.config or {}
@@ -327,6 +330,7 @@ function checkpoint.load(path)
     loader = decode(path, meta, "loader"), recipe = meta.recipe, run_id = meta.run_id,
     history = decode(path, meta, "history"),
     blas_threads = integer_field(path, meta, "blas_threads", nil),
+    ranks = integer_field(path, meta, "ranks", 1),
   }
   if ckpt.history ~= nil and type(ckpt.history) ~= "table" then
     error(path .. ": metadata 'history' is not a list of records", 2)

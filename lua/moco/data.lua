@@ -286,7 +286,8 @@ function data.Loader(ds, opts)
   local t, two_crops, apply = resolve_transform(opts.transform)
   local loader = C.loader(ds, o, t, two_crops, apply, core.Generator())
   local blas, cores = core.get_num_threads(), C.cpu_count()
-  if not warned_threads and o.workers + blas > cores then
+  -- (under MPI, rank 0 alone says it: every rank has the same share)
+  if not warned_threads and o.workers + blas > cores and (not core._dist or core._dist.rank() == 0) then
     warned_threads = true
     io.stderr:write(string.format(
       "note: data.Loader: %d worker(s) + %d BLAS thread(s) > %d core(s); when decoding is heavy, " ..

@@ -17,6 +17,12 @@
 --
 -- With one rank every function is the identity (or a no-op), so recipes call them
 -- unconditionally.  See docs/distributed.md for how this maps onto the official DDP code.
+--
+-- Recipes (moco.pretrain, moco.lincls, recipes/knn.lua) start with dist.start(opts): MPI
+-- under mpirun, the official launcher flags (dist.OPTIONS) checked, and every rank but 0
+-- silenced, as main_moco.py silences print on the other GPUs.  Set-up that can fail runs
+-- in dist.agreed(fn): every rank runs it, the ranks agree on the outcome, and a failure
+-- ends every rank with one message instead of leaving the others waiting.
 local moco = require "moco"
 
 local D = moco._dist
@@ -51,16 +57,143 @@ function dist.launched_size()
   return 1
 end
 
--- Raises one clean line when this process is one of several ranks: the recipes train on
--- one process (they would each read the whole dataset and write the same run directory);
--- moco.MoCo over ranks is the library-level API (docs/distributed.md).
-function dist.refuse_ranks(what)
-  local n = dist.launched_size()
-  if n > 1 then
-    error(string.format("%s runs on one process; this is one of %d ranks started by an MPI launcher. Data-parallel "
-                        .. "training over ranks is the library API (moco.dist with moco.MoCo, docs/distributed.md); "
-                        .. "the recipes do not shard their data or their run directory yet", what, n), 0)
+-- The official launcher flags (main_moco.py's), accepted by every recipe; each maps onto
+-- MPI as docs/distributed.md says.  local_only: settings of this invocation, never taken
+-- from a checkpoint (a run resumes on another number of ranks).
+dist.OPTIONS = {
+  { "world-size", -1, "number of processes (the official: nodes, times GPUs with --multiprocessing-distributed); "
+                      .. "mpirun -np starts them, and a different value here is an error", metavar = "N",
+    local_only = true },
+  { "rank", -1, "the official node rank: MPI numbers the ranks itself (ignored under mpirun)", metavar = "R",
+    local_only = true },
+  { "dist-url", "tcp://224.66.41.62:23456", "the official rendezvous address: mpirun connects the ranks (ignored)",
+    metavar = "URL", local_only = true },
+  { "dist-backend", "nccl", "the official backend (nccl, gloo, mpi): moco-lua always uses MPI", metavar = "NAME",
+    local_only = true },
+  { "multiprocessing-distributed", false, "the official one process per GPU: here mpirun starts one process per rank",
+    local_only = true },
+}
+
+local silenced = false
+
+-- Every rank but 0 prints nothing on stdout (print, the progress lines and bars), as the
+-- official main_moco.py replaces print on the other GPUs; errors still reach stderr.
+local function silence_other_ranks()
+  if silenced or D.rank() == 0 then return end
+  silenced = true
+  _G.print = function() end
+  require("moco.progress").set_silent(true)
+end
+
+-- Starts a recipe's processes: under an MPI launcher (or MOCO_DIST=mpi), MPI with one rank
+-- per process and each rank's share of the cores as threads; the official flags in opts
+-- (dist.OPTIONS) checked against what the launcher started.  Returns rank, size.  Without
+-- a launcher, one process, and --world-size N > 1 or --multiprocessing-distributed is an
+-- error that says how to start the ranks.
+function dist.start(opts, what)
+  opts = opts or {}
+  what = what or "this recipe"
+  local want = opts["world-size"] or -1
+  local launched = dist.launched_size() > 1 or os.getenv("MOCO_DIST") == "mpi"
+  if not launched then
+    if want > 1 or opts["multiprocessing-distributed"] then
+      local n = want > 1 and want or 2
+      error(string.format("%s: moco-lua starts its processes with MPI: run it under mpirun (mpirun -np %d moco-lua "
+                          .. "...), which sets the world size and the ranks (docs/distributed.md)",
+                          want > 1 and ("--world-size " .. want) or "--multiprocessing-distributed", n), 0)
+    end
+    return dist.init()
   end
+  local rank, size = dist.init()
+  silence_other_ranks()
+  if want > 0 and want ~= size then
+    dist.fail_together(string.format("--world-size %d, but mpirun started %d rank%s: give mpirun -np %d, or leave "
+                                      .. "--world-size out", want, size, size == 1 and "" or "s", want))
+  end
+  if rank == 0 and size > 1 then
+    local notes = {}
+    if (opts.rank or -1) >= 0 then notes[#notes + 1] = "--rank is ignored: MPI numbers the ranks (hostfile order)" end
+    if opts["dist-url"] and opts["dist-url"] ~= dist.OPTIONS[3][2] then
+      notes[#notes + 1] = "--dist-url is ignored: mpirun connects the ranks (--host / --hostfile)"
+    end
+    if opts["dist-backend"] and opts["dist-backend"] ~= "mpi" and opts["dist-backend"] ~= dist.OPTIONS[4][2] then
+      notes[#notes + 1] = "--dist-backend " .. tostring(opts["dist-backend"]) .. " is ignored: the backend is MPI"
+    end
+    for _, n in ipairs(notes) do io.stderr:write("note: ", n, "\n") end
+    io.stderr:write(string.format("note: %s on %d ranks (%s), %d thread%s each\n", what, size, D.backend(),
+                                  moco.get_num_threads(), moco.get_num_threads() == 1 and "" or "s"))
+  end
+  return rank, size
+end
+
+-- The largest of every rank's integer v (a collective: every rank calls it); v itself with
+-- one rank.
+function dist.max_of(v)
+  if D.size() == 1 then return v end
+  local all = D.allgather(moco.tensor{ v })
+  local m = v
+  for i = 1, all:numel() do m = math.max(m, math.tointeger(all:get(i)) or all:get(i)) end
+  return m
+end
+
+-- Raises message on this rank as an error that every rank raises at the same point (the
+-- same options refused by all): rank 0 prints it, the others end quietly, and none aborts
+-- the job.  Only for failures every rank meets together; any other error ends the job
+-- through MPI_Abort (lua/main.c).
+function dist.fail_together(message)
+  if D.size() == 1 then error(message, 0) end
+  D.mark_agreed_failure()
+  error(D.rank() == 0 and message or "", 0)
+end
+
+-- Runs fn(...) on every rank and agrees on the outcome (a collective): its results when it
+-- succeeded everywhere; else every rank raises, the lowest failing rank's message is
+-- printed once (with its rank when that is not rank 0), and the job ends without a hang.
+-- fn must not call collectives that a failing rank would skip.
+function dist.agreed(fn, ...)
+  local results = table.pack(pcall(fn, ...))
+  if D.size() == 1 then
+    if not results[1] then error(results[2], 0) end
+    return table.unpack(results, 2, results.n)
+  end
+  local flags = D.allgather(moco.tensor{ results[1] and 0 or 1 })
+  local first
+  for r = 0, D.size() - 1 do
+    if flags:get(r + 1) ~= 0 then first = r break end
+  end
+  if first == nil then return table.unpack(results, 2, results.n) end
+  D.mark_agreed_failure()
+  if D.rank() == first then
+    local message = tostring(results[2])
+    error(first == 0 and message or string.format("rank %d of %d: %s", first, D.size(), message), 0)
+  end
+  error("", 0)
+end
+
+-- A string from root on every rank (a collective).
+function dist.broadcast_string(s, root)
+  if D.size() == 1 then return s end
+  root = root or 0
+  local n = moco.tensor{ D.rank() == root and #s or 0 }
+  D.bcast_(n, root)
+  local len = math.tointeger(n:get(1))
+  local t = moco.zeros{ math.max(len, 1) }
+  if D.rank() == root then for i = 1, len do t:set(i, s:byte(i)) end end
+  D.bcast_(t, root)
+  local bytes = {}
+  for i = 1, len do bytes[i] = string.char(math.tointeger(t:get(i))) end
+  return table.concat(bytes)
+end
+
+-- This rank's contiguous share of n items for sharded work that is gathered afterwards
+-- (feature extraction): first, count (1-based first index; count may be 0) and the padded
+-- share every rank gathers, ceil(n / size).
+function dist.share(n)
+  local size, r = D.size(), D.rank()
+  local per = (n + size - 1) // size
+  local first = r * per + 1
+  local count = math.max(0, math.min(n, first + per - 1) - first + 1)
+  return first, count, per
 end
 
 function dist.rank() return D.rank() end

@@ -500,6 +500,8 @@ F{ "moco.pretrain.run", "pretrain.run(opts [, {check_data = fn, should_stop = fn
 F{ "moco.pretrain.resume_plan", "pretrain.resume_plan(opts [, {load =, kind =}]) -> plan", "What --resume asks for: {ckpt, run, dir_options, notes}." }
 F{ "moco.pretrain.apply_checkpoint", "pretrain.apply_checkpoint(opts, ckpt, dir_options) -> notes", "A checkpoint's settings (never its paths) under the options given again." }
 F{ "moco.pretrain.validate", "pretrain.validate(opts)", "Checks the options that need no data." }
+F{ "moco.pretrain.validate_ranks", "pretrain.validate_ranks(opts, ranks)", "Checks --batch-size (the global batch) and --bn-splits (per rank) against the MPI ranks." }
+F{ "moco.pretrain.keep_bn_groups", "pretrain.keep_bn_groups(opts, ckpt, ranks, note)", "Resuming on another number of ranks: --bn-splits that keeps the checkpoint's batch-norm groups." }
 F{ "moco.pretrain.validate_data", "pretrain.validate_data(opts, train_ds, test_ds)", "Checks the options against the data sizes." }
 F{ "moco.pretrain.datasets", "pretrain.datasets(opts) -> train, test, kind, test_transform", "The datasets --data names." }
 F{ "moco.pretrain.augmentation", "pretrain.augmentation(opts, kind) -> transform", "The official v1/v2, CIFAR demo or Fashion-MNIST augmentation." }
@@ -535,6 +537,7 @@ One directory per run: config.json (with a run id), checkpoints carrying that id
 pictures, report.html.]])
 F{ "moco.rundir.create", "rundir.create(dir | nil, {recipe=, kind=, command=}) -> Run", "A fresh run (refuses a directory that holds a run); writes config.json." }
 F{ "moco.rundir.open", "rundir.open(dir) -> Run", "An existing run directory." }
+F{ "moco.rundir.follower", "rundir.follower(dir, id [, {recipe=, kind=, options=}]) -> Run", "What MPI ranks other than 0 hold for rank 0's run: the same path and id, no writes." }
 F{ "moco.rundir.latest", "rundir.latest(recipe [, base = 'runs']) -> dir | nil", "The newest run directory of a recipe." }
 F{ "moco.rundir.checkpoints", "rundir.checkpoints(dir) -> {{name=, path=, epoch=, step=}}", "checkpoint_NNNN*.safetensors files, oldest first." }
 F{ "moco.rundir.prune", "rundir.prune(dir, keep [, except])", "Keeps the newest `keep` checkpoint files; removes nothing else." }
@@ -549,6 +552,34 @@ M{ "moco.rundir.Run:save_config", "run:save_config([options [, note]])", "Rewrit
 M{ "moco.rundir.Run:log", "run:log(record)", "Appends one JSON line to log.jsonl." }
 M{ "moco.rundir.Run:abandon", "run:abandon()", "Removes what a refused fresh run wrote, and the directory if empty." }
 
+section("moco.dist", "Data-parallel training over MPI (moco.dist)", [[
+One process per rank, started by mpirun; with one rank every call is the identity or a
+no-op, so scripts call them unconditionally.  docs/distributed.md maps it onto the
+official DistributedDataParallel code.]])
+F{ "moco.dist.init", "dist.init() -> rank, size", "Starts MPI under mpirun (idempotent); each rank gets its share of the cores as threads." }
+F{ "moco.dist.start", "dist.start(opts [, what]) -> rank, size", "A recipe's start: init, the official flags (dist.OPTIONS) checked, ranks but 0 silenced." }
+F{ "moco.dist.launched_size", "dist.launched_size() -> n", "The processes an MPI launcher started (1 outside one)." }
+F{ "moco.dist.rank", "dist.rank() -> r", "This process's rank (0-based)." }
+F{ "moco.dist.size", "dist.size() -> n", "The number of ranks." }
+F{ "moco.dist.is_main", "dist.is_main() -> boolean", "Whether this is rank 0 (the one that prints and writes)." }
+F{ "moco.dist.active", "dist.active() -> boolean", "Whether there is more than one rank." }
+F{ "moco.dist.backend", "dist.backend() -> 'single' | 'mpi (...)'", "The backend in use." }
+F{ "moco.dist.all_gather", "dist.all_gather(t) -> T", "Every rank's t stacked along dim 1, rank by rank." }
+F{ "moco.dist.all_reduce_sum_", "dist.all_reduce_sum_(t) -> t", "t summed over the ranks, in place." }
+F{ "moco.dist.all_reduce_mean_", "dist.all_reduce_mean_(t) -> t", "t averaged over the ranks, in place." }
+F{ "moco.dist.broadcast_", "dist.broadcast_(t [, root = 0]) -> t", "root's t on every rank, in place." }
+F{ "moco.dist.broadcast_string", "dist.broadcast_string(s [, root = 0]) -> s", "root's string on every rank." }
+F{ "moco.dist.mean_of", "dist.mean_of(...) -> ...", "Numbers averaged over the ranks." }
+F{ "moco.dist.max_of", "dist.max_of(v) -> v", "The largest of every rank's number." }
+F{ "moco.dist.barrier", "dist.barrier()", "Waits for every rank." }
+F{ "moco.dist.abort", "dist.abort(message [, code = 1])", "Prints message and ends every rank (MPI_Abort); with one rank, raises it." }
+F{ "moco.dist.agreed", "dist.agreed(fn, ...) -> ...", "Runs fn on every rank; a failure anywhere ends every rank with one message, never a hang." }
+F{ "moco.dist.fail_together", "dist.fail_together(message)", "Raises an error every rank raises at the same point: printed once, no MPI_Abort." }
+F{ "moco.dist.share", "dist.share(n) -> first, count, per", "This rank's contiguous share of n items (sharded feature extraction)." }
+F{ "moco.dist.to_global", "dist.to_global(stacked, per_rank) -> T", "A rank-by-rank stack in the global batch's order." }
+F{ "moco.dist.local_rows", "dist.local_rows(global) -> T", "This rank's rows i * N + r of a global batch." }
+F{ "moco.dist.shuffled_slice", "dist.shuffled_slice(global, perm) -> T", "This rank's positions r + N j of a shuffled global batch." }
+
 section("moco.progress", "Progress output (moco.progress)", [[
 A live bar on a terminal, plain periodic lines otherwise, nothing with --quiet.]])
 C{ "moco.progress.Bar", "progress.Bar(label, total [, {unit = 'img', every = 10, log =}])", "A progress bar over `total` items." }
@@ -557,6 +588,7 @@ M{ "moco.progress.Bar:finish", "bar:finish([summary])", "Clears the bar; in plai
 M{ "moco.progress.Bar:text", "bar:text(done [, extra]) -> string", "The bar's text." }
 F{ "moco.progress.print", "progress.print(line)", "A permanent line (clears a live bar first)." }
 F{ "moco.progress.set_quiet", "progress.set_quiet(on)", "No bars and no periodic lines." }
+F{ "moco.progress.set_silent", "progress.set_silent(on)", "Nothing at all: MPI ranks other than 0 (moco.dist.start)." }
 F{ "moco.progress.bar_enabled", "progress.bar_enabled() -> boolean", "Whether a live bar is shown (stderr is a terminal, not quiet)." }
 F{ "moco.progress.lines_enabled", "progress.lines_enabled() -> boolean", "Whether plain lines are printed (stdout is not a terminal, not quiet)." }
 F{ "moco.progress.duration", "progress.duration(seconds) -> '12.3s' | '4m05s' | '3h12m'", "A duration for people." }
@@ -820,7 +852,7 @@ end
 -- The modules whose public functions must be documented.
 local COVERED = { "moco", "moco.nn", "moco.nn.init", "moco.models", "moco.optim", "moco.train", "moco.data", "moco.image",
                   "moco.transforms", "moco.transforms.F", "moco.eval", "moco.lincls", "moco.plot", "moco.checkpoint", "moco.torch",
-                  "moco.pretrain", "moco.recipe", "moco.rundir", "moco.progress", "moco.report", "moco.repl", "moco.doc" }
+                  "moco.pretrain", "moco.recipe", "moco.rundir", "moco.dist", "moco.progress", "moco.report", "moco.repl", "moco.doc" }
 
 local function is_class(v)
   return type(v) == "table" and (rawget(v, "_class_name") ~= nil or type(rawget(v, "__name")) == "string")

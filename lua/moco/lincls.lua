@@ -43,6 +43,7 @@ local data = require "moco.data"
 local eval = require "moco.eval"
 local progress = require "moco.progress"
 local util = require "moco.util"
+local dist = require "moco.dist"
 
 local lincls = {}
 
@@ -147,7 +148,7 @@ end
 
 -- The training loop both modes share.  batches(epoch, step) calls step(x, y) for each
 -- mini-batch of features x (B, D) and labels y (B).
-local function fit(linear, batches, steps_per_epoch, opts, mode)
+local function fit(linear, batches, steps_per_epoch, opts, mode, sharded)
   local log = opts.log
   if log == nil then log = print end
   if log == false then log = function() end end
@@ -189,6 +190,12 @@ local function fit(linear, batches, steps_per_epoch, opts, mode)
       end
       linear:zero_grad()
       linear:backward_params(x, grad) -- no input gradient: the backbone is frozen
+      -- augmented mode over MPI ranks: each rank has its share of the batch; averaged
+      -- gradients make the step of the whole batch (DistributedDataParallel's all-reduce)
+      if sharded then
+        dist.all_reduce_mean_(linear.grad_weight)
+        if linear.grad_bias then dist.all_reduce_mean_(linear.grad_bias) end
+      end
       sgd:step()
       local n = x:size(1)
       sum_loss, c1, c5, count = sum_loss + loss * n, c1 + a, c5 + b, count + n
@@ -200,6 +207,10 @@ local function fit(linear, batches, steps_per_epoch, opts, mode)
       end
     end)
     if bar then progress.clear() end
+    if sharded then -- the epoch's numbers over every rank's share
+      local t = dist.all_reduce_sum_(moco.tensor{ sum_loss, c1, c5, count })
+      sum_loss, c1, c5, count = t:get(1), t:get(2), t:get(3), t:get(4)
+    end
     local top1, top5, test_loss = lincls.evaluate(linear, opts.test_features, opts.test_labels)
     local record = {
       epoch = epoch, lr = lr, loss = sum_loss / math.max(count, 1), acc1 = 100 * c1 / math.max(count, 1),
@@ -357,21 +368,32 @@ function lincls.fit_augmented(opts)
   if not (backbone and backbone.fc and opts.train_dataset) then
     error("lincls.fit_augmented: backbone (prepared by lincls.prepare) and train_dataset are required", 2)
   end
+  -- over MPI ranks, batch_size is the global batch: each rank takes its share from its
+  -- shard of the data (DistributedSampler), and fit averages the gradients
+  local size = dist.size()
+  local batch_size = value(opts, "batch_size")
+  if size > 1 and batch_size % size ~= 0 then
+    error(string.format("lincls: the batch of %d does not divide evenly over %d ranks (give a multiple of %d)", batch_size,
+                        size, size), 0)
+  end
   local loader <close> = data.Loader(opts.train_dataset, {
-    batch_size = value(opts, "batch_size"), transform = opts.train_transform, workers = opts.workers or 2,
+    batch_size = batch_size // size, transform = opts.train_transform, workers = opts.workers or 2,
     shuffle = true, drop_last = false, seed = opts.seed or 0,
+    shard = size > 1 and { rank = dist.rank(), count = size } or nil,
   })
   local function batches(epoch, step)
     backbone:eval() -- as main_lincls.py's train(): BN stays on its running statistics
     loader:set_epoch(epoch)
     for images, labels in loader:iter() do step(backbone:features(images), labels) end
   end
-  return fit(backbone.fc, batches, #loader, opts, "augmented")
+  return fit(backbone.fc, batches, #loader, opts, "augmented", size > 1)
 end
 
 -- The whole protocol.  Prints which mode ran; returns the result (with result.mode).
+-- Over MPI ranks (moco.dist): the features are extracted on shards and gathered, so in
+-- precomputed mode every rank trains the same classifier on all of them; in augmented mode
+-- each rank runs the backbone on its shard and the gradients are averaged.
 function lincls.run(opts)
-  require("moco.dist").refuse_ranks("the linear probe")
   opts = util.check_options("lincls.run", opts, with(hyper_options, {
     backbone = true, train_dataset = true, test_dataset = true, train_transform = true,
     test_transform = true, precomputed = true, classes = true, workers = true,

@@ -40,6 +40,7 @@ local eval = require "moco.eval"
 local checkpoint = require "moco.checkpoint"
 local rundir = require "moco.rundir"
 local progress = require "moco.progress"
+local dist = require "moco.dist"
 
 local pretrain = {}
 
@@ -89,7 +90,7 @@ local function spec_with(defaults)
     { "moco-t", 0.07, "softmax temperature", metavar = "T" },
     { "mlp", false, "MLP projection head (MoCo v2)" },
     { "aug-plus", false, "MoCo v2 augmentation (blur, color jitter with p=0.8)" },
-    { "bn-splits", 8, "batch-norm groups: shuffling BN on one process", metavar = "N" },
+    { "bn-splits", 8, "batch-norm groups (of each rank under MPI): shuffling BN on one process", metavar = "N" },
     { "shuffle", true, "shuffle the key batch across the BN groups (--no-shuffle shows what shuffling BN prevents)" },
     { "symmetric", false, "symmetric loss (the CIFAR-10 demo's option)" },
     { "mechanism", "moco", "dictionary: the MoCo queue, or the paper's baselines end_to_end and memory_bank "
@@ -108,6 +109,11 @@ local function spec_with(defaults)
                              .. "model_best.safetensors", local_only = true, metavar = "N" },
     { "quiet", false, "no progress bar and no periodic step lines (epoch lines stay)", local_only = true },
   }
+  for _, o in ipairs(dist.OPTIONS) do
+    local copy = {}
+    for k, v in pairs(o) do copy[k] = v end
+    spec[#spec + 1] = copy
+  end
   for _, o in ipairs(spec) do
     local d = defaults[o[1]]
     if d ~= nil then o[2] = d end
@@ -250,6 +256,52 @@ function pretrain.resume_command(opts, dir, extra)
 end
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
+
+-- Checks the options against the number of MPI ranks (before any data is loaded):
+-- --batch-size is the global batch, divided evenly over the ranks as main_moco.py divides
+-- it over the GPUs, and --bn-splits counts the batch-norm groups of each rank.
+function pretrain.validate_ranks(opts, size)
+  if size == 1 then return end
+  local b, splits = opts["batch-size"], opts["bn-splits"]
+  if b < size then
+    fail("--batch-size %d is smaller than the %d ranks: each rank needs its share of the global batch (give at least "
+         .. "%d, a multiple of %d)", b, size, size, size)
+  end
+  if b % size ~= 0 then
+    fail("--batch-size %d does not divide evenly over %d ranks (it is the global batch, split over the ranks as "
+         .. "main_moco.py splits it over the GPUs): give a multiple of %d, e.g. %d", b, size, size, b // size * size)
+  end
+  local per = b // size
+  if splits >= 1 and per % splits ~= 0 then
+    fail("--batch-size %d over %d ranks is %d images per rank, which cannot be split into --bn-splits %d groups (with "
+         .. "several ranks --bn-splits counts the groups of each rank)", b, size, per, splits)
+  end
+  if opts.mechanism ~= "moco" then
+    fail("--mechanism %s runs on one process; over MPI ranks only the MoCo queue is implemented", opts.mechanism)
+  end
+end
+
+-- Resuming on another number of ranks: the checkpoint's run had ckpt.ranks x bn-splits
+-- batch-norm groups; unless --bn-splits is given, keep that many groups over `size` ranks
+-- when they divide evenly, so that the run continues as the one it was (docs/distributed.md).
+function pretrain.keep_bn_groups(opts, ckpt, size, note)
+  local was = ckpt.ranks or 1
+  if was == size then return end
+  local groups = was * opts["bn-splits"]
+  local per = opts["batch-size"] // size
+  if opts._given["bn-splits"] then
+    note(string.format("the checkpoint was trained on %d rank(s) with %d batch-norm groups in all; on %d rank(s), "
+                       .. "--bn-splits %d makes %d", was, groups, size, opts["bn-splits"], size * opts["bn-splits"]))
+  elseif groups % size == 0 and per % (groups // size) == 0 then
+    opts["bn-splits"] = groups // size
+    note(string.format("the checkpoint was trained on %d rank(s) with %d batch-norm groups in all: on %d rank(s), "
+                       .. "--bn-splits %d per rank keeps them", was, groups, size, opts["bn-splits"]))
+  else
+    note(string.format("the checkpoint was trained on %d rank(s) with %d batch-norm groups in all, which %d rank(s) "
+                       .. "of %d images cannot form: --bn-splits %d per rank, so the run does not continue exactly "
+                       .. "as it would have", was, groups, size, per, opts["bn-splits"]))
+  end
+end
 
 -- Checks the options that need no data (before any is loaded).
 function pretrain.validate(opts)
@@ -498,6 +550,7 @@ end
 -- Rewrites the run's pictures of the curves and its report.html from run.history,
 -- run.results (a list of {label, value}) and run.pictures (extra {title, file, caption}).
 function pretrain.write_report(run)
+  if run.follower then return end -- rank 0 writes it
   local plot = require "moco.plot"
   local report = require "moco.report"
   local history = run.history or {}
@@ -534,6 +587,7 @@ end
 -- write_report, but a failure (a full disk, say) is a warning: the report must never stop
 -- a training run (the next checkpoint will say what is wrong, if anything is).
 function pretrain.refresh_report(run)
+  if run.follower then return true end -- rank 0 writes it
   local ok, err = pcall(pretrain.write_report, run)
   if not ok then io.stderr:write("warning: ", run:path("report.html"), " not refreshed: ", tostring(err), "\n") end
   return ok
@@ -546,71 +600,95 @@ end
 -- training between two steps when it returns true (recipes/ablations.lua: a time budget).
 function pretrain.run(opts, how)
   how = how or {}
-  require("moco.dist").refuse_ranks("the recipe " .. pretrain.recipe_name(opts))
-  progress.set_quiet(opts.quiet)
-  local plan = pretrain.resume_plan(opts)
-  local ckpt = plan.ckpt
-  for _, note in ipairs(plan.notes) do io.stderr:write("note: ", note, "\n") end
-  if ckpt then
-    for _, note in ipairs(pretrain.apply_checkpoint(opts, ckpt, plan.dir_options)) do io.stderr:write("note: ", note, "\n") end
-  elseif plan.run then -- --resume auto restarting a run that has no checkpoint yet: its own settings
-    for _, o in ipairs(opts._spec) do
-      local v = plan.dir_options[o[1]]
-      if not opts._given[o[1]] and o[1] ~= "out" and o[1] ~= "resume" and v ~= nil and fits(o, v) then opts[o[1]] = v end
-    end
-    recipe.set_aliases(opts, opts._spec)
-  end
-  if how.check_data then how.check_data(opts.data) end
-  pretrain.validate(opts)
-  if opts.threads > 0 then moco.set_num_threads(opts.threads) end
-  if ckpt and ckpt.blas_threads and ckpt.blas_threads ~= moco.get_num_threads() then
-    io.stderr:write(string.format("note: the checkpoint was written with %d BLAS thread(s), this run has %d: the "
-                                  .. "results will not be bitwise those of an uninterrupted run (--threads %d)\n",
-                                  ckpt.blas_threads, moco.get_num_threads(), ckpt.blas_threads))
-  end
-
-  -- The run directory, before any data: config.json is written now, so a directory that
-  -- cannot be written is found before the first epoch's work.
   local name = pretrain.recipe_name(opts)
-  local command = table.concat(opts._argv or {}, " ", 0)
-  local run = plan.run
-  if run then
-    opts.out = run.dir
-    recipe.set_aliases(opts, opts._spec)
-    run:save_config(recipe.values(opts, opts._spec), {
-      at = os.date("%Y-%m-%dT%H:%M:%S"), command = command, from = ckpt and ckpt.path or "the beginning",
-    })
-  else
-    run = rundir.create(opts._given.out and opts.out or nil, { recipe = name, kind = "pretrain", command = command })
-    opts.out = run.dir
-    recipe.set_aliases(opts, opts._spec)
-    run:save_config(recipe.values(opts, opts._spec))
-  end
-  print(string.format("run directory: %s (checkpoints, log.jsonl, config.json, report.html)", run.dir))
+  -- Under mpirun: one rank per process (docs/distributed.md); rank 0 alone prints and
+  -- writes, every rank trains on its shard of the data.
+  local rank, size = dist.start(opts, "the recipe " .. name)
+  local main = rank == 0
+  local function note(text) if main then io.stderr:write("note: ", text, "\n") end end
+  progress.set_quiet(opts.quiet)
 
-  local opened, train_ds, test_ds, kind, test_transform = pcall(function()
+  -- Everything that can refuse the run, before anything is written; every rank decides
+  -- the same (the same options and files), and a refusal is one message (dist.agreed).
+  local ckpt, plan, train_ds, test_ds, kind, test_transform = dist.agreed(function()
+    local plan = pretrain.resume_plan(opts)
+    local ckpt = plan.ckpt
+    for _, n in ipairs(plan.notes) do note(n) end
+    if ckpt then
+      for _, n in ipairs(pretrain.apply_checkpoint(opts, ckpt, plan.dir_options)) do note(n) end
+      pretrain.keep_bn_groups(opts, ckpt, size, note)
+    elseif plan.run then -- --resume auto restarting a run that has no checkpoint yet: its own settings
+      for _, o in ipairs(opts._spec) do
+        local v = plan.dir_options[o[1]]
+        if not opts._given[o[1]] and o[1] ~= "out" and o[1] ~= "resume" and v ~= nil and fits(o, v) then opts[o[1]] = v end
+      end
+      recipe.set_aliases(opts, opts._spec)
+    end
+    if how.check_data then how.check_data(opts.data) end
+    pretrain.validate_ranks(opts, size)
+    pretrain.validate(opts)
     local tr, te, k, tt = pretrain.datasets(opts)
     tr = take(tr, opts["train-subset"])
     pretrain.validate_data(opts, tr, te)
-    return tr, te, k, tt
+    moco.MoCo.check_config(pretrain.model_options(opts, #tr), opts["batch-size"] // size)
+    return ckpt, plan, tr, te, k, tt
   end)
-  if not opened then -- refused before training: leave no half-made run directory behind
-    run:abandon()
-    error(train_ds, 0)
+  if opts.threads > 0 then moco.set_num_threads(opts.threads) end
+  if ckpt and ckpt.blas_threads and ckpt.blas_threads ~= moco.get_num_threads() then
+    note(string.format("the checkpoint was written with %d BLAS thread(s), this run has %d: the results will not be "
+                       .. "bitwise those of an uninterrupted run (--threads %d)", ckpt.blas_threads,
+                       moco.get_num_threads(), ckpt.blas_threads))
   end
+
+  -- The run directory, before any training: config.json is written now, so a directory
+  -- that cannot be written is found before the first epoch's work.  Rank 0 writes it; the
+  -- other ranks learn its name.
+  local command = table.concat(opts._argv or {}, " ", 0)
+  local run = dist.agreed(function()
+    if not main then return nil end
+    local run = plan.run
+    if run then
+      opts.out = run.dir
+      recipe.set_aliases(opts, opts._spec)
+      run:save_config(recipe.values(opts, opts._spec), {
+        at = os.date("%Y-%m-%dT%H:%M:%S"), command = command, from = ckpt and ckpt.path or "the beginning",
+      })
+    else
+      run = rundir.create(opts._given.out and opts.out or nil, { recipe = name, kind = "pretrain", command = command })
+      opts.out = run.dir
+      recipe.set_aliases(opts, opts._spec)
+      run:save_config(recipe.values(opts, opts._spec))
+    end
+    return run
+  end)
+  if size > 1 then
+    local dir = dist.broadcast_string(main and run.dir or "")
+    local id = dist.broadcast_string(main and run.id or "")
+    if not main then
+      opts.out = dir
+      recipe.set_aliases(opts, opts._spec)
+      run = rundir.follower(dir, id, { recipe = name, kind = "pretrain", options = recipe.values(opts, opts._spec) })
+    end
+  end
+  print(string.format("run directory: %s (checkpoints, log.jsonl, config.json, report.html)", run.dir))
+
   if opts["knn-every"] > 0 and not test_ds then
-    io.stderr:write("note: --knn-every: the dataset has no test set (no val/ folder): the kNN monitor is off\n")
+    note("--knn-every: the dataset has no test set (no val/ folder): the kNN monitor is off")
   end
   local aug = pretrain.augmentation(opts, kind)
+  -- --batch-size is the global batch: each rank takes its share of it from its shard of
+  -- the data (DistributedSampler's order from the shared seed).
   local loader = data.Loader(train_ds, {
-    batch_size = opts["batch-size"], transform = T.TwoCrops(aug), workers = opts.workers,
-    shuffle = true, drop_last = true, seed = opts.seed,
+    batch_size = opts["batch-size"] // size, transform = T.TwoCrops(aug), workers = opts.workers,
+    shuffle = true, drop_last = true, seed = opts.seed, shard = size > 1 and { rank = rank, count = size } or nil,
   })
   local _ <close> = setmetatable({}, { __close = function() loader:close() end })
   local model = pretrain.build_model(opts, #train_ds)
-  model:check_batch(opts["batch-size"]) -- what the first step would refuse, said before training
-  print(string.format("moco-lua: %s on %s (%d images, %d steps per epoch); %s",
-                      opts.arch, kind, #train_ds, #loader, recipe.describe(opts, opts._spec)))
+  model:check_batch(opts["batch-size"] // size) -- what the first step would refuse, said before training
+  print(string.format("moco-lua: %s on %s (%d images, %d steps per epoch%s); %s",
+                      opts.arch, kind, #train_ds, #loader,
+                      size > 1 and string.format(", %d ranks x %d images", size, opts["batch-size"] // size) or "",
+                      recipe.describe(opts, opts._spec)))
   print(string.format("encoder: %d parameters; augmentation: %s", model.encoder_q:num_parameters(), tostring(aug)))
   local start_epoch, start_step, resume_sums, best_knn = opts["start-epoch"], 0, nil, nil
   local last_checkpoint
@@ -635,9 +713,12 @@ function pretrain.run(opts, how)
   run.results, run.pictures = {}, {}
   local preview = run:path("augmentation.png")
   local plot = require "moco.plot"
-  local drawn, why = pcall(pretrain.atomic_picture, preview, function(p)
-    plot.augmentation_pairs{ dataset = train_ds, transform = aug, n = 8, seed = opts.seed, path = p }
-  end)
+  local drawn, why = true, nil
+  if main then
+    drawn, why = pcall(pretrain.atomic_picture, preview, function(p)
+      plot.augmentation_pairs{ dataset = train_ds, transform = aug, n = 8, seed = opts.seed, path = p }
+    end)
+  end
   if drawn then
     run.pictures[#run.pictures + 1] = { title = "Augmentation", file = preview,
                                         caption = "each row: an image, then the two augmented views MoCo contrasts" }
@@ -668,7 +749,8 @@ function pretrain.run(opts, how)
       hint = "No checkpoint was written before it; lower --lr."
     end
     run:log{ type = "diverged", what = what }
-    error(string.format("training diverged: %s; nothing was saved after it. %s", what, hint), 0)
+    -- every rank sees the same loss and weights, so every rank stops here together
+    dist.fail_together(string.format("training diverged: %s; nothing was saved after it. %s", what, hint))
   end
   -- After every epoch, and after an interrupted one.
   local saved_record
@@ -676,6 +758,7 @@ function pretrain.run(opts, how)
     saved_record = record
     local healthy, why = checkpoint.check_values(model)
     if not healthy then diverged(string.format("after epoch %d, step %d, %s", epoch, record.steps, why)) end
+    if not main then return end -- rank 0 alone writes (the weights are the same on every rank)
     local path, is_best, best = checkpoint.save_epoch(run.dir, model, {
       epoch = epoch, record = record, config = opts, best_knn = best_knn, keep = opts["keep-checkpoints"],
       loader_seed = opts.seed, recipe = opts._argv and opts._argv[0], run_id = run.id, history = history,
@@ -692,6 +775,7 @@ function pretrain.run(opts, how)
   end
   local function on_interrupt(signal, record)
     if saved_record ~= record then on_epoch_end(record.epoch, record) end -- the signal came after it ran
+    if not main then return end
     run:log{ type = "interrupted", signal = signal, epoch = record.epoch, step = record.steps }
     io.stdout:flush()
     io.stderr:write(string.format("moco-lua: %s: stopped at epoch %d after step %d of %d; checkpoint saved to %s\n"

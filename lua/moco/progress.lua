@@ -5,6 +5,7 @@
 --   bar:finish()                                     -- the summary line
 --   progress.print(line)                             -- a permanent line (clears the bar)
 --   progress.set_quiet(true)                         -- --quiet: no bars, no periodic lines
+--   progress.set_silent(true)                        -- MPI ranks but 0: nothing at all
 --   progress.duration(3725) --> "1h02m"
 --
 -- Where it goes: on a terminal (stderr is a tty) a live one-line bar on stderr, redrawn at
@@ -16,14 +17,15 @@
 local moco = require "moco"
 local is_finite = require("moco.util").is_finite
 
-local progress = { quiet = false }
+local progress = { quiet = false, silent = false }
 
 function progress.set_quiet(q) progress.quiet = q and true or false end
+function progress.set_silent(q) progress.silent = q and true or false end
 
 -- Whether a live bar / periodic plain lines are shown (decided at each call: the streams
 -- can be redirected between two runs in a REPL).
-function progress.bar_enabled() return not progress.quiet and moco.isatty("stderr") end
-function progress.lines_enabled() return not progress.quiet and not moco.isatty("stdout") end
+function progress.bar_enabled() return not (progress.quiet or progress.silent) and moco.isatty("stderr") end
+function progress.lines_enabled() return not (progress.quiet or progress.silent) and not moco.isatty("stdout") end
 
 -- "12.3s", "4m05s", "3h12m".
 function progress.duration(s)
@@ -52,6 +54,7 @@ function progress.draw(text)
 end
 
 function progress.print(line)
+  if progress.silent then return end
   progress.clear()
   io.stdout:write(line, "\n")
   io.stdout:flush()

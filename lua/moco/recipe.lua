@@ -179,10 +179,16 @@ function recipe.usage(spec, info)
   local lines = {}
   local head = "usage: " .. prog .. " "
   local line = head
+  -- continuation lines under the first option, unless one would not fit there (then
+  -- under "usage: ", as argparse does for a long program name)
+  local indent = #head
+  for _, item in ipairs(items) do
+    if indent + #item > width then indent = #"usage: " end
+  end
   for i, item in ipairs(items) do
     if #line + #item > width and line ~= head then
       lines[#lines + 1] = line:gsub("%s+$", "")
-      line = string.rep(" ", #head)
+      line = string.rep(" ", indent)
     end
     line = line .. item .. (i < #items and " " or "")
   end

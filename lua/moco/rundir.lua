@@ -256,6 +256,24 @@ function rundir.open(dir)
   return setmetatable({ dir = dir, id = c.run_id, recipe = c.recipe, config = c, fresh = false }, Run)
 end
 
+-- What an MPI rank other than 0 holds in place of its run (moco.dist): the directory and
+-- id rank 0 chose, and no writes (rank 0 alone writes config.json, log.jsonl, checkpoints
+-- and pictures).
+local Follower = setmetatable({}, { __index = Run })
+Follower.__index = Follower
+Follower.__name = "moco.rundir.Follower"
+function Follower.save_config() end
+function Follower.log() end
+function Follower.abandon() end
+function Follower:__tostring() return string.format("run %s in %s (written by rank 0)", self.id, self.dir) end
+
+function rundir.follower(dir, id, info)
+  info = info or {}
+  return setmetatable({ dir = dir, id = id, recipe = info.recipe, follower = true,
+                        config = { run_id = id, recipe = info.recipe, kind = info.kind, options = info.options or {} } },
+                      Follower)
+end
+
 -- The newest directory base/<recipe>-* with a config.json of that recipe, or nil.
 function rundir.latest(recipe, base)
   base = base or rundir.BASE

@@ -53,6 +53,7 @@ local moco = require "moco"
 local nn = require "moco.nn"
 local optim = require "moco.optim"
 local progress = require "moco.progress"
+local dist = require "moco.dist"
 
 local train = {}
 
@@ -173,6 +174,18 @@ local BATCH_CLOSER = { __close = function(t)
   for i = 1, 4 do if t[i] then t[i]:free() end end
 end }
 local function batch_closer(a, b, c, d) return setmetatable({ a, b, c, d }, BATCH_CLOSER) end
+
+-- Over MPI ranks, whether to stop is decided together after every step (one tiny
+-- collective): mpirun forwards a signal to every rank, but each notices it after its own
+-- step, and a rank that stopped alone would leave the others waiting in the next one.
+-- Returns the signal's name (or nil) and whether any rank asked to stop.
+local SIGNALS = { "SIGINT", "SIGTERM" }
+local function agree_stop(interrupted, stop)
+  local code = 0
+  if interrupted then code = interrupted == "SIGTERM" and 3 or 2 elseif stop then code = 1 end
+  code = dist.max_of(code)
+  return code >= 2 and SIGNALS[code - 1] or nil, code >= 1
+end
 
 -- Updates the record's means and rates from its sums.
 function Trainer:update_record(record)
@@ -296,14 +309,16 @@ function Trainer:run(limits)
       end
       self.step = self.step + 1
       run.steps_done = run.steps_done + 1
-      local bsz = im_q:size(1)
+      local bsz = im_q:size(1) * dist.size() -- the global batch (the loss is already the mean over the ranks)
       local s = record.sums
       s.loss, s.acc1, s.acc5, s.count = s.loss + loss * bsz, s.acc1 + acc1 * bsz, s.acc5 + acc5 * bsz, s.count + bsz
       record.seconds = seconds_before + (moco.time() - segment_start)
       self:update_record(record)
       self:show_step(run, loss, acc1, acc5)
       interrupted = pending()
-      if interrupted or stop_requested or (hooks.should_stop and hooks.should_stop()) then
+      local stop = interrupted or stop_requested or (hooks.should_stop and hooks.should_stop())
+      if dist.active() then interrupted, stop = agree_stop(interrupted, stop) end
+      if stop then
         stopped = true
         break
       end
@@ -334,6 +349,7 @@ function Trainer:run(limits)
     end
     -- A signal may also come during the monitor or the checkpoint: the work is saved, stop.
     interrupted = interrupted or pending()
+    if dist.active() then interrupted = agree_stop(interrupted, false) end
     if interrupted then
       record.interrupted, record.stopped = interrupted, true
       if hooks.on_interrupt then
@@ -344,10 +360,19 @@ function Trainer:run(limits)
                                .. "(%s.history has the record, %s:run() continues)", interrupted, record.epoch,
                                record.steps, n, name, self.via_fit and name or "trainer", self.via_fit and name or "trainer"))
       end
+      -- over ranks, no rank exits before rank 0 has saved and said how to resume (mpirun
+      -- ends the job when the first rank exits)
+      if dist.active() then dist.barrier() end
       if moco.finish_interrupt then moco.finish_interrupt() end
+      -- over ranks, a rank the signal has not reached yet stops with the others
+      if dist.active() and self.hooks.on_interrupt then
+        dist.fail_together(string.format("%s: stopped with the other ranks", interrupted))
+      end
       break
     end
-    if stopped or stop_requested or (hooks.should_stop and hooks.should_stop()) then
+    local stop = stopped or stop_requested or (hooks.should_stop and hooks.should_stop())
+    if dist.active() then stop = select(2, agree_stop(nil, stop)) end
+    if stop then
       record.stopped = true
       stopped = true
       break

@@ -106,11 +106,3 @@ for mode in plain symmetric loader; do
     { echo "FAIL $mode: the 2-rank run failed: $(tail -3 "$tmp/two.log")"; continue; }
   ./moco-lua "$tmp/check.lua" "$tmp" "$mode"
 done
-
-# A recipe started on several ranks says in one line that it runs on one process (it would
-# otherwise train N independent copies writing the same run directory).
-out=$($MPIRUN ./moco-lua quickstart --epochs 1 --train-subset 256 --out "$tmp/rank-run" 2>&1)
-rc=$?
-check "a recipe under mpirun refuses in one clean line and writes no run directory" \
-  '[ $rc -ne 0 ] && echo "$out" | grep -q "^moco-lua: the recipe quickstart runs on one process; this is one of 2 ranks" && ! echo "$out" | grep -q traceback && [ ! -e "$tmp/rank-run" ]' \
-  "rc $rc: $out"
