@@ -113,6 +113,13 @@ static int sf_info(lua_State *L) {
     return 2;
 }
 
+/* f:has(name) -> boolean: an explicit query, so that callers need no pcall probe. */
+static int sf_has(lua_State *L) {
+    LSafeFile *box = check_safefile(L, 1);
+    lua_pushboolean(L, safetensors_find(&box->sf, luaL_checkstring(L, 2)) != NULL);
+    return 1;
+}
+
 static int sf_get_tensor(lua_State *L) {
     LSafeFile *box = check_safefile(L, 1);
     const SafetensorsEntry *e = check_entry(L, box, 2);
@@ -456,7 +463,7 @@ static int l_listdir(lua_State *L) {
     lua_newtable(L);
     int t = lua_gettop(L);
     DIR *d = opendir(dir);
-    if (!d) return luaL_error(L, "%s: cannot list: %s", dir, strerror(errno));
+    if (!d) return luaL_fileresult(L, 0, dir); /* nil, "dir: reason", errno (liolib's way) */
     /* No Lua call that can raise while the directory is open: names go straight into the
      * table with raw sets (memory errors aside). */
     struct dirent *entry;
@@ -472,6 +479,16 @@ static int l_listdir(lua_State *L) {
     lua_pushvalue(L, t);
     lua_call(L, 1, 0);
     lua_settop(L, t);
+    return 1;
+}
+
+/* _io.kind(path) -> "directory" | "file" | "other", or nil, "path: reason", errno (no such
+ * file is an expected answer, not an exception: liolib's convention).  Follows links. */
+static int l_kind(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0) return luaL_fileresult(L, 0, path);
+    lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory" : S_ISREG(st.st_mode) ? "file" : "other");
     return 1;
 }
 
@@ -522,11 +539,11 @@ static int l_write_file(lua_State *L) {
 /* ------------------------------------------------------------ registration */
 
 static const luaL_Reg safefile_methods[] = {
-    {"keys", sf_keys},         {"info", sf_info},   {"get_tensor", sf_get_tensor},
+    {"keys", sf_keys},         {"info", sf_info},   {"get_tensor", sf_get_tensor}, {"has", sf_has},
     {"metadata", sf_metadata}, {"close", sf_close}, {NULL, NULL}};
 
 static const luaL_Reg io_functions[] = {
-    {"listdir", l_listdir}, {"makedirs", l_makedirs}, {"copy_file", l_copy_file},
+    {"listdir", l_listdir}, {"kind", l_kind}, {"makedirs", l_makedirs}, {"copy_file", l_copy_file},
     {"write_file", l_write_file}, {NULL, NULL}};
 
 void lmoco_open_io(lua_State *L) {

@@ -46,6 +46,7 @@
 -- (lua/moco/data.lua), so epoch + epoch_step + the seed in config put it back exactly.
 -- The model's other generators (initialisation, queue) are used once, at construction.
 local moco = require "moco"
+local util = require "moco.util"
 local nn = require "moco.nn"
 local builder = require "moco.builder"
 local rundir = require "moco.rundir"
@@ -215,7 +216,7 @@ function checkpoint.plain_records(history)
   for i, r in ipairs(history or {}) do
     local t = {}
     for k, v in pairs(r) do
-      if type(k) == "string" and (type(v) == "boolean" or (type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge)) then
+      if type(k) == "string" and (type(v) == "boolean" or (type(v) == "number" and util.is_finite(v))) then
         t[k] = v
       end
     end
@@ -486,8 +487,8 @@ function checkpoint.load_encoder(path, opts)
   local o = decode(path, meta, "model")
   if type(o) ~= "table" then error(path .. ": the checkpoint has no 'model' metadata", 2) end
   check_options_against_tensors(path, o, function(name)
-    local ok, _, shape = pcall(f.info, f, name)
-    return ok and shape or nil
+    if not f:has(name) then return nil end
+    return select(2, f:info(name))
   end, false)
   local enc_opts = {
     arch = o.arch, dim = o.dim, mlp = o.mlp, bn_splits = opts.bn_splits or 1, in_channels = o.in_channels,
@@ -497,8 +498,7 @@ function checkpoint.load_encoder(path, opts)
   local sd = {}
   for name in pairs(encoder:state_dict()) do
     local key = "module.encoder_q." .. name
-    local ok = pcall(f.info, f, key)
-    if not ok then error(string.format("%s: missing tensor '%s' for a %s encoder", path, key, describe(o)), 2) end
+    if not f:has(key) then error(string.format("%s: missing tensor '%s' for a %s encoder", path, key, describe(o)), 2) end
     sd[name] = f:get_tensor(key)
   end
   local ok, err = pcall(encoder.load_state_dict, encoder, sd)

@@ -7,6 +7,9 @@
 --   ds = data.IDX(images_path, labels_path [, {classes = {...}}])
 --   ds = data.FashionMNIST{train = true [, root = "/usr/share/datasets/fashion-mnist"]}
 --   ds = data.Subset(ds, n | {positions})   -- the first n samples, or those positions
+--   train, test, kind, test_transform = data.named(name [, {image_size = 224}])
+--                                  -- what a recipe's --data names (below); data.STATS
+--                                  -- holds each kind's normalisation mean and std
 --   ds = any object with #ds and ds:get(i) -> image, label     -- a dataset written in Lua (below)
 --   #ds, ds.classes (names; ds.classes[label + 1]; nil for ImageFiles and FileList), ds.class_to_idx, ds.name
 --   image, label = ds:get(i)       -- i from 1 to #ds; label is torchvision's 0-based value
@@ -301,6 +304,44 @@ local methods = C.loader_methods()
 function methods.set_transform(loader, t)
   local transform, two_crops, apply = resolve_transform(t)
   loader:_set_transform(transform, two_crops, apply)
+end
+
+-- The normalisation statistics of each kind of dataset (the mean and std of ToTensor's
+-- [0, 1] values per channel), as the official recipes and torchvision's examples use them.
+data.STATS = {
+  imagenet = { mean = { 0.485, 0.456, 0.406 }, std = { 0.229, 0.224, 0.225 } },
+  cifar = { mean = { 0.4914, 0.4822, 0.4465 }, std = { 0.2023, 0.1994, 0.2010 } },
+  ["fashion-mnist"] = { mean = { 0.2860 }, std = { 0.3530 } },
+}
+
+local function is_directory(p) return core._io.kind(p) == "directory" end
+
+-- The datasets a recipe's --data names: "fashion-mnist" (or ""), "cifar10:ROOT" (the
+-- binary batches), or a folder with train/ (and val/) class folders (else the folder itself
+-- is the training set).  Returns train, test (or nil: a folder without val/), the kind
+-- ("fashion-mnist", "cifar", "imagenet") and the test-time transform (ToTensor + Normalize
+-- with data.STATS; for folders Resize(size * 256 / 224) + CenterCrop(size) first, as the
+-- official evaluation).  opts.image_size: the folders' crop (224).
+function data.named(name, opts)
+  opts = opts or {}
+  local T = require "moco.transforms"
+  local function normalize(kind) return T.Normalize(data.STATS[kind].mean, data.STATS[kind].std) end
+  if name == "fashion-mnist" or name == "" or name == nil then
+    return data.FashionMNIST{ train = true }, data.FashionMNIST{ train = false }, "fashion-mnist",
+           T.Compose{ T.ToTensor(), normalize("fashion-mnist") }
+  end
+  local root = name:match("^cifar10:(.+)$")
+  if root then
+    return data.CIFAR10(root, { train = true }), data.CIFAR10(root, { train = false }), "cifar",
+           T.Compose{ T.ToTensor(), normalize("cifar") }
+  end
+  if not is_directory(name) then error(string.format("--data %s: no such directory", name), 0) end
+  local train_dir = is_directory(name .. "/train") and name .. "/train" or name
+  local val_dir = is_directory(name .. "/val") and name .. "/val" or nil
+  local size = opts.image_size or 224
+  local resize = math.floor(size * 256 / 224 + 0.5)
+  local test_t = T.Compose{ T.Resize(resize), T.CenterCrop(size), T.ToTensor(), normalize("imagenet") }
+  return data.ImageFolder(train_dir), val_dir and data.ImageFolder(val_dir) or nil, "imagenet", test_t
 end
 
 return data

@@ -138,6 +138,7 @@ M{ "moco.Generator:set_state", "g:set_state(state)", "Puts a saved state back." 
 C{ "moco.SafetensorsFile", "moco.safe_open(path)", "An open safetensors file (its header parsed and checked)." }
 M{ "moco.SafetensorsFile:keys", "f:keys() -> {names}", "The tensor names, sorted." }
 M{ "moco.SafetensorsFile:info", "f:info(name) -> dtype, shape", "A tensor's dtype ('F32', 'I64' ...) and shape, without reading it." }
+M{ "moco.SafetensorsFile:has", "f:has(name) -> boolean", "Whether the file holds a tensor of that name." }
 M{ "moco.SafetensorsFile:get_tensor", "f:get_tensor(name) -> Tensor", "Reads one tensor." }
 M{ "moco.SafetensorsFile:metadata", "f:metadata() -> table", "The string metadata." }
 M{ "moco.SafetensorsFile:close", "f:close()", "Closes the file (also __close and __gc)." }
@@ -322,6 +323,7 @@ local ds = moco.data.FashionMNIST{train = false}
 local image, label = ds:get(1)
 assert(#ds == 10000 and ds.classes[label + 1] == "Ankle boot")]] }
 F{ "moco.data.Subset", "data.Subset(ds, n | {positions}) -> Dataset", "The first n samples, or those positions (1-based)." }
+F{ "moco.data.named", "data.named(name [, {image_size = 224}]) -> train, test | nil, kind, test_transform", "What a recipe's --data names: 'fashion-mnist', 'cifar10:ROOT' or a folder (train/, val/); normalised with data.STATS." }
 F{ "moco.data.Loader", "data.Loader(ds, {batch_size = 1, transform =, workers = 2, shuffle = true, drop_last = true, seed = 0, prefetch = 2, on_error = 'raise', shard = nil}) -> Loader",
    "Batches of (N, C, H, W) tensors and (N) labels; with T.TwoCrops, two views per image.  shard = {rank = r, count = n} (0-based rank) takes this rank's part of the shared epoch order, as torch's DistributedSampler: positions r, r + n, ...; the ranks' batches interleaved are one loader's batches of batch_size * n; #loader is the same on every rank (without drop_last the order is padded by wrapping around)." }
 F{ "moco.data.bytes", "data.bytes(s) -> moco.Bytes", "An encoded image file held in the string s, for a Lua dataset's get to return (a plain string is a path); #b, b.data." }

@@ -44,9 +44,10 @@ local dist = require "moco.dist"
 
 local pretrain = {}
 
-local IMAGENET_MEAN, IMAGENET_STD = { 0.485, 0.456, 0.406 }, { 0.229, 0.224, 0.225 }
-local CIFAR_MEAN, CIFAR_STD = { 0.4914, 0.4822, 0.4465 }, { 0.2023, 0.1994, 0.2010 }
-local FMNIST_MEAN, FMNIST_STD = { 0.2860 }, { 0.3530 }
+-- The per-dataset normalisation statistics live in moco.data (data.STATS).
+local IMAGENET_MEAN, IMAGENET_STD = data.STATS.imagenet.mean, data.STATS.imagenet.std
+local CIFAR_MEAN, CIFAR_STD = data.STATS.cifar.mean, data.STATS.cifar.std
+local FMNIST_MEAN, FMNIST_STD = data.STATS["fashion-mnist"].mean, data.STATS["fashion-mnist"].std
 -- The per-dataset normalisation statistics, for recipes that build their own pipelines.
 pretrain.IMAGENET_MEAN, pretrain.IMAGENET_STD = IMAGENET_MEAN, IMAGENET_STD
 pretrain.CIFAR_MEAN, pretrain.CIFAR_STD = CIFAR_MEAN, CIFAR_STD
@@ -424,30 +425,10 @@ function pretrain.augmentation(opts, kind)
   }
 end
 
--- Datasets named by --data: returns train, test (or nil), kind, test transform.
+-- Datasets named by --data: returns train, test (or nil), kind, test transform (the
+-- registry is moco.data.named).
 function pretrain.datasets(opts)
-  local d = opts.data
-  if d == "fashion-mnist" or d == "" then
-    return data.FashionMNIST{ train = true }, data.FashionMNIST{ train = false }, "fashion-mnist",
-           T.Compose{ T.ToTensor(), T.Normalize(FMNIST_MEAN, FMNIST_STD) }
-  end
-  local root = d:match("^cifar10:(.+)$")
-  if root then
-    return data.CIFAR10(root, { train = true }), data.CIFAR10(root, { train = false }), "cifar",
-           T.Compose{ T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD) }
-  end
-  local function isdir(p)
-    local f = io.open(p .. "/.")
-    if f then f:close() return true end
-    return false
-  end
-  if not isdir(d) then error(string.format("--data %s: no such directory", d), 0) end
-  local train_dir = isdir(d .. "/train") and d .. "/train" or d
-  local val_dir = isdir(d .. "/val") and d .. "/val" or nil
-  local size = opts["image-size"]
-  local resize = math.floor(size * 256 / 224 + 0.5)
-  local test_t = T.Compose{ T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD) }
-  return data.ImageFolder(train_dir), val_dir and data.ImageFolder(val_dir) or nil, "imagenet", test_t
+  return data.named(opts.data, { image_size = opts["image-size"] })
 end
 
 -- The moco.MoCo options of a recipe's opts; dataset_size: the training samples (the memory

@@ -20,18 +20,15 @@
 -- directory is the one the command line named (or the default); pruning only ever removes
 -- checkpoint_NNNN*.safetensors files of that directory.
 local moco = require "moco"
+local util = require "moco.util"
 
 local rundir = {}
 
 rundir.FORMAT = "moco-lua run 1"
 rundir.BASE = "runs"
 
-local function is_directory(path) return (pcall(moco._io.listdir, path)) end
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return is_directory(path)
-end
+local function is_directory(path) return moco._io.kind(path) == "directory" end
+local function exists(path) return moco._io.kind(path) ~= nil end
 rundir.is_directory = is_directory
 
 -- 16 hex digits from the system's random source (a label, not a training randomness).
@@ -58,8 +55,8 @@ end
 -- The checkpoint files of dir, oldest first: {{name=, path=, epoch=, step=}, ...}.
 function rundir.checkpoints(dir)
   local list = {}
-  local ok, names = pcall(moco._io.listdir, dir)
-  if not ok then return list end
+  local names = moco._io.listdir(dir)
+  if not names then return list end -- no directory: no checkpoints
   for _, name in ipairs(names) do
     local e, s = rundir.parse_checkpoint_name(name)
     if e then list[#list + 1] = { name = name, path = dir .. "/" .. name, epoch = e, step = s } end
@@ -143,7 +140,7 @@ local function clean(record)
   local t = {}
   for k, v in pairs(record) do
     if type(v) == "number" then
-      if v == v and v ~= math.huge and v ~= -math.huge then t[k] = v end
+      if util.is_finite(v) then t[k] = v end
     elseif type(v) == "string" or type(v) == "boolean" then
       t[k] = v
     end
@@ -277,8 +274,8 @@ end
 -- The newest directory base/<recipe>-* with a config.json of that recipe, or nil.
 function rundir.latest(recipe, base)
   base = base or rundir.BASE
-  local ok, names = pcall(moco._io.listdir, base)
-  if not ok then return nil end
+  local names = moco._io.listdir(base)
+  if not names then return nil end
   local best, best_created
   local prefix = recipe .. "-"
   for _, name in ipairs(names) do

@@ -54,6 +54,7 @@ local nn = require "moco.nn"
 local optim = require "moco.optim"
 local progress = require "moco.progress"
 local dist = require "moco.dist"
+local util = require "moco.util"
 
 local train = {}
 
@@ -166,7 +167,6 @@ function Trainer:begin_epoch()
   return record
 end
 
-local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
 
 -- The tensors of a batch from loader:next(), freed when the step's scope ends (as
 -- loader:iter() does), so that the loader reuses their buffers.
@@ -302,7 +302,7 @@ function Trainer:run(limits)
       local t0 = moco.time()
       local loss, acc1, acc5 = model:step(im_q, im_k, indices) -- indices: the memory bank's rows
       record.compute_seconds = record.compute_seconds + (moco.time() - t0)
-      if not finite(loss) then
+      if not util.is_finite(loss) then
         if hooks.on_diverge then hooks.on_diverge(self.epoch, self.step + 1, loss) end
         error(string.format("training diverged: the loss is %s at epoch %d, step %d (lower the learning rate?)",
                             tostring(loss), self.epoch, self.step + 1), 0)
