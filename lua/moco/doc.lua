@@ -295,6 +295,10 @@ trainer:run{steps = 3}
 assert(trainer.epoch == 1 and trainer.step == 1 and #trainer.history == 2)]] }
 M{ "moco.train.Trainer:run", "trainer:run([{steps = N, epochs = N}]) -> history", "Trains N more steps, or to the end of the next N epochs, or until `epochs`." }
 M{ "moco.train.Trainer:begin_epoch", "trainer:begin_epoch() -> record", "Starts epoch trainer.epoch: its lr, the loader's order, a new record (run() calls it)." }
+M{ "moco.train.Trainer:enter_epoch", "trainer:enter_epoch() -> record", "Begins (or continues) the current epoch and draws the batches a resume skips (run() calls it)." }
+M{ "moco.train.Trainer:run_steps", "trainer:run_steps(run, record, max_steps, pending) -> signal | nil, stopped", "The steps of one segment: to the epoch's end, the budget, a signal or a stop (run() calls it)." }
+M{ "moco.train.Trainer:end_segment", "trainer:end_segment(record, signal, stopped)", "The monitor, the epoch line and on_epoch_end after a segment; moves to the next epoch (run() calls it)." }
+M{ "moco.train.Trainer:finish_interrupt", "trainer:finish_interrupt(signal, record)", "on_interrupt, then the end of a script (130/143) or of a REPL line (run() calls it)." }
 M{ "moco.train.Trainer:update_record", "trainer:update_record(record)", "Recomputes a record's means and rates from its sums." }
 M{ "moco.train.Trainer:eta", "trainer:eta(run) -> epoch_seconds, total_seconds", "Time left in the epoch and in the run, from this call's rate." }
 M{ "moco.train.Trainer:show_step", "trainer:show_step(run, loss, acc1, acc5)", "The progress bar, periodic line and on_step hook of one step." }

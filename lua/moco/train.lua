@@ -248,11 +248,135 @@ local function limits_of(self, limits)
   return stop_epoch, limits.steps
 end
 
+-- The pieces of Trainer:run, in the order one pass of its loop calls them.  `run` is the
+-- call's bookkeeping: start time, steps done, step budget, how progress is shown.
+
+-- Begins the current epoch (or continues a stopped one) and draws, without using them,
+-- the batches a resume skips.  Returns the epoch's record.
+function Trainer:enter_epoch()
+  local record = self.record
+  if record == nil then
+    record = self:begin_epoch()
+    self.data_seconds_before = 0
+    -- batches done before a resume: drawn, not used
+    while self.skip > 0 do
+      local _ <close> = batch_closer(self.loader:next())
+      self.skip, self.step = self.skip - 1, self.step + 1
+    end
+  else
+    self.data_seconds_before = record.data_seconds
+    self.loader:reset_stats()
+  end
+  return record
+end
+
+-- Steps through the rest of the epoch, or until the budget, a signal or a stop request.
+-- Returns the signal's name (or nil) and whether the loop was asked to stop.
+function Trainer:run_steps(run, record, max_steps, pending)
+  local model, loader, hooks, n = self.model, self.loader, self.hooks, self.steps_per_epoch
+  local lr = record.lr
+  local segment_start = moco.time()
+  local seconds_before = record.seconds
+  local interrupted, stopped
+  while self.step < n do
+    if max_steps and run.steps_done >= max_steps then break end
+    if self.cos_per_step then
+      lr = optim.cosine_lr(self.lr, self.epoch + self.step / n, self.epochs)
+      model:set_lr(lr)
+    end
+    if self.warmup_epochs and self.warmup_epochs > 0 then
+      model:set_lr(optim.warmup_lr(lr, self.epoch + self.step / n, self.warmup_epochs))
+    end
+    local im_q, im_k, labels, indices = loader:next()
+    local _ <close> = batch_closer(im_q, im_k, labels, indices)
+    if im_q == nil then error(string.format("moco.train: the loader ended epoch %d after %d of its %d batches",
+                                            self.epoch, self.step, n), 0) end
+    local t0 = moco.time()
+    local loss, acc1, acc5 = model:step(im_q, im_k, indices) -- indices: the memory bank's rows
+    record.compute_seconds = record.compute_seconds + (moco.time() - t0)
+    if not util.is_finite(loss) then
+      if hooks.on_diverge then hooks.on_diverge(self.epoch, self.step + 1, loss) end
+      error(string.format("training diverged: the loss is %s at epoch %d, step %d (lower the learning rate?)",
+                          tostring(loss), self.epoch, self.step + 1), 0)
+    end
+    self.step = self.step + 1
+    run.steps_done = run.steps_done + 1
+    local bsz = im_q:size(1) * dist.size() -- the global batch (the loss is already the mean over the ranks)
+    local s = record.sums
+    s.loss, s.acc1, s.acc5, s.count = s.loss + loss * bsz, s.acc1 + acc1 * bsz, s.acc5 + acc5 * bsz, s.count + bsz
+    record.seconds = seconds_before + (moco.time() - segment_start)
+    self:update_record(record)
+    self:show_step(run, loss, acc1, acc5)
+    interrupted = pending()
+    local stop = interrupted or stop_requested or (hooks.should_stop and hooks.should_stop())
+    if dist.active() then interrupted, stop = agree_stop(interrupted, stop) end
+    if stop then
+      stopped = true
+      break
+    end
+  end
+  record.seconds = seconds_before + (moco.time() - segment_start)
+  self:update_record(record)
+  if run.bar then progress.clear() end
+  return interrupted, stopped
+end
+
+-- After a segment of steps: a finished epoch gets its monitor value; a finished or
+-- stopped one its line and on_epoch_end (the checkpoint); a finished one moves the
+-- trainer to the next epoch.
+function Trainer:end_segment(record, interrupted, stopped)
+  local hooks, n = self.hooks, self.steps_per_epoch
+  if self.step == n then
+    record.complete = true
+    if hooks.monitor and not interrupted then
+      local every = hooks.monitor_every or 1
+      if (self.epoch + 1) % every == 0 or (self.epochs and self.epoch == self.epochs - 1) then
+        record.knn = hooks.monitor(self.epoch)
+        self.log(string.format("Epoch %d: kNN accuracy %.2f%%", self.epoch, record.knn))
+      end
+    end
+  end
+  if record.complete or stopped then
+    self.log(string.format("Epoch %d %s in %s: loss %.4f  Acc@1 %.2f  %.0f img/s  (data wait %.1fs, compute %.1fs)",
+                           record.epoch, record.complete and "done"
+                             or string.format("stopped after step %d/%d", self.step, n),
+                           progress.duration(record.seconds), record.loss, record.acc1, record.images_per_s,
+                           record.data_seconds, record.compute_seconds))
+    if hooks.on_epoch_end then hooks.on_epoch_end(record.epoch, record) end
+  end
+  if record.complete then
+    self.epoch, self.step, self.record = self.epoch + 1, 0, nil
+  end
+end
+
+-- A signal ended the segment (the work is saved): on_interrupt, then the end of a script
+-- (status 130/143) or of the REPL line; the trainer keeps its state for trainer:run().
+function Trainer:finish_interrupt(interrupted, record)
+  record.interrupted, record.stopped = interrupted, true
+  if self.hooks.on_interrupt then
+    self.hooks.on_interrupt(interrupted, record)
+  else
+    local name = self.via_fit and "moco.train.last" or "the trainer"
+    self.log(string.format("%s: training stopped at epoch %d after step %d/%d; %s keeps its state "
+                           .. "(%s.history has the record, %s:run() continues)", interrupted, record.epoch,
+                           record.steps, self.steps_per_epoch, name, self.via_fit and name or "trainer",
+                           self.via_fit and name or "trainer"))
+  end
+  -- over ranks, no rank exits before rank 0 has saved and said how to resume (mpirun
+  -- ends the job when the first rank exits)
+  if dist.active() then dist.barrier() end
+  if moco.finish_interrupt then moco.finish_interrupt() end
+  -- over ranks, a rank the signal has not reached yet stops with the others
+  if dist.active() and self.hooks.on_interrupt then
+    dist.fail_together(string.format("%s: stopped with the other ranks", interrupted))
+  end
+end
+
 -- Runs the loop; returns self.history.  limits: {steps = N} and/or {epochs = N}.
 function Trainer:run(limits)
   local stop_epoch, max_steps = limits_of(self, limits)
-  local model, loader, hooks = self.model, self.loader, self.hooks
-  model:train()
+  local hooks = self.hooks
+  self.model:train()
   stop_requested = false
   local n = self.steps_per_epoch
   local run = { start = moco.time(), steps_done = 0, last_draw = -1,
@@ -267,107 +391,18 @@ function Trainer:run(limits)
     if run.bar then progress.clear() end
   end })
   local pending = moco.interrupt_pending or function() return nil end
-  local interrupted, stopped
+  local stopped
   while stop_epoch == nil or self.epoch < stop_epoch do
     if max_steps and run.steps_done >= max_steps then break end
-    local record = self.record
-    if record == nil then
-      record = self:begin_epoch()
-      self.data_seconds_before = 0
-      -- batches done before a resume: drawn, not used
-      while self.skip > 0 do
-        local _ <close> = batch_closer(loader:next())
-        self.skip, self.step = self.skip - 1, self.step + 1
-      end
-    else
-      self.data_seconds_before = record.data_seconds
-      loader:reset_stats()
-    end
-    local lr = record.lr
-    local segment_start = moco.time()
-    local seconds_before = record.seconds
-    while self.step < n do
-      if max_steps and run.steps_done >= max_steps then break end
-      if self.cos_per_step then
-        lr = optim.cosine_lr(self.lr, self.epoch + self.step / n, self.epochs)
-        model:set_lr(lr)
-      end
-      if self.warmup_epochs and self.warmup_epochs > 0 then
-        model:set_lr(optim.warmup_lr(lr, self.epoch + self.step / n, self.warmup_epochs))
-      end
-      local im_q, im_k, labels, indices = loader:next()
-      local _ <close> = batch_closer(im_q, im_k, labels, indices)
-      if im_q == nil then error(string.format("moco.train: the loader ended epoch %d after %d of its %d batches",
-                                              self.epoch, self.step, n), 0) end
-      local t0 = moco.time()
-      local loss, acc1, acc5 = model:step(im_q, im_k, indices) -- indices: the memory bank's rows
-      record.compute_seconds = record.compute_seconds + (moco.time() - t0)
-      if not util.is_finite(loss) then
-        if hooks.on_diverge then hooks.on_diverge(self.epoch, self.step + 1, loss) end
-        error(string.format("training diverged: the loss is %s at epoch %d, step %d (lower the learning rate?)",
-                            tostring(loss), self.epoch, self.step + 1), 0)
-      end
-      self.step = self.step + 1
-      run.steps_done = run.steps_done + 1
-      local bsz = im_q:size(1) * dist.size() -- the global batch (the loss is already the mean over the ranks)
-      local s = record.sums
-      s.loss, s.acc1, s.acc5, s.count = s.loss + loss * bsz, s.acc1 + acc1 * bsz, s.acc5 + acc5 * bsz, s.count + bsz
-      record.seconds = seconds_before + (moco.time() - segment_start)
-      self:update_record(record)
-      self:show_step(run, loss, acc1, acc5)
-      interrupted = pending()
-      local stop = interrupted or stop_requested or (hooks.should_stop and hooks.should_stop())
-      if dist.active() then interrupted, stop = agree_stop(interrupted, stop) end
-      if stop then
-        stopped = true
-        break
-      end
-    end
-    record.seconds = seconds_before + (moco.time() - segment_start)
-    self:update_record(record)
-    if run.bar then progress.clear() end
-    if self.step == n then
-      record.complete = true
-      if hooks.monitor and not interrupted then
-        local every = hooks.monitor_every or 1
-        if (self.epoch + 1) % every == 0 or (self.epochs and self.epoch == self.epochs - 1) then
-          record.knn = hooks.monitor(self.epoch)
-          self.log(string.format("Epoch %d: kNN accuracy %.2f%%", self.epoch, record.knn))
-        end
-      end
-    end
-    if record.complete or stopped then
-      self.log(string.format("Epoch %d %s in %s: loss %.4f  Acc@1 %.2f  %.0f img/s  (data wait %.1fs, compute %.1fs)",
-                             record.epoch, record.complete and "done"
-                               or string.format("stopped after step %d/%d", self.step, n),
-                             progress.duration(record.seconds), record.loss, record.acc1, record.images_per_s,
-                             record.data_seconds, record.compute_seconds))
-      if hooks.on_epoch_end then hooks.on_epoch_end(record.epoch, record) end
-    end
-    if record.complete then
-      self.epoch, self.step, self.record = self.epoch + 1, 0, nil
-    end
+    local record = self:enter_epoch()
+    local interrupted
+    interrupted, stopped = self:run_steps(run, record, max_steps, pending)
+    self:end_segment(record, interrupted, stopped)
     -- A signal may also come during the monitor or the checkpoint: the work is saved, stop.
     interrupted = interrupted or pending()
     if dist.active() then interrupted = agree_stop(interrupted, false) end
     if interrupted then
-      record.interrupted, record.stopped = interrupted, true
-      if hooks.on_interrupt then
-        hooks.on_interrupt(interrupted, record)
-      else
-        local name = self.via_fit and "moco.train.last" or "the trainer"
-        self.log(string.format("%s: training stopped at epoch %d after step %d/%d; %s keeps its state "
-                               .. "(%s.history has the record, %s:run() continues)", interrupted, record.epoch,
-                               record.steps, n, name, self.via_fit and name or "trainer", self.via_fit and name or "trainer"))
-      end
-      -- over ranks, no rank exits before rank 0 has saved and said how to resume (mpirun
-      -- ends the job when the first rank exits)
-      if dist.active() then dist.barrier() end
-      if moco.finish_interrupt then moco.finish_interrupt() end
-      -- over ranks, a rank the signal has not reached yet stops with the others
-      if dist.active() and self.hooks.on_interrupt then
-        dist.fail_together(string.format("%s: stopped with the other ranks", interrupted))
-      end
+      self:finish_interrupt(interrupted, record)
       break
     end
     local stop = stopped or stop_requested or (hooks.should_stop and hooks.should_stop())
