@@ -13,36 +13,22 @@ local pretrain = require "moco.pretrain"
 local eval = require "moco.eval"
 local data = require "moco.data"
 
-local spec = {
-  { "pretrained", "", "MoCo checkpoint to evaluate, or 'random' for an untrained encoder" },
-  { "data", "fashion-mnist", "dataset: 'fashion-mnist', 'cifar10:ROOT', or a folder with train/ and val/" },
+local spec = pretrain.probe_spec{
   { "knn-k", 200, "number of neighbours" },
   { "knn-t", 0.1, "temperature of the vote weights exp(sim / t)" },
   { "features", "output", "output (the encoder's output, as the demo's monitor) or pooled (before the head)" },
   { "bank-subset", 0, "use only the first N training images as the bank (0 = all)" },
-  { "test-subset", 0, "evaluate only the first N test images (0 = all)" },
-  { "image-size", 224, "crop size of the test transform for folder datasets" },
   { "batch-size", 256, "images per forward pass", short = "b" },
-  { "workers", 2, "data loading threads", short = "j" },
-  { "threads", 0, "BLAS/compute threads (0 = leave the default)" },
-  { "arch", "resnet20", "encoder architecture for --pretrained random" },
-  { "in-channels", 0, "image channels for --pretrained random (0: 1 for fashion-mnist, else 3)" },
   { "seed", 0, "seed of the random encoder" },
   { "cache", "", "keep the features in PREFIX.bank.safetensors / PREFIX.test.safetensors and reuse them", path = true },
   { "quiet", false, "no progress bars" },
 }
-for _, o in ipairs(moco.dist.OPTIONS) do spec[#spec + 1] = o end
-local opts = recipe.parse(arg, spec, {
-  description = "kNN accuracy of a checkpoint's features (the official demo's monitor)",
-  positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
-})
-if not opts then return end
 -- Under mpirun the features are extracted on shards and gathered (moco.eval); rank 0 prints.
+local opts = pretrain.probe_start(arg, spec, "kNN accuracy of a checkpoint's features (the official demo's monitor)")
+if not opts then return end
 local dist = moco.dist
-dist.start(opts, "knn")
 local train_ds, test_ds, kind, test_transform, net, bank_ds
 dist.agreed(function()
-  if #opts._positional > 0 then error("unexpected argument '" .. opts._positional[1] .. "' (--help lists the options)", 0) end
   if opts.features ~= "output" and opts.features ~= "pooled" then
     error("--features must be output or pooled, got " .. opts.features, 0)
   end
@@ -51,12 +37,10 @@ dist.agreed(function()
   end
   if not (opts["knn-t"] > 0) then error("--knn-t must be positive, got " .. opts["knn-t"], 0) end
   if opts.threads > 0 then moco.set_num_threads(opts.threads) end
-  require("moco.progress").set_quiet(opts.quiet)
 
   train_ds, test_ds, kind, test_transform = pretrain.datasets(opts)
   if not test_ds then error("--data " .. opts.data .. ": no val/ folder to evaluate on", 0) end
-  local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (kind == "fashion-mnist" and 1 or 3)
-  net = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
+  net = pretrain.probe_backbone(opts)
   bank_ds = train_ds
   if opts["bank-subset"] > 0 and opts["bank-subset"] < #train_ds then bank_ds = data.Subset(train_ds, opts["bank-subset"]) end
   if opts["test-subset"] > 0 and opts["test-subset"] < #test_ds then test_ds = data.Subset(test_ds, opts["test-subset"]) end

@@ -34,16 +34,12 @@ local plot = require "moco.plot"
 local T = require "moco.transforms"
 local data = require "moco.data"
 local rundir = require "moco.rundir"
-local progress = require "moco.progress"
 local report = require "moco.report"
 local dist = require "moco.dist"
 
 local IMAGENET_MEAN, IMAGENET_STD = pretrain.IMAGENET_MEAN, pretrain.IMAGENET_STD
 
-local spec = {
-  { "pretrained", "", "MoCo checkpoint, or 'random' for an untrained encoder (the baseline)", path = true, metavar = "FILE" },
-  { "data", "fashion-mnist", "dataset: 'fashion-mnist', 'cifar10:ROOT', or a folder with train/ and val/ (also as DIR)",
-    path = true },
+local spec = pretrain.probe_spec{
   { "precomputed", true, "train on features extracted once without augmentation (--no-precomputed: the official augmented protocol)" },
   { "epochs", 100, "number of total epochs to run", metavar = "N" },
   { "start-epoch", 0, "epoch to start at (0-based)", metavar = "N" },
@@ -54,13 +50,7 @@ local spec = {
   { "wd", 0.0, "weight decay", aliases = { "weight-decay" }, metavar = "W" },
   { "print-freq", 10, "print every N steps (augmented mode)", short = "p", metavar = "N" },
   { "train-subset", 0, "train on the first N training images only (0 = all)", metavar = "N" },
-  { "test-subset", 0, "evaluate on the first N test images only (0 = all)", metavar = "N" },
-  { "image-size", 224, "crop size for folder datasets (small datasets use their native size)" },
-  { "workers", 2, "data loading threads", short = "j", metavar = "N" },
-  { "threads", 0, "BLAS/compute threads (0 = leave the default)", metavar = "N" },
   { "seed", 0, "seed of the classifier's initialisation and of the batch order" },
-  { "arch", "resnet20", "encoder architecture for --pretrained random", choices = pretrain.ARCHS },
-  { "in-channels", 0, "image channels for --pretrained random (0: 1 for fashion-mnist, else 3)" },
   { "out", "", "run directory (default runs/lincls-<date>)", path = true, metavar = "DIR" },
   { "resume", "", "continue a classifier: its run directory or a checkpoint file ('auto': the newest lincls run)",
     path = true, metavar = "DIR|FILE|auto" },
@@ -69,20 +59,11 @@ local spec = {
     local_only = true, metavar = "N" },
   { "quiet", false, "no progress bars and no periodic step lines", local_only = true },
 }
-for _, o in ipairs(dist.OPTIONS) do spec[#spec + 1] = o end
-local opts = recipe.parse(arg, spec, {
-  description = "Linear classification on a frozen MoCo backbone (main_lincls.py)",
-  positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
-})
-if not opts then return end
-if #opts._positional > 0 then error("unexpected argument '" .. opts._positional[1] .. "' (--help lists the options)", 0) end
-opts._argv = {}
-for i, v in pairs(arg or {}) do if math.type(i) == "integer" then opts._argv[i] = v end end
-progress.set_quiet(opts.quiet)
 -- Under mpirun (docs/distributed.md): the features are extracted on shards and gathered;
 -- rank 0 alone prints and writes.  What can refuse the run is agreed by every rank.
-local rank = dist.start(opts, "lincls")
-local main = rank == 0
+local opts = pretrain.probe_start(arg, spec, "Linear classification on a frozen MoCo backbone (main_lincls.py)")
+if not opts then return end
+local main = opts._rank == 0
 local function note(text) if main then io.stderr:write("note: ", text, "\n") end end
 
 -- What to resume, and the settings that come with it (paths never from a checkpoint).
@@ -127,8 +108,7 @@ dist.agreed(function()
   if ckpt then
     model_options = ckpt.model
   else
-    local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (opts.data == "fashion-mnist" and 1 or 3)
-    pretrained_backbone = eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
+    pretrained_backbone = pretrain.probe_backbone(opts)
     local conv = pretrained_backbone.conv1
     model_options = {
       arch = pretrained_backbone.arch, in_channels = conv.in_channels,

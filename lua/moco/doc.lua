@@ -506,6 +506,9 @@ F{ "moco.pretrain.run", "pretrain.run(opts [, {check_data = fn, should_stop = fn
 F{ "moco.pretrain.resume_plan", "pretrain.resume_plan(opts [, {load =, kind =}]) -> plan", "What --resume asks for: {ckpt, run, dir_options, notes}." }
 F{ "moco.pretrain.apply_checkpoint", "pretrain.apply_checkpoint(opts, ckpt, dir_options) -> notes", "A checkpoint's settings (never its paths) under the options given again." }
 F{ "moco.pretrain.validate", "pretrain.validate(opts)", "Checks the options that need no data." }
+F{ "moco.pretrain.probe_spec", "pretrain.probe_spec(own) -> spec", "The options of a recipe that judges a backbone (knn, lincls): --pretrained, --data, its own, the shared rest." }
+F{ "moco.pretrain.probe_start", "pretrain.probe_start(arg, spec, description) -> opts | nil", "Such a recipe's start: parse, --quiet, MPI (opts._rank, opts._size)." }
+F{ "moco.pretrain.probe_backbone", "pretrain.probe_backbone(opts) -> encoder", "The backbone --pretrained names ('random': --arch, --in-channels, --seed)." }
 F{ "moco.pretrain.validate_ranks", "pretrain.validate_ranks(opts, ranks)", "Checks --batch-size (the global batch) and --bn-splits (per rank) against the MPI ranks." }
 F{ "moco.pretrain.keep_bn_groups", "pretrain.keep_bn_groups(opts, ckpt, ranks, note)", "Resuming on another number of ranks: --bn-splits that keeps the checkpoint's batch-norm groups." }
 F{ "moco.pretrain.validate_data", "pretrain.validate_data(opts, train_ds, test_ds)", "Checks the options against the data sizes." }

@@ -425,6 +425,70 @@ function pretrain.augmentation(opts, kind)
   }
 end
 
+-- ------------------------------------------------------------ evaluation recipes
+-- What the recipes that judge a backbone (knn, lincls) share: the options that name the
+-- backbone and the data, the start (parse, --quiet, MPI) and the backbone itself.
+
+local PROBE_HEAD = {
+  { "pretrained", "", "MoCo checkpoint (moco-lua's, or an official / torchvision torch.save file), or 'random' for an "
+                      .. "untrained encoder (the baseline)", path = true, metavar = "FILE" },
+  { "data", "fashion-mnist", "dataset: 'fashion-mnist', 'cifar10:ROOT', or a folder with train/ and val/ (also as DIR)",
+    path = true },
+}
+local PROBE_TAIL = {
+  { "test-subset", 0, "evaluate on the first N test images only (0 = all)", metavar = "N" },
+  { "image-size", 224, "crop size of the test transform for folder datasets (small datasets use their native size)" },
+  { "workers", 2, "data loading threads", short = "j", metavar = "N" },
+  { "threads", 0, "BLAS/compute threads (0 = leave the default)", metavar = "N" },
+  { "arch", "resnet20", "encoder architecture for --pretrained random", choices = ARCHS },
+  { "in-channels", 0, "image channels for --pretrained random (0: 1 for fashion-mnist, else 3)" },
+}
+
+-- The options of an evaluation recipe: --pretrained and --data, then the recipe's own
+-- (`own`, recipe.parse's form; an entry named as a shared one replaces it), then the
+-- shared rest and the official launcher flags.
+function pretrain.probe_spec(own)
+  local mine = {}
+  for _, o in ipairs(own) do mine[o[1]] = true end
+  local spec = {}
+  local function add(list)
+    for _, o in ipairs(list) do
+      if not mine[o[1]] or list == own then spec[#spec + 1] = o end
+    end
+  end
+  add(PROBE_HEAD)
+  add(own)
+  add(PROBE_TAIL)
+  for _, o in ipairs(dist.OPTIONS) do spec[#spec + 1] = o end
+  return spec
+end
+
+-- The start of an evaluation recipe: the options (nil after --help), the command line in
+-- opts._argv, --quiet, and MPI under mpirun (rank, size in opts._rank, opts._size).
+function pretrain.probe_start(argv, spec, description)
+  local opts = recipe.parse(argv, spec, {
+    description = description,
+    positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
+  })
+  if not opts then return nil end
+  if #opts._positional > 0 then
+    error("unexpected argument '" .. opts._positional[1] .. "' (--help lists the options)", 0)
+  end
+  opts._argv = {}
+  for i, v in pairs(argv or {}) do if math.type(i) == "integer" then opts._argv[i] = v end end
+  progress.set_quiet(opts.quiet)
+  opts._rank, opts._size = dist.start(opts, pretrain.recipe_name(opts))
+  return opts
+end
+
+-- The backbone --pretrained names (eval.load_encoder: a checkpoint, or 'random' with --arch,
+-- --in-channels (default by the data: 1 for fashion-mnist, else 3) and --seed).
+function pretrain.probe_backbone(opts)
+  local gray = opts.data == "fashion-mnist" or opts.data == ""
+  local in_channels = opts["in-channels"] > 0 and opts["in-channels"] or (gray and 1 or 3)
+  return eval.load_encoder(opts.pretrained, { arch = opts.arch, in_channels = in_channels, seed = opts.seed })
+end
+
 -- Datasets named by --data: returns train, test (or nil), kind, test transform (the
 -- registry is moco.data.named).
 function pretrain.datasets(opts)
