@@ -35,16 +35,39 @@ function dist.init()
     D.init()
     started = true
     local n = D.size()
-    if n > 1 then
+    if n > 1 or dist.launched_size() > 1 or os.getenv("OMPI_COMM_WORLD_SIZE") then
       -- Ranks x threads must not oversubscribe the cores: the ranks on this machine share
-      -- its cores (Open MPI tells how many ranks run here).
+      -- its cores (Open MPI tells how many ranks run here), and a rank runs on the cores
+      -- mpirun bound it to (its affinity).
       local here = tonumber(os.getenv("OMPI_COMM_WORLD_LOCAL_SIZE") or os.getenv("MPI_LOCALNRANKS") or "") or n
-      local cores = moco.data and moco.data.cpu_count and moco.data.cpu_count() or 1
-      local per_rank = math.max(1, cores // here)
+      local bound = moco.data and moco.data.cpu_count and moco.data.cpu_count() or 1
+      local online = dist.online_cores() or bound
+      local share = math.max(1, online // here)
+      local per_rank = math.max(1, math.min(bound, share))
       if not os.getenv("MOCO_NUM_THREADS") then moco.set_num_threads(per_rank) end
+      if bound < share and D.rank() == 0 then
+        io.stderr:write(string.format("note: mpirun bound each rank to %d core(s), but this machine has %d for its %d "
+                                      .. "rank(s): give mpirun --bind-to none (or --map-by ppr:%d:node:pe=%d) so that "
+                                      .. "each rank runs %d threads\n", bound, online, here, here, share, share))
+      end
     end
   end
   return D.rank(), D.size()
+end
+
+-- The machine's online cores (not this process's affinity), or nil when unknown.
+function dist.online_cores()
+  local f = io.open("/sys/devices/system/cpu/online", "r")
+  if not f then return nil end
+  local text = f:read("l") or ""
+  f:close()
+  local count = 0
+  for part in text:gmatch("[^,]+") do
+    local a, b = part:match("^%s*(%d+)%-(%d+)%s*$")
+    if a then count = count + tonumber(b) - tonumber(a) + 1
+    elseif part:match("^%s*%d+%s*$") then count = count + 1 end
+  end
+  return count > 0 and count or nil
 end
 
 -- The number of processes a launcher (mpirun, srun, hydra) started for this job, from its

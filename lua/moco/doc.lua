@@ -567,6 +567,7 @@ no-op, so scripts call them unconditionally.  docs/distributed.md maps it onto t
 official DistributedDataParallel code.]])
 F{ "moco.dist.init", "dist.init() -> rank, size", "Starts MPI under mpirun (idempotent); each rank gets its share of the cores as threads." }
 F{ "moco.dist.start", "dist.start(opts [, what]) -> rank, size", "A recipe's start: init, the official flags (dist.OPTIONS) checked, ranks but 0 silenced." }
+F{ "moco.dist.online_cores", "dist.online_cores() -> n | nil", "The machine's online cores (not this process's affinity)." }
 F{ "moco.dist.launched_size", "dist.launched_size() -> n", "The processes an MPI launcher started (1 outside one)." }
 F{ "moco.dist.rank", "dist.rank() -> r", "This process's rank (0-based)." }
 F{ "moco.dist.size", "dist.size() -> n", "The number of ranks." }
