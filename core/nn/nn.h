@@ -1,9 +1,23 @@
 /* core/nn/nn.h: the neural-network layers of libmoco (ResNet encoders and the MoCo head).
  *
- * Style (llm.c): every op works on plain float pointers plus a small size struct, with the
- * shapes written next to each argument.  One argument order everywhere:
- *     outputs, caches / workspace / state, inputs, parameters, sizes and options.
- * Every tensor is contiguous, row-major, NCHW.
+ * Style (llm.c): every op works on plain float pointers plus its sizes, with the shapes
+ * written next to each argument.  One argument order for every function here, by what the
+ * function does with each argument:
+ *   1. what it writes: its results (out, dinp, dweight, dbias, loss, dlogits), then what
+ *      it writes for later (a workspace; the forward's caches save_mean / save_invstd,
+ *      indices, norms; running statistics it updates);
+ *   2. what it reads, the data first: in a backward dout, then the forward's tensors (inp,
+ *      out or relu_out) and the caches that forward saved; in a forward inp (and a second
+ *      operand);
+ *   3. the parameters it reads (weight, bias; running statistics in eval mode, read only);
+ *   4. the sizes: a size struct (conv2d, batch norm, max-pool: set up and checked once by
+ *      their *_size_init) or, for ops with two or three sizes, those ints (N, C, HW / N, IN,
+ *      OUT / N, D / N, K);
+ *   5. the options (training, momentum, eps).
+ * So the same argument sits at the same place in every op of a family (forward,
+ * backward_input, backward_params), e.g. batch norm's save_mean is written second-group
+ * by the training forward and read after the data by every backward.  Every tensor is
+ * contiguous, row-major, NCHW.
  *
  * Forward / backward come in pairs, and the backward is split in two:
  *   <op>_backward_input   OVERWRITES dinp with the gradient of the loss w.r.t. the input;
