@@ -5,10 +5,9 @@
 -- channel, a stride-2 stem: see below), sized to finish in about ten minutes on two cores.
 -- At the end it reports the kNN accuracy (the official demo's monitor: k 200, T 0.1,
 -- cosine) of the learned features on the test set, next to the same classifier on
--- standardised raw pixels.  Everything
--- lands in the run directory (runs/quickstart-<date>, or --out DIR): checkpoints,
--- log.jsonl, config.json, training-curves.png, neighbours.png, augmentation.png and
--- report.html.
+-- standardised raw pixels.  Everything lands in the run directory
+-- (runs/quickstart-<date>, or --out DIR): checkpoints, log.jsonl, config.json,
+-- training-curves.png, neighbours.png, augmentation.png and report.html.
 --   moco-lua quickstart [--epochs 6 --batch-size 128 ...]   (--help lists all)
 --   moco-lua quickstart --resume runs/quickstart-20250101-120000   (continue it)
 local pretrain = require "moco.pretrain"
