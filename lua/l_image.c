@@ -425,6 +425,15 @@ static int t_center_crop(lua_State *L) {
     return set_transform(L, box, transform_center_crop(h, w));
 }
 
+/* random_crop(h, w, left, top, right, bottom, pad_if_needed) */
+static int t_random_crop(lua_State *L) {
+    int h = check_int(L, 1), w = check_int(L, 2);
+    int pad[4] = {check_int(L, 3), check_int(L, 4), check_int(L, 5), check_int(L, 6)};
+    int pad_if_needed = lua_toboolean(L, 7);
+    LTransform *box = new_transform_box(L);
+    return set_transform(L, box, transform_random_crop(h, w, pad, pad_if_needed));
+}
+
 static int t_random_horizontal_flip(lua_State *L) {
     double p = luaL_checknumber(L, 1);
     LTransform *box = new_transform_box(L);
@@ -671,6 +680,7 @@ static const luaL_Reg internal_functions[] = {
     {"resize_shorter", t_resize_shorter},
     {"center_crop", t_center_crop},
     {"random_horizontal_flip", t_random_horizontal_flip},
+    {"random_crop", t_random_crop},
     {"color_jitter", t_color_jitter},
     {"random_grayscale", t_random_grayscale},
     {"grayscale", t_grayscale},

@@ -40,11 +40,13 @@ typedef enum TransformKind {
     KIND_GAUSSIAN_BLUR,
     KIND_TO_TENSOR,
     KIND_NORMALIZE,
+    KIND_RANDOM_CROP,
 } TransformKind;
 
 static const char *const kind_names[] = {
     "Compose",   "RandomApply",     "RandomResizedCrop", "Resize",       "CenterCrop", "RandomHorizontalFlip",
-    "ColorJitter", "RandomGrayscale", "Grayscale",       "GaussianBlur", "ToTensor",   "Normalize"};
+    "ColorJitter", "RandomGrayscale", "Grayscale",       "GaussianBlur", "ToTensor",   "Normalize",
+    "RandomCrop"};
 
 enum { JITTER_BRIGHTNESS, JITTER_CONTRAST, JITTER_SATURATION, JITTER_HUE };
 
@@ -60,6 +62,8 @@ struct Transform {
     double jitter[4][2];        /* ColorJitter ranges, by JITTER_* */
     int jitter_on[4];
     double sigma[2];            /* GaussianBlur */
+    int pad[4];                 /* RandomCrop: left, top, right, bottom */
+    int pad_if_needed;          /* RandomCrop */
     int n;                      /* Normalize: number of mean/std values (1 or 3) */
     double mean[3], std[3];
     Transform **children;       /* Compose, RandomApply */
@@ -218,6 +222,23 @@ Transform *transform_center_crop(int height, int width) {
     return t;
 }
 
+Transform *transform_random_crop(int height, int width, const int padding[4], int pad_if_needed) {
+    if (check_size(height, width, "RandomCrop")) return NULL;
+    for (int i = 0; i < 4; i++) {
+        if (padding[i] < 0 || padding[i] > 1 << 16) {
+            moco_error("RandomCrop: padding must be between 0 and 65536, got %d", padding[i]);
+            return NULL;
+        }
+    }
+    Transform *t = new_node(KIND_RANDOM_CROP, TRANSFORM_IMAGE, TRANSFORM_IMAGE);
+    if (!t) return NULL;
+    t->height = height;
+    t->width = width;
+    memcpy(t->pad, padding, sizeof t->pad);
+    t->pad_if_needed = pad_if_needed != 0;
+    return t;
+}
+
 Transform *transform_random_horizontal_flip(double p) {
     if (check_probability(p, "RandomHorizontalFlip")) return NULL;
     Transform *t = new_node(KIND_RANDOM_HORIZONTAL_FLIP, TRANSFORM_IMAGE, TRANSFORM_IMAGE);
@@ -304,6 +325,37 @@ Transform *transform_normalize(const double *mean, const double *std, int n) {
 
 /* torch.empty(1).uniform_(lo, hi) draws in float32. */
 static float uniform_float(Rng *rng, float lo, float hi) { return rng_uniform(rng) * (hi - lo) + lo; }
+
+/* RandomCrop: torchvision pads (fill 0) by padding, then (pad_if_needed) by the missing
+ * width on the left and the right and the missing height on the top and the bottom, then
+ * draws i = randint(0, H - th + 1), j = randint(0, W - tw + 1), no draw when the padded
+ * image is the crop's size.  The crop of the padded image is the crop of the original at
+ * (i - top padding, j - left padding), with zeros outside it (image_crop). */
+static int random_crop_params(const Transform *t, int height, int width, Rng *rng, int *top, int *left) {
+    int pl = t->pad[0], pt = t->pad[1], pr = t->pad[2], pb = t->pad[3];
+    int W = width + pl + pr, H = height + pt + pb;
+    if (t->pad_if_needed && W < t->width) {
+        int extra = t->width - W;
+        pl += extra;
+        W += 2 * extra;
+    }
+    if (t->pad_if_needed && H < t->height) {
+        int extra = t->height - H;
+        pt += extra;
+        H += 2 * extra;
+    }
+    if (H < t->height || W < t->width)
+        return moco_error("RandomCrop: required crop size (%d, %d) is larger than the (padded) input image size (%d, %d)",
+                          t->height, t->width, H, W);
+    int i = 0, j = 0;
+    if (!(H == t->height && W == t->width)) {
+        i = (int)rng_below(rng, (uint32_t)(H - t->height + 1));
+        j = (int)rng_below(rng, (uint32_t)(W - t->width + 1));
+    }
+    *top = i - pt;
+    *left = j - pl;
+    return 0;
+}
 
 /* RandomResizedCrop.get_params (torchvision 0.14). */
 static void resized_crop_params(const Transform *t, int height, int width, Rng *rng, int *top, int *left, int *h,
@@ -441,6 +493,12 @@ static int apply_node(const Transform *t, Value *v, Rng *rng) {
     case KIND_CENTER_CROP:
         rc = image_center_crop(&next, &v->image, t->height, t->width);
         break;
+    case KIND_RANDOM_CROP: {
+        int top = 0, left = 0;
+        if (random_crop_params(t, v->image.height, v->image.width, rng, &top, &left)) return -1;
+        rc = image_crop(&next, &v->image, top, left, t->height, t->width);
+        break;
+    }
     case KIND_RANDOM_HORIZONTAL_FLIP:
         if (!(rng_uniform(rng) < t->p)) return 0;
         rc = image_hflip(&next, &v->image);
@@ -605,6 +663,13 @@ static void describe(const Transform *t, Text *s) {
         break;
     case KIND_CENTER_CROP:
         text_add(s, "CenterCrop(size=(%d, %d))", t->height, t->width);
+        break;
+    case KIND_RANDOM_CROP:
+        /* torchvision prints padding as given: an int, or the list */
+        text_add(s, "RandomCrop(size=(%d, %d), padding=", t->height, t->width);
+        if (t->pad[0] == t->pad[1] && t->pad[1] == t->pad[2] && t->pad[2] == t->pad[3]) text_add(s, "%d", t->pad[0]);
+        else text_add(s, "[%d, %d, %d, %d]", t->pad[0], t->pad[1], t->pad[2], t->pad[3]);
+        text_add(s, ")");
         break;
     case KIND_RANDOM_HORIZONTAL_FLIP:
     case KIND_RANDOM_GRAYSCALE:

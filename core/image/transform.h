@@ -54,6 +54,9 @@ Transform *transform_resize(int height, int width);
 /* Resize(size) with an int: the shorter side becomes `size`; max_size 0 = none. */
 Transform *transform_resize_shorter(int size, int max_size);
 Transform *transform_center_crop(int height, int width);
+/* torchvision's RandomCrop with padding_mode "constant", fill 0: padding = left, top,
+ * right, bottom; pad_if_needed pads a too-small image up to the crop size. */
+Transform *transform_random_crop(int height, int width, const int padding[4], int pad_if_needed);
 Transform *transform_random_horizontal_flip(double p);
 /* Ranges [min, max] of the factors, as ColorJitter stores them after _check_input
  * (brightness, contrast, saturation >= 0; hue within [-0.5, 0.5]); NULL = not jittered. */

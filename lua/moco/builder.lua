@@ -47,7 +47,7 @@ local known_options = {
   arch = true, dim = true, K = true, m = true, T = true, mlp = true, bn_splits = true,
   symmetric = true, shuffle = true, in_channels = true, cifar_stem = true, width = true,
   zero_init_residual = true, lr = true, momentum = true, weight_decay = true, seed = true,
-  mechanism = true, bank_size = true, bank_m = true,
+  mechanism = true, bank_size = true, bank_m = true, stem_stride = true,
 }
 
 MoCo.MECHANISMS = { "moco", "end_to_end", "memory_bank" }
@@ -193,6 +193,7 @@ function MoCo:__init(opts)
   local encoder_options = {
     arch = self.arch, dim = self.dim, mlp = self.mlp, bn_splits = self.bn_splits, in_channels = opts.in_channels,
     cifar_stem = opts.cifar_stem, width = opts.width, zero_init_residual = opts.zero_init_residual,
+    stem_stride = opts.stem_stride,
   }
   local function make_encoder(g) return MoCo.make_encoder(encoder_options, g) end
   self:add_module("encoder_q", make_encoder(gen(0)))
@@ -242,11 +243,11 @@ end
 -- The encoder of a MoCo model (shared with moco.checkpoint.load_encoder): a ResNet with
 -- num_classes = dim, and with mlp v2's head as the official code builds it: Linear(dim_mlp,
 -- dim_mlp), ReLU, then the original fc (so the state dict names are fc.0.* and fc.2.*).
--- o: arch, dim, mlp, bn_splits, in_channels, cifar_stem, width, zero_init_residual.
+-- o: arch, dim, mlp, bn_splits, in_channels, cifar_stem, width, zero_init_residual, stem_stride.
 function MoCo.make_encoder(o, g)
   local enc = models.get(o.arch, {
     num_classes = o.dim, in_channels = o.in_channels, cifar_stem = o.cifar_stem,
-    width = o.width, zero_init_residual = o.zero_init_residual,
+    width = o.width, zero_init_residual = o.zero_init_residual, stem_stride = o.stem_stride,
     bn_splits = o.bn_splits, generator = g,
   })
   if o.mlp then

@@ -420,7 +420,7 @@ function checkpoint.restore(model, ckpt)
   return model
 end
 
-local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16 }
+local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16, resnet14 = 16, resnet8 = 16 }
 
 -- The 'model' metadata must describe the tensors the file holds before anything is built
 -- from it: otherwise a few bytes of metadata (K = 10^12, width = 1000) could make the
@@ -492,7 +492,7 @@ function checkpoint.load_encoder(path, opts)
   end, false)
   local enc_opts = {
     arch = o.arch, dim = o.dim, mlp = o.mlp, bn_splits = opts.bn_splits or 1, in_channels = o.in_channels,
-    cifar_stem = o.cifar_stem, width = o.width,
+    cifar_stem = o.cifar_stem, width = o.width, stem_stride = o.stem_stride,
   }
   local encoder = builder.MoCo.make_encoder(enc_opts, moco.Generator(0, 0))
   local sd = {}

@@ -209,9 +209,10 @@ F{ "moco.nn.init.kaiming_normal_fan_out_", "nn.init.kaiming_normal_fan_out_(t [,
 -- ====================================================================== moco.models
 section("moco.models", "ResNet encoders (moco.models)", [[
 torchvision's ResNet-18/34/50 (names, shapes and initialisation), and He et al.'s CIFAR
-ResNet-20.  Options: `num_classes` (1000), `in_channels` (3), `cifar_stem` (a 3x3 stride-1 stem,
-no max-pool), `width` (channel multiplier), `zero_init_residual`, `bn_splits` (split batch norm),
-`generator`.]])
+ResNet-20 with its smaller siblings ResNet-14 and ResNet-8.  Options: `num_classes` (1000),
+`in_channels` (3), `cifar_stem` (a 3x3 stride-1 stem, no max-pool), `stem_stride` (1; 2 makes
+that 3x3 stem stride 2, halving every stage's map), `width` (channel multiplier),
+`zero_init_residual`, `bn_splits` (split batch norm), `generator`.]])
 F{ "moco.models.resnet18", "models.resnet18([opts]) -> ResNet", "ResNet-18 (BasicBlock, 2-2-2-2).", example = [[
 local net = moco.models.resnet18{num_classes = 10, width = 0.25}
 local y = net:forward(moco.randn{2, 3, 32, 32})
@@ -221,7 +222,9 @@ assert(gx:size(2) == 3)]] }
 F{ "moco.models.resnet34", "models.resnet34([opts]) -> ResNet", "ResNet-34 (BasicBlock, 3-4-6-3)." }
 F{ "moco.models.resnet50", "models.resnet50([opts]) -> ResNet", "ResNet-50 (Bottleneck, stride on the 3x3 as torchvision v1.5)." }
 F{ "moco.models.resnet20", "models.resnet20([opts]) -> ResNet", "ResNet-20 for small images: 16/32/64 channels, 3 blocks per stage, 3x3 stem." }
-F{ "moco.models.get", "models.get(name, opts) -> ResNet", "The constructor by name ('resnet18', 'resnet20', 'resnet34', 'resnet50')." }
+F{ "moco.models.resnet14", "models.resnet14([opts]) -> ResNet", "ResNet-14 for small images: ResNet-20 with 2 blocks per stage." }
+F{ "moco.models.resnet8", "models.resnet8([opts]) -> ResNet", "ResNet-8 for small images: ResNet-20 with 1 block per stage." }
+F{ "moco.models.get", "models.get(name, opts) -> ResNet", "The constructor by name ('resnet8', 'resnet14', 'resnet18', 'resnet20', 'resnet34', 'resnet50')." }
 C{ "moco.models.ResNet", "a ResNet from models.resnet18 ...", "conv1, bn1, relu, maxpool, layer1-4, avgpool, fc, as torchvision.", parent = "moco.nn.Module",
    details = "net.feature_dim is the pooled feature size; backward returns the input gradient unless net.need_input_grad == false (MoCo's query encoder)." }
 M{ "moco.models.ResNet:features", "net:features(x) -> (N, feature_dim)", "The pooled representation before fc." }
@@ -236,7 +239,7 @@ After the official `moco/builder.py` and the CIFAR-10 demo: a query encoder trai
 a key encoder updated as its moving average, a queue of K negative keys, InfoNCE, and
 shuffling BN on one process (split batch norm over `bn_splits` groups with the key batch
 shuffled across them).]])
-C{ "moco.MoCo", "moco.MoCo{arch = 'resnet50', dim = 128, K = 65536, m = 0.999, T = 0.07, mlp = false, bn_splits = 8, symmetric = false, shuffle = true, in_channels = 3, cifar_stem = false, width = 1, lr = 0.03, momentum = 0.9, weight_decay = 1e-4, seed = 0}",
+C{ "moco.MoCo", "moco.MoCo{arch = 'resnet50', dim = 128, K = 65536, m = 0.999, T = 0.07, mlp = false, bn_splits = 8, symmetric = false, shuffle = true, in_channels = 3, cifar_stem = false, stem_stride = 1, width = 1, lr = 0.03, momentum = 0.9, weight_decay = 1e-4, seed = 0}",
    "A MoCo v1/v2 model with its optimizer; the lr given here is the one train.fit and Trainer use.", parent = "moco.nn.Module", example = [[
 local model = moco.MoCo{arch = "resnet20", width = 0.25, in_channels = 1, dim = 16, K = 64, bn_splits = 2, mlp = true}
 local x = moco.randn{16, 1, 12, 12}
@@ -381,6 +384,7 @@ F{ "moco.transforms.RandomApply", "T.RandomApply(t | {t...}, p = 0.5)", "Applies
 F{ "moco.transforms.RandomResizedCrop", "T.RandomResizedCrop(size [, {scale = {0.08, 1}, ratio = {3/4, 4/3}}])", "A random crop of random size and aspect, resized (torchvision's 10 tries and fallback)." }
 F{ "moco.transforms.Resize", "T.Resize(size [, {max_size =}])", "Shorter side to size (a number), or exactly {h, w}; bilinear." }
 F{ "moco.transforms.CenterCrop", "T.CenterCrop(size)", "The centre crop." }
+F{ "moco.transforms.RandomCrop", "T.RandomCrop(size [, {padding =, pad_if_needed = false}])", "A crop at a uniformly drawn position of the image padded with zeros (padding: an int, {left/right, top/bottom} or {left, top, right, bottom}); torchvision's RandomCrop with fill 0." }
 F{ "moco.transforms.RandomHorizontalFlip", "T.RandomHorizontalFlip([p = 0.5])", "A horizontal flip with probability p." }
 F{ "moco.transforms.ColorJitter", "T.ColorJitter(brightness, contrast, saturation, hue)", "Random brightness/contrast/saturation/hue in random order." }
 F{ "moco.transforms.RandomGrayscale", "T.RandomGrayscale([p = 0.1])", "Gray (as 3 channels) with probability p." }

@@ -246,7 +246,7 @@ end
 
 lincls.FORMAT = "moco-lua lincls checkpoint 1"
 
-local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16 }
+local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16, resnet14 = 16, resnet8 = 16 }
 
 -- info: epoch (next), steps, best_top1, best_epoch, history, model, config, run_id.
 function lincls.save_checkpoint(path, backbone, sgd, info)

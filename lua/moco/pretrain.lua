@@ -53,7 +53,7 @@ pretrain.IMAGENET_MEAN, pretrain.IMAGENET_STD = IMAGENET_MEAN, IMAGENET_STD
 pretrain.CIFAR_MEAN, pretrain.CIFAR_STD = CIFAR_MEAN, CIFAR_STD
 pretrain.FMNIST_MEAN, pretrain.FMNIST_STD = FMNIST_MEAN, FMNIST_STD
 
-local ARCHS = { "resnet18", "resnet20", "resnet34", "resnet50" }
+local ARCHS = { "resnet8", "resnet14", "resnet18", "resnet20", "resnet34", "resnet50" }
 pretrain.ARCHS = ARCHS
 
 -- Every option a MoCo recipe understands; a recipe overrides the defaults it cares about.
@@ -67,6 +67,7 @@ local function spec_with(defaults)
     { "in-channels", 3, "image channels (1 for Fashion-MNIST)" },
     { "cifar-stem", false, "3x3 stride-1 stem without max-pool (small images)" },
     { "width", 1, "channel width multiplier of the encoder", type = "number" },
+    { "stem-stride", 1, "stride of the 3x3 stem (2: every stage's map halved; resnet8/14/20 or --cifar-stem)" },
     { "image-size", 224, "crop size of the augmentation" },
     { "workers", 2, "data loading threads", short = "j", metavar = "N" },
     { "epochs", 200, "number of total epochs to run", metavar = "N" },
@@ -504,6 +505,7 @@ function pretrain.model_options(opts, dataset_size)
     bank_m = opts["bank-m"], arch = opts.arch, dim = opts["moco-dim"], K = opts["moco-k"], m = opts["moco-m"], T = opts["moco-t"],
     mlp = opts.mlp, bn_splits = opts["bn-splits"], symmetric = opts.symmetric, shuffle = opts.shuffle,
     in_channels = opts["in-channels"], cifar_stem = opts["cifar-stem"], width = opts.width,
+    stem_stride = opts["stem-stride"] ~= 1 and opts["stem-stride"] or nil,
     lr = opts.lr, momentum = opts.momentum, weight_decay = opts.wd, seed = opts.seed,
   }
 end

@@ -273,6 +273,44 @@ function T.Resize(size, opts)
   return new(f, C.resize(h, w), { size = { h, w }, interpolation = "bilinear" })
 end
 
+-- RandomCrop(size, {padding = nil, pad_if_needed = false, fill = 0, padding_mode = "constant"}):
+-- torchvision's RandomCrop: pads the image with zeros (padding: an int for every side,
+-- {left/right, top/bottom} or {left, top, right, bottom}), pad_if_needed pads an image
+-- smaller than the crop up to it, then takes a crop at a uniformly drawn position.  Only
+-- fill 0 and padding_mode "constant" are implemented.
+function T.RandomCrop(size, opts)
+  local f = "RandomCrop"
+  opts = check_options(f, opts, { padding = true, pad_if_needed = true, fill = true, padding_mode = true })
+  local h, w = parse_size(f, size)
+  if opts.fill ~= nil and opts.fill ~= 0 then
+    error("RandomCrop: only fill = 0 is implemented, got " .. tostring(opts.fill), 2)
+  end
+  if opts.padding_mode ~= nil and opts.padding_mode ~= "constant" then
+    error("RandomCrop: only padding_mode = \"constant\" is implemented, got " .. tostring(opts.padding_mode), 2)
+  end
+  local p = opts.padding
+  local pad
+  if p == nil then
+    pad = { 0, 0, 0, 0 }
+  elseif type(p) == "number" then
+    pad = { p, p, p, p }
+  elseif type(p) == "table" and (#p == 2 or #p == 4) then
+    pad = #p == 2 and { p[1], p[2], p[1], p[2] } or { p[1], p[2], p[3], p[4] }
+  else
+    error("RandomCrop: padding must be an int or a list of 2 or 4 ints", 2)
+  end
+  for i = 1, 4 do
+    local v = pad[i]
+    if type(v) ~= "number" or v ~= math.floor(v) or v < 0 then
+      error("RandomCrop: padding values must be non-negative integers, got " .. tostring(v), 2)
+    end
+    pad[i] = math.tointeger(v)
+  end
+  local pad_if_needed = opts.pad_if_needed == true
+  return new(f, C.random_crop(h, w, pad[1], pad[2], pad[3], pad[4], pad_if_needed),
+             { size = { h, w }, padding = p, pad_if_needed = pad_if_needed, fill = 0, padding_mode = "constant" })
+end
+
 -- CenterCrop(size): zero padding when the crop is larger than the image.
 function T.CenterCrop(size)
   local h, w = parse_size("CenterCrop", size)

@@ -2,11 +2,12 @@
 --   moco-lua tests/bench/fm_study.lua key=value ...   (see defaults below)
 -- Prints one JSON line with the settings, the wall times and the kNN accuracies of the
 -- pooled backbone features and of the head output (k 200, T 0.1, whole train set as bank,
--- whole test set, unless bank= / test= subsets are given).
+-- whole test set, unless bank= / test= subsets are given).  arch= resnet8/14/20, stem=2 for
+-- the stride-2 stem, pad=N for RandomCrop(28, padding = N).
 local data, T, eval, optim = moco.data, moco.transforms, moco.eval, moco.optim
 local o = {
   epochs = 3, batch = 256, lr = 0.06, wd = 5e-4, t = 0.1, k = 4096, m = 0.99, mlp = 1, splits = 8,
-  scale = 0.2, jitter = 0.4, pjitter = 0.8, flip = 1, sym = 0, width = 1, arch = "resnet20", warmup = 0,
+  scale = 0.2, jitter = 0.4, pjitter = 0.8, flip = 1, sym = 0, width = 1, arch = "resnet20", warmup = 0, stem = 1, pad = 0,
   sched = "step", -- "step": cosine per step; "epoch": the official per-epoch cosine; "const"
   subset = 0, bank = 0, test = 0, seed = 0, dim = 128, workers = 2, blur = 0, minlr = 0, final = 0,
 }
@@ -19,7 +20,11 @@ local MEAN, STD = { 0.2860 }, { 0.3530 }
 local train_ds = data.FashionMNIST{ train = true }
 local test_ds = data.FashionMNIST{ train = false }
 if o.subset > 0 then train_ds = data.Subset(train_ds, o.subset) end
-local parts = { T.RandomResizedCrop(28, { scale = { o.scale, 1.0 } }) }
+-- pad > 0: RandomCrop(28, padding = pad) (a translation by up to pad pixels) first;
+-- scale = 0: no RandomResizedCrop
+local parts = {}
+if o.pad > 0 then parts[#parts + 1] = T.RandomCrop(28, { padding = o.pad }) end
+if o.scale > 0 then parts[#parts + 1] = T.RandomResizedCrop(28, { scale = { o.scale, 1.0 } }) end
 if o.jitter > 0 then parts[#parts + 1] = T.RandomApply(T.ColorJitter(o.jitter, o.jitter, 0, 0), o.pjitter) end
 if o.blur > 0 then parts[#parts + 1] = T.RandomApply(T.GaussianBlur{ 0.1, 1.0 }, o.blur) end
 if o.flip > 0 then parts[#parts + 1] = T.RandomHorizontalFlip() end
@@ -30,6 +35,7 @@ local loader = data.Loader(train_ds, { batch_size = o.batch, transform = T.TwoCr
                                         shuffle = true, drop_last = true, seed = o.seed })
 local model = moco.MoCo{ arch = o.arch, dim = o.dim, K = o.k, m = o.m, T = o.t, mlp = o.mlp == 1,
                          bn_splits = o.splits, symmetric = o.sym == 1, in_channels = 1, width = o.width,
+                         stem_stride = o.stem,
                          lr = o.lr, momentum = 0.9, weight_decay = o.wd, seed = o.seed }
 local spe = #loader
 local total = o.epochs * spe

@@ -95,6 +95,9 @@ local CASES = {
       { "ResNet-20 eval", models.resnet20{ width = 0.25, in_channels = 1, num_classes = 3, generator = g }:eval(),
         randn{ 4, 1, 8, 8 }, { coords = 4, tol = 3e-2 } },
       { "MoCo encoder with the MLP head", enc, randn{ 8, 1, 8, 8 }, { coords = 3, tol = 3e-2 } },
+      { "ResNet-8, stride-2 stem", perturb_bn(models.resnet8{ width = 0.25, in_channels = 1, num_classes = 3,
+                                                               stem_stride = 2, generator = g }),
+        randn{ 8, 1, 10, 10 }, { coords = 4, tol = 3e-2 } },
     }
   end,
 }

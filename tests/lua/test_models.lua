@@ -390,6 +390,72 @@ function tests.state_dict_keys_and_counts()
   end
 end
 
+-- The smaller members of He et al.'s 6n+2 family (resnet8: n = 1, resnet14: n = 2) and the
+-- stride-2 stem.  Parameter counts worked out by hand for 3 input channels and 10 classes
+-- (stem conv 432 + bn 32; per stage: the first block with its 1x1 downsample + BN, then
+-- n - 1 plain blocks of 4672 / 18560 / 73984; fc 650); the same sum for n = 3 gives the
+-- fixture's resnet20 count (272474), which checks the arithmetic.
+function tests.small_resnets_and_stem_stride()
+  check.eq("resnet8 num_parameters", models.resnet8{ num_classes = 10 }:num_parameters(), 78042)
+  check.eq("resnet14 num_parameters", models.resnet14{ num_classes = 10 }:num_parameters(), 175258)
+  check.eq("the same count for resnet20", 78042 + 2 * (4672 + 18560 + 73984), 272474)
+  local r8 = models.resnet8{ num_classes = 10 }
+  check.eq("resnet8 has one block a stage", #r8.layer1:children() + #r8.layer2:children() + #r8.layer3:children(), 3)
+  check.eq("resnet14 has two blocks a stage", #models.resnet14{ num_classes = 10 }.layer3:children(), 2)
+  check.ok("resnet8 via models.get", models.get("resnet8", { num_classes = 10 }).arch == "resnet8")
+
+  -- stem_stride = 2: the same parameters, every map halved (28 -> 14 -> 7 -> 4).
+  local g = moco.Generator(5, 0)
+  local s1 = models.resnet20{ num_classes = 4, in_channels = 1, generator = moco.Generator(5, 0) }
+  local s2 = models.resnet20{ num_classes = 4, in_channels = 1, stem_stride = 2, generator = moco.Generator(5, 0) }
+  check.eq("stem_stride keeps the parameter count", s2:num_parameters(), s1:num_parameters())
+  same_list("stem_stride keeps the state dict keys", s2:state_dict_keys(), s1:state_dict_keys())
+  check.eq("stem conv stride", s2.conv1.stride, 2)
+  local x = moco.randn({ 6, 1, 28, 28 }, g)
+  s2:eval()
+  local y = s2:forward(x):clone()
+  check.eq("output shape", table.concat(y:shape(), "x"), "6x4")
+  local stem = s2.conv1:forward(x)
+  check.eq("stem map 14x14", table.concat(stem:shape(), "x"), "6x16x14x14")
+  local m = s2.layer3:forward(s2.layer2:forward(s2.layer1:forward(s2.bn1:forward(stem:clone()):clamp(0))))
+  check.eq("last stage map 4x4", table.concat(m:shape(), "x"), "6x64x4x4")
+  -- the features-only path (shared buffers) gives the same output as the kept-activations one
+  s2:set_keep_activations(false)
+  compare("stem_stride 2, inference path = training path (eval)", s2:forward(x), y, 1e-5)
+  s2:set_keep_activations(true)
+  -- train mode: forward then backward runs through the strided stem
+  s2:train()
+  s2:zero_grad()
+  s2:forward(x)
+  s2:backward(x, moco.ones{ 6, 4 })
+  local stem_grad
+  for _, p in ipairs(s2:named_parameters()) do if p.name == "conv1.weight" then stem_grad = p.grad end end
+  check.ok("stem gradient is non-zero", stem_grad ~= nil and (stem_grad:clamp(0):sum() - stem_grad:clamp(nil, 0):sum()) > 0)
+
+  check.raises("stem_stride 3 is refused", "stem_stride must be 1 or 2, got 3", models.resnet20, { stem_stride = 3 })
+  check.raises("stem_stride needs the 3x3 stem", "stem_stride applies to the 3x3 stem only", models.resnet18,
+               { stem_stride = 2 })
+  check.ok("stem_stride with cifar_stem on resnet18", models.resnet18{ cifar_stem = true, stem_stride = 2, num_classes = 2 }.conv1.stride == 2)
+  check.raises("unknown arch lists the small ones", "resnet8, resnet14", models.get, "resnet9")
+
+  -- moco.MoCo passes it to both encoders, and a checkpoint's encoder comes back with it.
+  local checkpoint = require "moco.checkpoint"
+  local model = moco.MoCo{ arch = "resnet8", width = 0.25, in_channels = 1, dim = 8, K = 16, m = 0.99, T = 0.2,
+                           bn_splits = 1, stem_stride = 2 }
+  check.eq("MoCo query encoder stem stride", model.encoder_q.conv1.stride, 2)
+  check.eq("MoCo key encoder stem stride", model.encoder_k.conv1.stride, 2)
+  local path = os.tmpname()
+  checkpoint.save(path, model, { epoch = 1 })
+  local enc = checkpoint.load_encoder(path)
+  os.remove(path)
+  check.eq("checkpoint.load_encoder keeps the stem stride", enc.conv1.stride, 2)
+  enc:eval()
+  local xe = moco.randn({ 2, 1, 28, 28 }, g)
+  local qe = model:encoder()
+  qe:eval()
+  compare("the loaded encoder computes what the saved one does", enc:forward(xe), qe:forward(xe):clone(), 1e-5)
+end
+
 function tests.load_state_dict_errors()
   local net = models.resnet20{ num_classes = 10 }
   local function copy_sd()

@@ -72,8 +72,8 @@ function tests.official_cli_forms()
   for _, opt in ipairs(spec) do if type(opt[2]) == "boolean" and n[opt[1]] ~= false then all_false = false end end
   check.ok("--no-X works for every boolean (" .. #argv .. " of them)", all_false)
   check.eq("--no-shuffle (the official flag)", pretrain.parse({ "--no-shuffle" }, {}).shuffle, false)
-  check.raises("--arch checks its choices", "option --arch: invalid choice 'resnet51' (choose from resnet18, resnet20, "
-               .. "resnet34, resnet50; did you mean resnet50?)", pretrain.parse, { "--arch", "resnet51" }, {})
+  check.raises("--arch checks its choices", "option --arch: invalid choice 'resnet51' (choose from resnet8, resnet14, "
+               .. "resnet18, resnet20, resnet34, resnet50; did you mean resnet50?)", pretrain.parse, { "--arch", "resnet51" }, {})
   check.raises("--no-X takes no value", "option --no-mlp takes no value", pretrain.parse, { "--no-mlp=1" }, {})
 end
 

@@ -260,6 +260,82 @@ function tests.random_resized_crop_distribution()
   end)
 end
 
+-- RandomCrop(size, {padding}): each view is a window of the zero-padded image at an offset
+-- (i, j) with 0 <= i <= H - h, 0 <= j <= W - w of the padded size, every offset about
+-- equally often (within 4 sigma of N / offsets); no padding and the full size is the image.
+function tests.random_crop()
+  local H0, W0 = 5, 6
+  local src = moco.zeros{ 1, H0, W0 }
+  for y = 1, H0 do for x = 1, W0 do src:set(1, y, x, (10 * y + x) / 255) end end
+  local img = I.from_tensor(src)
+  -- the padded reference (left, top, right, bottom) and the offset a view came from
+  local function window_offset(view, pl, pt, pr, pb)
+    local v = view:to_tensor()
+    local h, w = v:size(2), v:size(3)
+    local H, W = H0 + pt + pb, W0 + pl + pr
+    local found
+    for i = 0, H - h do
+      for j = 0, W - w do
+        local same = true
+        for y = 1, h do
+          for x = 1, w do
+            local sy, sx = i + y - pt, j + x - pl
+            local want = (sy >= 1 and sy <= H0 and sx >= 1 and sx <= W0) and src:get(1, sy, sx) or 0
+            if math.abs(v:get(1, y, x) - want) > 1e-6 then same = false break end
+          end
+          if not same then break end
+        end
+        if same then
+          if found then return "ambiguous" end
+          found = i .. "," .. j
+        end
+      end
+    end
+    return found
+  end
+  local function distribution(label, t, pads, n_offsets)
+    local g, N, counts, bad = moco.Generator(21), 1800, {}, 0
+    for _ = 1, N do
+      local off = window_offset(t(img, g), table.unpack(pads))
+      if off == nil or off == "ambiguous" then bad = bad + 1 else counts[off] = (counts[off] or 0) + 1 end
+    end
+    check.eq(label .. ": every view is a window of the padded image", bad, 0)
+    local seen, worst = 0, 0
+    local p = 1 / n_offsets
+    for _, c in pairs(counts) do
+      seen = seen + 1
+      worst = math.max(worst, math.abs(c - N * p) / math.sqrt(N * p * (1 - p)))
+    end
+    check.eq(label .. ": offsets reached", seen, n_offsets)
+    check.ok(string.format("%s: offsets uniform (worst %.1f sigma)", label, worst), worst <= 4)
+  end
+  -- padding 1 on every side, crop of the original size: 3 x 3 offsets
+  distribution("RandomCrop({5, 6}, padding 1)", T.RandomCrop({ 5, 6 }, { padding = 1 }), { 1, 1, 1, 1 }, 9)
+  -- {left/right, top/bottom} = {2, 0}, crop 3x4: (5 - 3 + 1) x (10 - 4 + 1) offsets
+  distribution("RandomCrop({3, 4}, padding {2, 0})", T.RandomCrop({ 3, 4 }, { padding = { 2, 0 } }), { 2, 0, 2, 0 }, 21)
+  -- {left, top, right, bottom}
+  distribution("RandomCrop({5, 6}, padding {0, 1, 2, 0})", T.RandomCrop({ 5, 6 }, { padding = { 0, 1, 2, 0 } }),
+               { 0, 1, 2, 0 }, 6)
+  check.eq("full-size crop without padding is the image",
+           maxdiff(T.RandomCrop({ 5, 6 })(img, moco.Generator(1)):to_tensor(), src), 0)
+  -- pad_if_needed: 7x8 from 5x6 pads 2 on each side of both axes (torchvision), 3 x 3 offsets
+  distribution("RandomCrop({7, 8}, pad_if_needed)", T.RandomCrop({ 7, 8 }, { pad_if_needed = true }), { 2, 2, 2, 2 }, 9)
+  check.raises("too large without pad_if_needed", "required crop size (7, 8) is larger than the (padded) input image size (5, 6)",
+               T.RandomCrop({ 7, 8 }), img)
+  check.eq("RandomCrop repr", tostring(T.RandomCrop(28, { padding = 4 })), "RandomCrop(size=(28, 28), padding=4)")
+  check.eq("RandomCrop repr, 4 paddings", tostring(T.RandomCrop(28, { padding = { 1, 2, 3, 4 } })),
+           "RandomCrop(size=(28, 28), padding=[1, 2, 3, 4])")
+  check.raises("negative padding", "padding values must be non-negative integers", T.RandomCrop, 28, { padding = -1 })
+  check.raises("padding of 3 values", "padding must be an int or a list of 2 or 4 ints", T.RandomCrop, 28, { padding = { 1, 2, 3 } })
+  check.raises("fill other than 0", "only fill = 0", T.RandomCrop, 28, { padding = 4, fill = 1 })
+  check.raises("reflect padding", "only padding_mode = \"constant\"", T.RandomCrop, 28, { padding_mode = "reflect" })
+  check.raises("unknown option", "unknown", T.RandomCrop, 28, { pad = 4 })
+  local aug = T.Compose{ T.RandomCrop({ 5, 6 }, { padding = 4 }), T.RandomHorizontalFlip(), T.ToTensor() }
+  check.ok("RandomCrop runs in a C pipeline (loader workers)", aug.handle ~= nil and not aug.lua_only)
+  local a, b = aug(img:convert("L"), moco.Generator(4)), aug(img:convert("L"), moco.Generator(4))
+  check.eq("same seed, same RandomCrop view", maxdiff(a, b), 0)
+end
+
 function tests.preview()
   local aug = T.Compose { T.RandomResizedCrop(16), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD) }
   local out = tmpdir .. "/preview.png"
