@@ -68,7 +68,7 @@ local function note(text) if main then io.stderr:write("note: ", text, "\n") end
 
 -- What to resume, and the settings that come with it (paths never from a checkpoint).
 local plan, ckpt, pretrained_backbone, model_options
-local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16 }
+local STEM_CHANNELS = moco.models.STEM_CHANNELS
 dist.agreed(function()
   plan = pretrain.resume_plan(opts, { load = lincls.load_checkpoint, kind = "lincls" })
   ckpt = plan.ckpt
@@ -114,6 +114,8 @@ dist.agreed(function()
       arch = pretrained_backbone.arch, in_channels = conv.in_channels,
       cifar_stem = pretrained_backbone.arch ~= "resnet20" and conv.kernel_size == 3,
       width = conv.out_channels / (STEM_CHANNELS[pretrained_backbone.arch] or conv.out_channels),
+      -- a 3x3 stem's stride (the quickstart's is 2): the classifier's checkpoints rebuild it
+      stem_stride = conv.kernel_size == 3 and conv.stride or nil,
     }
   end
 end)

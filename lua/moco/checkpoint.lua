@@ -47,6 +47,7 @@
 -- The model's other generators (initialisation, queue) are used once, at construction.
 local moco = require "moco"
 local util = require "moco.util"
+local models = require "moco.models"
 local nn = require "moco.nn"
 local builder = require "moco.builder"
 local rundir = require "moco.rundir"
@@ -420,7 +421,7 @@ function checkpoint.restore(model, ckpt)
   return model
 end
 
-local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16, resnet14 = 16, resnet8 = 16 }
+local STEM_CHANNELS = models.STEM_CHANNELS
 
 -- The 'model' metadata must describe the tensors the file holds before anything is built
 -- from it: otherwise a few bytes of metadata (K = 10^12, width = 1000) could make the

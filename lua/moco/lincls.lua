@@ -43,6 +43,7 @@ local data = require "moco.data"
 local eval = require "moco.eval"
 local progress = require "moco.progress"
 local util = require "moco.util"
+local models = require "moco.models"
 local dist = require "moco.dist"
 
 local lincls = {}
@@ -246,7 +247,7 @@ end
 
 lincls.FORMAT = "moco-lua lincls checkpoint 1"
 
-local STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16, resnet14 = 16, resnet8 = 16 }
+local STEM_CHANNELS = models.STEM_CHANNELS
 
 -- info: epoch (next), steps, best_top1, best_epoch, history, model, config, run_id.
 function lincls.save_checkpoint(path, backbone, sgd, info)
@@ -287,7 +288,6 @@ end
 -- run_id=, model=}.
 function lincls.load_checkpoint(path)
   local checkpoint = require "moco.checkpoint"
-  local models = require "moco.models"
   local tensors, meta = moco.load(path)
   if meta.format ~= lincls.FORMAT then
     error(string.format("%s: not a linear-classifier checkpoint of moco-lua (metadata 'format' is %s); a MoCo "
@@ -311,8 +311,11 @@ function lincls.load_checkpoint(path)
     error(string.format("%s: its tensors do not match its metadata 'model' (%s, %d classes, %d channels, width %g)", path,
                         o.arch, o.classes, o.in_channels, o.width), 2)
   end
+  if o.stem_stride ~= nil and o.stem_stride ~= 1 and o.stem_stride ~= 2 then
+    error(string.format("%s: metadata 'model' has stem_stride %s (1 or 2)", path, tostring(o.stem_stride)), 2)
+  end
   local net = models.get(o.arch, { num_classes = o.classes, in_channels = o.in_channels, cifar_stem = o.cifar_stem,
-                                   width = o.width })
+                                   width = o.width, stem_stride = o.stem_stride })
   local sd = {}
   for name in pairs(net:state_dict()) do
     if tensors[name] == nil then error(string.format("%s: missing tensor '%s' for a %s classifier", path, name, o.arch), 2) end

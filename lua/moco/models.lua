@@ -410,6 +410,10 @@ function models.resnet20(opts) return ResNet(BasicBlock, { 3, 3, 3 }, { 16, 32, 
 function models.resnet14(opts) return ResNet(BasicBlock, { 2, 2, 2 }, { 16, 32, 64 }, opts, "resnet14") end
 function models.resnet8(opts) return ResNet(BasicBlock, { 1, 1, 1 }, { 16, 32, 64 }, opts, "resnet8") end
 
+-- The stem's output channels of each architecture at width 1 (checkpoint readers check a
+-- file's conv1 against them before building anything).
+models.STEM_CHANNELS = { resnet18 = 64, resnet34 = 64, resnet50 = 64, resnet20 = 16, resnet14 = 16, resnet8 = 16 }
+
 function models.get(name, opts)
   local f = models[name]
   if type(f) ~= "function" or name == "get" then

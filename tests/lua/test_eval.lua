@@ -269,6 +269,24 @@ function tests.prepare_freezes_and_replaces_fc()
   check.raises("prepare: classes must be a positive integer", "classes", lincls.prepare, net, 0)
 end
 
+-- A classifier checkpoint rebuilds the network it was saved from, a stride-2 stem too (a
+-- stride-1 rebuild would load the same tensors and compute other features).
+function tests.classifier_checkpoint_keeps_the_stem_stride()
+  local net = moco.models.resnet20{ num_classes = 16, in_channels = 1, width = 0.5, stem_stride = 2,
+                                    generator = moco.Generator(4, 0) }
+  lincls.prepare(net, 10, moco.Generator(5, 0))
+  local path = check.tmpdir() .. "/classifier.safetensors"
+  lincls.save_checkpoint(path, net, nil, {
+    epoch = 1, model = { arch = "resnet20", in_channels = 1, cifar_stem = false, width = 0.5, classes = 10, stem_stride = 2 },
+  })
+  local back = lincls.load_checkpoint(path).backbone
+  check.eq("the reloaded stem has stride 2", back.conv1.stride, 2)
+  local x = moco.randn({ 4, 1, 28, 28 }, moco.Generator(6, 0))
+  net:eval()
+  local want = net:forward(x):clone()
+  check.eq("the reloaded classifier computes the same logits", check.maxabs(back:forward(x) - want), 0)
+end
+
 function tests.sanity_check_catches_changes()
   local net = tiny_backbone(2)
   lincls.prepare(net, 4)
