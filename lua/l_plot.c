@@ -79,7 +79,7 @@ static uint32_t opt_color(lua_State *L, int t, const char *key, uint32_t dflt, c
 
 /* Userdata of `bytes` bytes kept alive by the anchor table at index `anchor`. */
 static void *anchored(lua_State *L, int anchor, size_t bytes) {
-    void *p = lua_newuserdatauv(L, bytes ? bytes : 1, 0);
+    void *p = lmoco_newarray(L, bytes, 1);
     anchor_value(L, anchor);
     return p;
 }
@@ -155,11 +155,6 @@ static Image *push_empty_image(lua_State *L) {
     return lmoco_pushimage(L, &empty);
 }
 
-/* After a fill: tell the collector about the C memory. */
-static void account(lua_State *L, const Image *img) {
-    size_t kib = (size_t)img->width * (size_t)img->height * (size_t)img->channels >> 10;
-    if (kib > 0) lua_gc(L, LUA_GCSTEP, (int)(kib < (1u << 30) ? kib : (1u << 30)));
-}
 
 static int l_figure(lua_State *L) {
     const char *where = "plot.figure";
@@ -181,7 +176,7 @@ static int l_figure(lua_State *L) {
     }
     Image *out = push_empty_image(L);
     if (plot_figure(out, width, height, rows, cols, title, panels, (int)n)) return lmoco_error(L);
-    account(L, out);
+    lmoco_accountimage(L, out);
     return 1;
 }
 
@@ -233,7 +228,7 @@ static int l_tile_grid(lua_State *L) {
     lua_pop(L, 1);
     Image *out = push_empty_image(L);
     if (plot_tile_grid(out, &g)) return lmoco_error(L);
-    account(L, out);
+    lmoco_accountimage(L, out);
     return 1;
 }
 
