@@ -325,12 +325,6 @@ static lua_Integer field_integer(lua_State *L, int idx, const char *name) {
     return v;
 }
 
-static int field_boolean(lua_State *L, int idx, const char *name) {
-    lua_getfield(L, idx, name);
-    int v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
 
 /* Reads the transform arguments at idx (transform), idx+1 (two_crops), idx+2 (lua_apply):
  * the C pipeline (NULL for none or for Lua mode) and whether it runs in Lua. */
@@ -541,8 +535,8 @@ static int l_loader(lua_State *L) {
                           prefetch);
     o.workers = (int)workers;
     o.prefetch = (int)prefetch;
-    o.shuffle = field_boolean(L, 2, "shuffle");
-    o.drop_last = field_boolean(L, 2, "drop_last");
+    o.shuffle = lmoco_optboolean(L, 2, "shuffle");
+    o.drop_last = lmoco_optboolean(L, 2, "drop_last");
     o.seed = (uint64_t)field_integer(L, 2, "seed");
     /* data.lua checks shard = {rank, count} and names it; core checks again (0 <= rank < count). */
     lua_Integer shard_rank = field_integer(L, 2, "shard_rank"), shard_count = field_integer(L, 2, "shard_count");

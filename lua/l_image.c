@@ -115,17 +115,8 @@ static int l_from_tensor(lua_State *L) {
     return 1;
 }
 
-static lua_Integer opt_field_integer(lua_State *L, int idx, const char *name, lua_Integer dflt) {
-    if (lua_isnoneornil(L, idx)) return dflt;
-    lua_getfield(L, idx, name);
-    lua_Integer v = dflt;
-    if (!lua_isnil(L, -1)) {
-        int isnum;
-        v = lua_tointegerx(L, -1, &isnum);
-        if (!isnum) luaL_error(L, "option '%s' must be an integer, got %s", name, luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-    return v;
+static lua_Integer grid_option(lua_State *L, const char *name, lua_Integer dflt) {
+    return lua_isnoneornil(L, 2) ? dflt : lmoco_optinteger(L, 2, name, dflt, "image.grid");
 }
 
 /* moco.image.grid({img, ...} [, {nrow = 8, padding = 2, pad_value = 0}]) -> Image */
@@ -134,8 +125,8 @@ static int l_grid(lua_State *L) {
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     lua_Integer n = luaL_len(L, 1);
     if (n < 1 || n > 100000) return luaL_argerror(L, 1, "expected a list of 1 to 100000 images");
-    lua_Integer nrow = opt_field_integer(L, 2, "nrow", 8), padding = opt_field_integer(L, 2, "padding", 2);
-    lua_Integer pad_value = opt_field_integer(L, 2, "pad_value", 0);
+    lua_Integer nrow = grid_option(L, "nrow", 8), padding = grid_option(L, "padding", 2);
+    lua_Integer pad_value = grid_option(L, "pad_value", 0);
     if (nrow < 1 || nrow > 100000) return luaL_error(L, "grid: nrow must be in [1, 100000]");
     if (padding < 0 || padding > 1000) return luaL_error(L, "grid: padding must be in [0, 1000]");
     if (pad_value < 0 || pad_value > 255) return luaL_error(L, "grid: pad_value must be in [0, 255]");

@@ -537,6 +537,11 @@ static const luaL_Reg io_functions[] = {
     {"listdir", l_listdir}, {"kind", l_kind}, {"makedirs", l_makedirs}, {"copy_file", l_copy_file},
     {"write_file", l_write_file}, {NULL, NULL}};
 
+/* Straight into the module table: moco.save, moco.load, ... */
+static const luaL_Reg module_functions[] = {
+    {"save", l_save},                 {"load", l_load}, {"safe_open", l_safe_open},
+    {"json_encode", l_json_encode}, {"json_decode", l_json_decode}, {NULL, NULL}};
+
 static const luaL_Reg safefile_meta[] = {
     {"__gc", sf_close}, {"__close", sf_close}, {"__tostring", sf_tostring}, {NULL, NULL}};
 
@@ -545,17 +550,7 @@ static const luaL_Reg json_holder_meta[] = {{"__gc", json_holder_gc}, {NULL, NUL
 void lmoco_open_io(lua_State *L) {
     lmoco_newclass(L, MOCO_SAFEFILE_MT, safefile_methods, safefile_meta);
     lmoco_newclass(L, MOCO_JSONHOLDER_MT, NULL, json_holder_meta);
-
-    lua_pushcfunction(L, l_save);
-    lua_setfield(L, -2, "save");
-    lua_pushcfunction(L, l_load);
-    lua_setfield(L, -2, "load");
-    lua_pushcfunction(L, l_safe_open);
-    lua_setfield(L, -2, "safe_open");
-    lua_pushcfunction(L, l_json_encode);
-    lua_setfield(L, -2, "json_encode");
-    lua_pushcfunction(L, l_json_decode);
-    lua_setfield(L, -2, "json_decode");
+    luaL_setfuncs(L, module_functions, 0);
     luaL_newlib(L, io_functions);
     lua_setfield(L, -2, "_io");
 }

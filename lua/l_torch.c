@@ -243,6 +243,9 @@ static int none_tostring(lua_State *L) {
 
 static const luaL_Reg torchfile_meta[] = {{"__gc", torchfile_gc}, {"__close", torchfile_gc}, {NULL, NULL}};
 
+static const luaL_Reg torch_functions[] = {
+    {"format", l_format}, {"save_pth", l_save_pth}, {"save_detectron2", l_save_detectron2}, {NULL, NULL}};
+
 void lmoco_open_torch(lua_State *L) {
     lmoco_newclass(L, TORCHFILE_MT, NULL, torchfile_meta);
 
@@ -265,11 +268,6 @@ void lmoco_open_torch(lua_State *L) {
     lua_setfield(L, -3, "None");
     lua_pushcclosure(L, l_load, 1);
     lua_setfield(L, -2, "load");
-    lua_pushcfunction(L, l_format);
-    lua_setfield(L, -2, "format");
-    lua_pushcfunction(L, l_save_pth);
-    lua_setfield(L, -2, "save_pth");
-    lua_pushcfunction(L, l_save_detectron2);
-    lua_setfield(L, -2, "save_detectron2");
+    luaL_setfuncs(L, torch_functions, 0);
     lua_setfield(L, -2, "_torch");
 }

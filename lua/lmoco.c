@@ -7,7 +7,7 @@
  *              the moco.Tensor box (lmoco_newbox, lmoco_settensor, lmoco_checktensor)
  *   GC         lmoco_gcaccount tells the collector about memory C allocated for a box
  *   classes    lmoco_newclass builds a metatable, the one way (after liolib's createmeta)
- *   arguments  lmoco_checkshape, lmoco_checklabels */
+ *   arguments  lmoco_checkshape, lmoco_checklabels, option fields (lmoco_optinteger ...) */
 #include <lauxlib.h>
 #include <lua.h>
 #include <math.h>
@@ -87,6 +87,35 @@ void lmoco_newclass(lua_State *L, const char *name, const luaL_Reg *methods, con
 }
 
 /* ------------------------------------------------------------ arguments */
+
+lua_Integer lmoco_optinteger(lua_State *L, int t, const char *key, lua_Integer dflt, const char *where) {
+    lua_Integer v = dflt;
+    if (lua_getfield(L, t, key) != LUA_TNIL) {
+        int isnum;
+        v = lua_tointegerx(L, -1, &isnum);
+        if (!isnum) luaL_error(L, "%s: %s must be an integer, got %s", where, key, luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+lua_Number lmoco_optnumber(lua_State *L, int t, const char *key, lua_Number dflt, const char *where) {
+    lua_Number v = dflt;
+    int type = lua_getfield(L, t, key);
+    if (type == LUA_TNUMBER)
+        v = lua_tonumber(L, -1);
+    else if (type != LUA_TNIL)
+        luaL_error(L, "%s: %s must be a number, got %s", where, key, lua_typename(L, type));
+    lua_pop(L, 1);
+    return v;
+}
+
+int lmoco_optboolean(lua_State *L, int t, const char *key) {
+    lua_getfield(L, t, key);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
 
 void lmoco_checklabels(lua_State *L, const char *fn, const Tensor *labels, int64_t *out) {
     for (int64_t i = 0; i < labels->numel; i++) {

@@ -89,6 +89,11 @@ Rng *lmoco_optgenerator(lua_State *L, int idx);
  * number ..." for a value that is not an integer (NaN, 2.5, beyond int64); the range
  * [0, classes) is checked by the C function the labels go to. */
 void lmoco_checklabels(lua_State *L, const char *fn, const Tensor *labels, int64_t *out);
+/* Field `key` of the options table at t: dflt when nil, else an integer (a number) or the
+ * error "where: key must be an integer (a number), got T"; lmoco_optboolean: its truth. */
+lua_Integer lmoco_optinteger(lua_State *L, int t, const char *key, lua_Integer dflt, const char *where);
+lua_Number lmoco_optnumber(lua_State *L, int t, const char *key, lua_Number dflt, const char *where);
+int lmoco_optboolean(lua_State *L, int t, const char *key);
 /* Reads a shape given as a table {2,3} or as integers from idx on. Returns ndim. */
 int lmoco_checkshape(lua_State *L, int idx, int64_t *shape);
 
