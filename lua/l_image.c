@@ -556,7 +556,7 @@ static int t_tostring(lua_State *L) {
         LImage *out_ = new_image_box(L);                      \
         Image *dst = &out_->img;                              \
         if ((call) != 0) return lmoco_error(L);               \
-        lmoco_accountimage(L, dst);                                \
+        lmoco_accountimage(L, dst);                           \
         return 1;                                             \
     } while (0)
 
