@@ -73,7 +73,7 @@ static void read_process_cpus(void) {
     process_cpus_known = sched_getaffinity(0, sizeof process_cpus, &process_cpus) == 0 && CPU_COUNT(&process_cpus) > 0;
 }
 
-static int cpu_count(void) {
+int threadpool_cpu_count(void) {
     pthread_once(&process_cpus_once, read_process_cpus);
     if (process_cpus_known) return CPU_COUNT(&process_cpus);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -88,7 +88,7 @@ static int default_size(void) {
         long v = strtol(env, &end, 10);
         if (*end == 0 && v >= 1 && v <= THREADPOOL_MAX) return (int)v;
     }
-    int cores = cpu_count();
+    int cores = threadpool_cpu_count();
     return cores > THREADPOOL_MAX ? THREADPOOL_MAX : cores;
 }
 
@@ -183,7 +183,7 @@ static void stop_workers(void) {
 static int binding_wanted(void) {
     const char *env = getenv("MOCO_BIND");
     if (env && strcmp(env, "0") == 0) return 0;
-    return wanted_size() <= cpu_count();
+    return wanted_size() <= threadpool_cpu_count();
 }
 
 static int nth_cpu(int n, cpu_set_t *out) {

@@ -42,6 +42,10 @@ void threadpool_run(int ntasks, int max_threads, ThreadpoolTask fn, void *ctx);
 int threadpool_inside_task(void);
 /* Part `part` of `parts` near-equal contiguous ranges of [0, n): [*lo, *hi). */
 void threadpool_split(long n, int parts, int part, long *lo, long *hi);
+/* The cores this process may run on: its CPU affinity mask as read on first use (before any
+ * thread of the pool is bound to a core), else the online cores; at least 1.  The one
+ * count of cores in libmoco (loader_cpu_count is this). */
+int threadpool_cpu_count(void);
 /* Stops and joins the workers (tests, leak checkers); a later run starts them again. */
 void threadpool_shutdown(void);
 

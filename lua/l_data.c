@@ -48,11 +48,7 @@ typedef struct LDataset {
 } LDataset;
 
 static LDataset *new_dataset_box(lua_State *L) {
-    LDataset *box = lua_newuserdatauv(L, sizeof *box, 0);
-    box->ds = NULL;
-    box->skipped = 0;
-    luaL_setmetatable(L, MOCO_DATASET_MT);
-    return box;
+    return lmoco_newudata(L, sizeof(LDataset), 0, MOCO_DATASET_MT);
 }
 
 static Dataset *check_dataset(lua_State *L, int idx) {
@@ -141,12 +137,12 @@ static int l_subset(lua_State *L) {
         lua_Integer first = luaL_checkinteger(L, 2);
         luaL_argcheck(L, first >= 0 && first <= source->length, 2, "must be between 0 and the dataset length");
         n = first;
-        idx = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *idx, 0);
+        idx = lmoco_newarray(L, (size_t)n, sizeof *idx);
         for (int64_t i = 0; i < n; i++) idx[i] = i;
     } else {
         luaL_checktype(L, 2, LUA_TTABLE);
         n = (int64_t)luaL_len(L, 2);
-        idx = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *idx, 0);
+        idx = lmoco_newarray(L, (size_t)n, sizeof *idx);
         for (int64_t i = 0; i < n; i++) {
             lua_geti(L, 2, (lua_Integer)i + 1);
             int isnum;
@@ -329,12 +325,6 @@ static lua_Integer field_integer(lua_State *L, int idx, const char *name) {
     return v;
 }
 
-static int field_boolean(lua_State *L, int idx, const char *name) {
-    lua_getfield(L, idx, name);
-    int v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
 
 /* Reads the transform arguments at idx (transform), idx+1 (two_crops), idx+2 (lua_apply):
  * the C pipeline (NULL for none or for Lua mode) and whether it runs in Lua. */
@@ -486,10 +476,9 @@ static int lua_fetch(void *ctx, int64_t index, SampleSource *out) {
 static int l_bytes(lua_State *L) {
     if (lua_type(L, 1) != LUA_TSTRING)
         return luaL_error(L, "data.bytes: expected the encoded file as a string, got %s", luaL_typename(L, 1));
-    lua_newuserdatauv(L, 0, 1);
+    lmoco_newudata(L, 0, 1, MOCO_BYTES_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
-    luaL_setmetatable(L, MOCO_BYTES_MT);
     return 1;
 }
 
@@ -546,8 +535,8 @@ static int l_loader(lua_State *L) {
                           prefetch);
     o.workers = (int)workers;
     o.prefetch = (int)prefetch;
-    o.shuffle = field_boolean(L, 2, "shuffle");
-    o.drop_last = field_boolean(L, 2, "drop_last");
+    o.shuffle = lmoco_optboolean(L, 2, "shuffle");
+    o.drop_last = lmoco_optboolean(L, 2, "drop_last");
     o.seed = (uint64_t)field_integer(L, 2, "seed");
     /* data.lua checks shard = {rank, count} and names it; core checks again (0 <= rank < count). */
     lua_Integer shard_rank = field_integer(L, 2, "shard_rank"), shard_count = field_integer(L, 2, "shard_count");
@@ -567,9 +556,7 @@ static int l_loader(lua_State *L) {
     Transform *t = check_pipeline(L, 3, &lua_mode);
     luaL_checkudata(L, 6, MOCO_GENERATOR_MT); /* for Lua transforms, now or after set_transform */
 
-    LLoader *box = lua_newuserdatauv(L, sizeof *box, UV_COUNT);
-    memset(box, 0, sizeof *box);
-    luaL_setmetatable(L, MOCO_LOADER_MT);
+    LLoader *box = lmoco_newudata(L, sizeof *box, UV_COUNT, MOCO_LOADER_MT);
     int self = lua_gettop(L);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, self, UV_DATASET);
@@ -599,8 +586,7 @@ static void push_tensor(lua_State *L, LTensor *box, Tensor *t, int fresh) {
     box->t = t;
     /* A new buffer: let the collector know, so that batches the caller dropped are freed
      * (and their buffers reused) soon. */
-    if (fresh && tensor_nbytes(t) >= 4096)
-        lua_gc(L, LUA_GCSTEP, (int)(tensor_nbytes(t) >> 10 < 1 << 30 ? tensor_nbytes(t) >> 10 : 1 << 30));
+    if (fresh) lmoco_gcaccount(L, tensor_nbytes(t));
 }
 
 /* The decoded images of a Lua-mode batch, taken over from the loader (see ld_next). */
@@ -622,12 +608,9 @@ static int raw_batch_gc(lua_State *L) {
 /* An empty RawBatch with room for n images, on the stack. */
 static RawBatch *new_raw_batch(lua_State *L, int64_t n) {
     size_t bytes = sizeof(RawBatch) + (size_t)n * (sizeof(Image) + sizeof(int64_t));
-    RawBatch *r = lua_newuserdatauv(L, bytes, 0);
-    r->count = 0;
-    r->epoch = 0;
+    RawBatch *r = lmoco_newudata(L, bytes, 0, MOCO_RAW_BATCH_MT);
     r->images = (Image *)(r + 1);
     r->streams = (int64_t *)(r->images + n);
-    luaL_setmetatable(L, MOCO_RAW_BATCH_MT);
     return r;
 }
 
@@ -931,25 +914,13 @@ static const luaL_Reg data_functions[] = {
     {"cpu_count", l_cpu_count},       {"thread_advice", l_thread_advice}, {"loader_methods", l_loader_methods},
     {NULL, NULL}};
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
-    luaL_newmetatable(L, name);
-    luaL_setfuncs(L, meta, 0);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "methods");
-    lua_pop(L, 1);
-}
+static const luaL_Reg raw_batch_meta[] = {{"__gc", raw_batch_gc}, {NULL, NULL}};
 
 void lmoco_open_data(lua_State *L) {
-    new_class(L, MOCO_DATASET_MT, dataset_meta, dataset_methods);
-    new_class(L, MOCO_LOADER_MT, loader_meta, loader_methods);
-    luaL_newmetatable(L, MOCO_BYTES_MT);
-    luaL_setfuncs(L, bytes_meta, 0);
-    lua_pop(L, 1);
-    luaL_newmetatable(L, MOCO_RAW_BATCH_MT);
-    lua_pushcfunction(L, raw_batch_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    lmoco_newclass(L, MOCO_DATASET_MT, dataset_methods, dataset_meta);
+    lmoco_newclass(L, MOCO_LOADER_MT, loader_methods, loader_meta);
+    lmoco_newclass(L, MOCO_BYTES_MT, NULL, bytes_meta);
+    lmoco_newclass(L, MOCO_RAW_BATCH_MT, NULL, raw_batch_meta);
     luaL_newlib(L, data_functions);
     lua_setfield(L, -2, "_data");
 }

@@ -39,10 +39,10 @@ static int l_knn_predict(lua_State *L) {
     LTensor *box = lmoco_newbox(L);
     lmoco_settensor(L, box, tensor_empty(2, shape));
     int64_t n = bank->shape[0];
-    int64_t *lab = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *lab, 0);
+    int64_t *lab = lmoco_newarray(L, (size_t)n, sizeof *lab);
     lmoco_checklabels(L, "knn_predict", labels, lab);
     int64_t npred = shape[0] * topn;
-    int64_t *pred = lua_newuserdatauv(L, (size_t)(npred > 0 ? npred : 1) * sizeof *pred, 0);
+    int64_t *pred = lmoco_newarray(L, (size_t)(npred > 0 ? npred : 0), sizeof *pred);
     if (knn_predict(pred, query->data, bank->data, lab, query->shape[0], n, (int)query->shape[1], (int)k, (float)T,
                     (int)classes, (int)topn))
         return lmoco_error(L);
@@ -65,7 +65,7 @@ static int l_neighbours(lua_State *L) {
     lmoco_settensor(L, ibox, tensor_empty(2, shape));
     LTensor *sbox = lmoco_newbox(L);
     lmoco_settensor(L, sbox, tensor_empty(2, shape));
-    int64_t *index = lua_newuserdatauv(L, (size_t)(M * k > 0 ? M * k : 1) * sizeof *index, 0);
+    int64_t *index = lmoco_newarray(L, (size_t)(M * k > 0 ? M * k : 0), sizeof *index);
     if (knn_neighbours(index, sbox->t->data, query->data, bank->data, M, bank->shape[0], (int)query->shape[1],
                        (int)k))
         return lmoco_error(L);
@@ -92,7 +92,7 @@ static int l_topk_correct(lua_State *L) {
         ks[j] = (int)luaL_checkinteger(L, -1);
         lua_pop(L, 1);
     }
-    int64_t *lab = lua_newuserdatauv(L, (size_t)(labels->numel ? labels->numel : 1) * sizeof *lab, 0);
+    int64_t *lab = lmoco_newarray(L, (size_t)labels->numel, sizeof *lab);
     lmoco_checklabels(L, "topk_correct", labels, lab);
     if (eval_topk_correct(correct, scores->data, lab, scores->shape[0], (int)scores->shape[1], ks, nks))
         return lmoco_error(L);
@@ -111,7 +111,7 @@ static int l_gather_rows(lua_State *L) {
     if (first < 1 || count < 0 || first - 1 + count > len)
         return luaL_error(L, "gather_rows: positions %d..%d are outside the list of %d", (int)first,
                           (int)(first + count - 1), (int)len);
-    int64_t *rows = lua_newuserdatauv(L, (size_t)(count > 0 ? count : 1) * sizeof *rows, 0);
+    int64_t *rows = lmoco_newarray(L, (size_t)(count > 0 ? count : 0), sizeof *rows);
     for (lua_Integer i = 0; i < count; i++) {
         lua_geti(L, 2, first + i);
         int ok;

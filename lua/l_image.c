@@ -43,16 +43,12 @@ typedef struct LTransform {
 /* ------------------------------------------------------------ images */
 
 static LImage *new_image_box(lua_State *L) {
-    LImage *box = lua_newuserdatauv(L, sizeof *box, 0);
-    memset(&box->img, 0, sizeof box->img);
-    luaL_setmetatable(L, MOCO_IMAGE_MT);
-    return box;
+    return lmoco_newudata(L, sizeof(LImage), 0, MOCO_IMAGE_MT);
 }
 
-/* After filling a box: tell the collector about the C memory, as l_tensor.c does. */
-static void account_image(lua_State *L, const Image *img) {
-    size_t bytes = (size_t)img->width * (size_t)img->height * (size_t)img->channels;
-    if (bytes >= 4096) lua_gc(L, LUA_GCSTEP, (int)(bytes >> 10 < (1u << 30) ? bytes >> 10 : (1u << 30)));
+/* After filling a box: tell the collector about the C memory. */
+void lmoco_accountimage(lua_State *L, const Image *img) {
+    lmoco_gcaccount(L, (size_t)img->width * (size_t)img->height * (size_t)img->channels);
 }
 
 Image *lmoco_toimage(lua_State *L, int idx) {
@@ -70,7 +66,7 @@ Image *lmoco_pushimage(lua_State *L, Image *img) {
     LImage *box = new_image_box(L);
     box->img = *img;
     memset(img, 0, sizeof *img);
-    account_image(L, &box->img);
+    lmoco_accountimage(L, &box->img);
     return &box->img;
 }
 
@@ -94,7 +90,7 @@ static int l_load(lua_State *L) {
     int channels = check_mode(L, 2, 0);
     LImage *box = new_image_box(L);
     if (image_load(path, channels, &box->img)) return lmoco_error(L);
-    account_image(L, &box->img);
+    lmoco_accountimage(L, &box->img);
     return 1;
 }
 
@@ -106,7 +102,7 @@ static int l_decode(lua_State *L) {
     const char *name = luaL_optstring(L, 3, "(string)");
     LImage *box = new_image_box(L);
     if (image_decode((const uint8_t *)bytes, size, channels, &box->img, name)) return lmoco_error(L);
-    account_image(L, &box->img);
+    lmoco_accountimage(L, &box->img);
     return 1;
 }
 
@@ -115,21 +111,12 @@ static int l_from_tensor(lua_State *L) {
     Tensor *t = lmoco_checktensor(L, 1);
     LImage *box = new_image_box(L);
     if (image_from_tensor(&box->img, t)) return lmoco_error(L);
-    account_image(L, &box->img);
+    lmoco_accountimage(L, &box->img);
     return 1;
 }
 
-static lua_Integer opt_field_integer(lua_State *L, int idx, const char *name, lua_Integer dflt) {
-    if (lua_isnoneornil(L, idx)) return dflt;
-    lua_getfield(L, idx, name);
-    lua_Integer v = dflt;
-    if (!lua_isnil(L, -1)) {
-        int isnum;
-        v = lua_tointegerx(L, -1, &isnum);
-        if (!isnum) luaL_error(L, "option '%s' must be an integer, got %s", name, luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-    return v;
+static lua_Integer grid_option(lua_State *L, const char *name, lua_Integer dflt) {
+    return lua_isnoneornil(L, 2) ? dflt : lmoco_optinteger(L, 2, name, dflt, "image.grid");
 }
 
 /* moco.image.grid({img, ...} [, {nrow = 8, padding = 2, pad_value = 0}]) -> Image */
@@ -138,15 +125,15 @@ static int l_grid(lua_State *L) {
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     lua_Integer n = luaL_len(L, 1);
     if (n < 1 || n > 100000) return luaL_argerror(L, 1, "expected a list of 1 to 100000 images");
-    lua_Integer nrow = opt_field_integer(L, 2, "nrow", 8), padding = opt_field_integer(L, 2, "padding", 2);
-    lua_Integer pad_value = opt_field_integer(L, 2, "pad_value", 0);
+    lua_Integer nrow = grid_option(L, "nrow", 8), padding = grid_option(L, "padding", 2);
+    lua_Integer pad_value = grid_option(L, "pad_value", 0);
     if (nrow < 1 || nrow > 100000) return luaL_error(L, "grid: nrow must be in [1, 100000]");
     if (padding < 0 || padding > 1000) return luaL_error(L, "grid: padding must be in [0, 1000]");
     if (pad_value < 0 || pad_value > 255) return luaL_error(L, "grid: pad_value must be in [0, 255]");
     /* Pointers into the boxes, each anchored in a table of ours for the call: the list
      * may hand out temporaries (an __index that builds images), which the collector could
      * otherwise free while we still point at them. */
-    const Image **images = lua_newuserdatauv(L, sizeof *images * (size_t)n, 0);
+    const Image **images = lmoco_newarray(L, (size_t)n, sizeof *images);
     lua_createtable(L, (int)n, 0);
     int anchor = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -157,7 +144,7 @@ static int l_grid(lua_State *L) {
     }
     LImage *box = new_image_box(L);
     if (image_make_grid(&box->img, images, (int)n, (int)nrow, (int)padding, (uint8_t)pad_value)) return lmoco_error(L);
-    account_image(L, &box->img);
+    lmoco_accountimage(L, &box->img);
     return 1;
 }
 
@@ -244,7 +231,7 @@ static int m_convert(lua_State *L) {
     if (channels < 0) return luaL_argerror(L, 2, "mode \"RGB\" or \"L\" expected");
     LImage *box = new_image_box(L);
     if (image_convert(&box->img, img, channels)) return lmoco_error(L);
-    account_image(L, &box->img);
+    lmoco_accountimage(L, &box->img);
     return 1;
 }
 
@@ -252,7 +239,7 @@ static int m_clone(lua_State *L) {
     Image *img = lmoco_checkimage(L, 1);
     LImage *box = new_image_box(L);
     if (image_convert(&box->img, img, img->channels)) return lmoco_error(L);
-    account_image(L, &box->img);
+    lmoco_accountimage(L, &box->img);
     return 1;
 }
 
@@ -314,10 +301,7 @@ static int m_index(lua_State *L) {
 /* ------------------------------------------------------------ transforms */
 
 static LTransform *new_transform_box(lua_State *L) {
-    LTransform *box = lua_newuserdatauv(L, sizeof *box, 0);
-    box->t = NULL;
-    luaL_setmetatable(L, MOCO_TRANSFORM_MT);
-    return box;
+    return lmoco_newudata(L, sizeof(LTransform), 0, MOCO_TRANSFORM_MT);
 }
 
 static int set_transform(lua_State *L, LTransform *box, Transform *t) {
@@ -368,7 +352,7 @@ static Transform **check_handles(lua_State *L, int idx, int *n) {
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_Integer len = luaL_len(L, idx);
     if (len > 10000) luaL_argerror(L, idx, "too many transforms");
-    Transform **items = lua_newuserdatauv(L, sizeof *items * (size_t)(len ? len : 1), 0);
+    Transform **items = lmoco_newarray(L, (size_t)len, sizeof *items);
     for (lua_Integer i = 1; i <= len; i++) {
         lua_geti(L, idx, i);
         items[i - 1] = check_handle(L, -1);
@@ -506,7 +490,7 @@ static int t_apply(lua_State *L) {
         return 1;
     }
     ibox->img = res.image;
-    account_image(L, &ibox->img);
+    lmoco_accountimage(L, &ibox->img);
     lua_pop(L, 1);
     return 1;
 }
@@ -572,7 +556,7 @@ static int t_tostring(lua_State *L) {
         LImage *out_ = new_image_box(L);                      \
         Image *dst = &out_->img;                              \
         if ((call) != 0) return lmoco_error(L);               \
-        account_image(L, dst);                                \
+        lmoco_accountimage(L, dst);                           \
         return 1;                                             \
     } while (0)
 
@@ -718,15 +702,8 @@ static const luaL_Reg transform_meta[] = {
 
 /* Adds `image` and `_image` to the table on top of the stack. */
 void lmoco_open_image(lua_State *L) {
-    luaL_newmetatable(L, MOCO_IMAGE_MT);
-    luaL_setfuncs(L, image_meta, 0);
-    luaL_newlib(L, image_methods);
-    lua_setfield(L, -2, "methods");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, MOCO_TRANSFORM_MT);
-    luaL_setfuncs(L, transform_meta, 0);
-    lua_pop(L, 1);
+    lmoco_newclass(L, MOCO_IMAGE_MT, image_methods, image_meta);
+    lmoco_newclass(L, MOCO_TRANSFORM_MT, NULL, transform_meta);
 
     luaL_newlib(L, public_functions);
     lua_setfield(L, -2, "image");

@@ -29,6 +29,7 @@
 #include "lmoco.h"
 
 #define MOCO_SAFEFILE_MT "moco.SafetensorsFile"
+#define MOCO_JSONHOLDER_MT "moco.JsonHolder"
 /* Nesting depth beyond which json_encode assumes a cycle. */
 #define JSON_MAX_DEPTH 64
 
@@ -42,10 +43,7 @@ typedef struct LSafeFile {
 } LSafeFile;
 
 static LSafeFile *new_safefile(lua_State *L) {
-    LSafeFile *box = lua_newuserdatauv(L, sizeof *box, 0);
-    memset(box, 0, sizeof *box);
-    luaL_setmetatable(L, MOCO_SAFEFILE_MT);
-    return box;
+    return lmoco_newudata(L, sizeof(LSafeFile), 0, MOCO_SAFEFILE_MT);
 }
 
 static LSafeFile *check_safefile(lua_State *L, int idx) {
@@ -194,7 +192,7 @@ static int l_save(lua_State *L) {
         lua_pop(L, 1);
     }
     /* The names point into the keys of table 2, which stays on the stack until the end. */
-    SafetensorsItem *items = lua_newuserdatauv(L, (count ? count : 1) * sizeof *items, 0);
+    SafetensorsItem *items = lmoco_newarray(L, count, sizeof *items);
     size_t i = 0;
     lua_pushnil(L);
     while (lua_next(L, 2)) {
@@ -232,8 +230,8 @@ static int l_save(lua_State *L) {
     }
     lua_createtable(L, (int)meta_count * 2, 0);
     int strings = lua_gettop(L);
-    const char **keys = lua_newuserdatauv(L, (meta_count ? meta_count : 1) * sizeof *keys, 0);
-    const char **values = lua_newuserdatauv(L, (meta_count ? meta_count : 1) * sizeof *values, 0);
+    const char **keys = lmoco_newarray(L, meta_count, sizeof *keys);
+    const char **values = lmoco_newarray(L, meta_count, sizeof *values);
     size_t m = 0;
     if (meta_count) {
         lua_pushnil(L);
@@ -371,14 +369,7 @@ static int json_holder_gc(lua_State *L) {
 }
 
 static JsonHolder *new_json_holder(lua_State *L) {
-    JsonHolder *h = lua_newuserdatauv(L, sizeof *h, 0);
-    h->j = NULL;
-    if (luaL_newmetatable(L, "moco.JsonHolder")) {
-        lua_pushcfunction(L, json_holder_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
-    return h;
+    return lmoco_newudata(L, sizeof(JsonHolder), 0, MOCO_JSONHOLDER_MT);
 }
 
 /* moco.json_encode(value) -> compact JSON with sorted keys; floats with the fewest digits
@@ -546,28 +537,20 @@ static const luaL_Reg io_functions[] = {
     {"listdir", l_listdir}, {"kind", l_kind}, {"makedirs", l_makedirs}, {"copy_file", l_copy_file},
     {"write_file", l_write_file}, {NULL, NULL}};
 
-void lmoco_open_io(lua_State *L) {
-    luaL_newmetatable(L, MOCO_SAFEFILE_MT);
-    luaL_newlib(L, safefile_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sf_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, sf_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, sf_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+/* Straight into the module table: moco.save, moco.load, ... */
+static const luaL_Reg module_functions[] = {
+    {"save", l_save},                 {"load", l_load}, {"safe_open", l_safe_open},
+    {"json_encode", l_json_encode}, {"json_decode", l_json_decode}, {NULL, NULL}};
 
-    lua_pushcfunction(L, l_save);
-    lua_setfield(L, -2, "save");
-    lua_pushcfunction(L, l_load);
-    lua_setfield(L, -2, "load");
-    lua_pushcfunction(L, l_safe_open);
-    lua_setfield(L, -2, "safe_open");
-    lua_pushcfunction(L, l_json_encode);
-    lua_setfield(L, -2, "json_encode");
-    lua_pushcfunction(L, l_json_decode);
-    lua_setfield(L, -2, "json_decode");
+static const luaL_Reg safefile_meta[] = {
+    {"__gc", sf_close}, {"__close", sf_close}, {"__tostring", sf_tostring}, {NULL, NULL}};
+
+static const luaL_Reg json_holder_meta[] = {{"__gc", json_holder_gc}, {NULL, NULL}};
+
+void lmoco_open_io(lua_State *L) {
+    lmoco_newclass(L, MOCO_SAFEFILE_MT, safefile_methods, safefile_meta);
+    lmoco_newclass(L, MOCO_JSONHOLDER_MT, NULL, json_holder_meta);
+    luaL_setfuncs(L, module_functions, 0);
     luaL_newlib(L, io_functions);
     lua_setfield(L, -2, "_io");
 }

@@ -1,254 +1,323 @@
-/* lua/l_moco.c: the C part of `require "moco"` (preloaded as "moco.core"): generators,
- * threading controls, and the tensor functions from l_tensor.c. */
+/* lua/l_moco.c: the MoCo primitives of core/moco.h as moco._moco, used by
+ * lua/moco/builder.lua:
+ *
+ *   queue_init(queue (dim,K) [, gen])                 normalised Gaussian columns, in place
+ *   queue_enqueue(queue (dim,K), keys (N,dim), ptr)   -> new ptr (0-based, as the official)
+ *   infonce(q (N,dim), k (N,dim), queue (dim,K), T [, dq (N,dim) | false [, logits (N,1+K)]])
+ *       -> loss, acc1, acc5, dq | nil     (dq = d loss / d q; false skips the gradient)
+ *   momentum_update(theta_k, theta_q, m)              theta_k = m theta_k + (1 - m) theta_q
+ *   shuffle_indices(N [, gen])   -> perm, inverse     (float tensors of 0-based row indices)
+ *   gather_rows(x (N,...), index (N) [, out])         -> out[i] = x[index[i]]
+ *
+ * The baselines of the MoCo paper (end-to-end, memory bank):
+ *   infonce_batch(q (N,dim), k (N,dim), T [, grad=true [, logits (N,N)]])
+ *       -> loss, acc1, acc5, dq | nil, dk | nil    (positives on the diagonal of q @ k^T / T)
+ *   bank_sample(positives (N), K, M [, gen])  -> index (N, 1+K): column 0 the positives,
+ *                                                then K uniform draws from [0, M)
+ *   infonce_bank(q (N,dim), bank (M,dim), index (N,1+K), T [, grad=true [, logits (N,1+K)]])
+ *       -> loss, acc1, acc5, dq | nil
+ *   bank_update(bank (M,dim), q (N,dim), index (N), m)   bank[index] = normalize(m bank + (1-m) q)
+ * Indices are 0-based, in float tensors as elsewhere here: exact up to 2^24 bank rows.
+ */
 #include <lauxlib.h>
+#include <string.h>
 #include <lua.h>
 #include <stdint.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
+#include <stdlib.h>
 
 #include "error.h"
-#include "io/idx.h"
 #include "lmoco.h"
-#include "rng.h"
-#include "threads.h"
+#include "moco.h"
 
-/* ------------------------------------------------------------ generators */
-
-typedef struct LGenerator {
-    Rng rng;
-} LGenerator;
-
-static LGenerator *check_generator(lua_State *L, int idx) {
-    return luaL_checkudata(L, idx, MOCO_GENERATOR_MT);
+static void check_2d(lua_State *L, const char *fn, const char *arg, const Tensor *t) {
+    char b[128];
+    if (t->ndim != 2) luaL_error(L, "%s: %s should be 2-d, got %s", fn, arg, tensor_shape_str(t, b, sizeof b));
 }
 
-/* The default generator lives in the registry; seeded with 0 until moco.manual_seed, so
- * a fresh session is reproducible (never a clock seed). */
-static const char default_generator_key = 'g';
-
-static Rng *default_generator(lua_State *L) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &default_generator_key);
-    LGenerator *g = lua_touserdata(L, -1);
-    lua_pop(L, 1); /* still referenced from the registry */
-    return &g->rng;
-}
-
-Rng *lmoco_optgenerator(lua_State *L, int idx) {
-    if (!lua_isnoneornil(L, idx)) return &check_generator(L, idx)->rng;
-    return default_generator(L);
-}
-
-static lua_Integer check_u64(lua_State *L, int idx) { return luaL_checkinteger(L, idx); }
-
-/* moco.Generator([seed [, stream]]) */
-static int l_generator(lua_State *L) {
-    uint64_t seed = (uint64_t)luaL_optinteger(L, 1, 0), stream = (uint64_t)luaL_optinteger(L, 2, 0);
-    LGenerator *g = lua_newuserdatauv(L, sizeof *g, 0);
-    rng_seed(&g->rng, seed, stream);
-    luaL_setmetatable(L, MOCO_GENERATOR_MT);
-    return 1;
-}
-
-/* moco.manual_seed(seed): reseeds the default generator. */
-static int l_manual_seed(lua_State *L) {
-    uint64_t seed = (uint64_t)check_u64(L, 1);
-    rng_seed(default_generator(L), seed, 0);
+static int l_queue_init(lua_State *L) {
+    Tensor *queue = lmoco_checktensor(L, 1);
+    check_2d(L, "queue_init", "queue", queue);
+    Rng *rng = lmoco_optgenerator(L, 2);
+    moco_queue_init(queue->data, (int)queue->shape[0], (int)queue->shape[1], rng);
     return 0;
 }
 
-static int g_seed(lua_State *L) {
-    LGenerator *g = check_generator(L, 1);
-    rng_seed(&g->rng, (uint64_t)check_u64(L, 2), (uint64_t)luaL_optinteger(L, 3, 0));
-    lua_settop(L, 1);
+static int l_queue_enqueue(lua_State *L) {
+    Tensor *queue = lmoco_checktensor(L, 1), *keys = lmoco_checktensor(L, 2);
+    lua_Integer ptr = luaL_checkinteger(L, 3);
+    char a[128], b[128];
+    check_2d(L, "queue_enqueue", "queue", queue);
+    check_2d(L, "queue_enqueue", "keys", keys);
+    if (keys->shape[1] != queue->shape[0])
+        return luaL_error(L, "queue_enqueue: keys %s have dimension %d but the queue %s holds %d-d keys",
+                          tensor_shape_str(keys, a, sizeof a), (int)keys->shape[1],
+                          tensor_shape_str(queue, b, sizeof b), (int)queue->shape[0]);
+    int r = moco_queue_enqueue(queue->data, keys->data, (int)queue->shape[0], (int)queue->shape[1], (int)ptr,
+                               (int)keys->shape[0]);
+    if (r < 0) return lmoco_error(L);
+    lua_pushinteger(L, r);
     return 1;
 }
 
-/* g:uniform() in [0,1); g:uniform(a, b) in [a, b) */
-static int g_uniform(lua_State *L) {
-    LGenerator *g = check_generator(L, 1);
-    double u = rng_uniform_double(&g->rng);
-    if (lua_isnoneornil(L, 2)) {
-        lua_pushnumber(L, u);
-    } else {
-        double a = luaL_checknumber(L, 2), b = luaL_checknumber(L, 3);
-        lua_pushnumber(L, a + (b - a) * u);
+static int l_infonce(lua_State *L) {
+    Tensor *q = lmoco_checktensor(L, 1), *k = lmoco_checktensor(L, 2), *queue = lmoco_checktensor(L, 3);
+    float T = (float)luaL_checknumber(L, 4);
+    int want_grad = !(lua_isboolean(L, 5) && !lua_toboolean(L, 5));
+    Tensor *dq_given = lua_isuserdata(L, 5) ? lmoco_checktensor(L, 5) : NULL;
+    Tensor *logits_given = lua_isnoneornil(L, 6) ? NULL : lmoco_checktensor(L, 6);
+    char a[128], b[128], c[128];
+    check_2d(L, "infonce", "q", q);
+    check_2d(L, "infonce", "queue", queue);
+    if (!tensor_same_shape(q, k) || queue->shape[0] != q->shape[1])
+        return luaL_error(L, "infonce: q %s and k %s must have the same shape (N, dim) and the queue %s must be (dim, K)",
+                          tensor_shape_str(q, a, sizeof a), tensor_shape_str(k, b, sizeof b),
+                          tensor_shape_str(queue, c, sizeof c));
+    int N = (int)q->shape[0], dim = (int)q->shape[1], K = (int)queue->shape[1];
+    if (dq_given && !tensor_same_shape(dq_given, q))
+        return luaL_error(L, "infonce: dq %s should have the shape of q %s", tensor_shape_str(dq_given, a, sizeof a),
+                          tensor_shape_str(q, b, sizeof b));
+    if (logits_given && (logits_given->ndim != 2 || logits_given->shape[0] != N || logits_given->shape[1] != K + 1))
+        return luaL_error(L, "infonce: logits buffer %s should be [%d, %d]",
+                          tensor_shape_str(logits_given, a, sizeof a), N, K + 1);
+    /* Boxes first, so that nothing leaks if an allocation fails. */
+    LTensor *dq_box = NULL;
+    if (want_grad && !dq_given) {
+        dq_box = lmoco_newbox(L);
+        lmoco_settensor(L, dq_box, tensor_empty(2, q->shape));
     }
-    return 1;
-}
-
-/* g:normal([mean [, std]]) */
-static int g_normal(lua_State *L) {
-    LGenerator *g = check_generator(L, 1);
-    double mean = luaL_optnumber(L, 2, 0), std = luaL_optnumber(L, 3, 1);
-    lua_pushnumber(L, mean + std * rng_normal(&g->rng));
-    return 1;
-}
-
-/* g:random(n) -> integer in [1, n], like math.random(n) */
-static int g_random(lua_State *L) {
-    LGenerator *g = check_generator(L, 1);
-    lua_Integer n = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, n >= 1 && n <= UINT32_MAX, 2, "must be in [1, 2^32]");
-    lua_pushinteger(L, (lua_Integer)rng_below(&g->rng, (uint32_t)n) + 1);
-    return 1;
-}
-
-/* g:permutation(n) -> table with a random order of 1..n */
-static int g_permutation(lua_State *L) {
-    LGenerator *g = check_generator(L, 1);
-    lua_Integer n = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, n >= 0 && n <= (1 << 28), 2, "must be in [0, 2^28]");
-    int64_t *perm = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *perm, 0);
-    rng_permutation(&g->rng, perm, n);
-    lua_createtable(L, (int)n, 0);
-    for (lua_Integer i = 0; i < n; i++) {
-        lua_pushinteger(L, perm[i] + 1);
-        lua_rawseti(L, -2, i + 1);
+    LTensor *logits_box = NULL;
+    Tensor *logits = logits_given;
+    if (!logits) {
+        int64_t shape[2] = {N, K + 1};
+        logits_box = lmoco_newbox(L);
+        lmoco_settensor(L, logits_box, tensor_empty(2, shape));
+        logits = logits_box->t;
     }
-    return 1;
+    Tensor *dq = dq_given ? dq_given : dq_box ? dq_box->t : NULL;
+    InfoNceResult r;
+    if (moco_infonce(&r, logits->data, dq ? dq->data : NULL, q->data, k->data, queue->data, N, dim, K, T))
+        return lmoco_error(L);
+    lua_pushnumber(L, r.loss);
+    lua_pushnumber(L, r.acc1);
+    lua_pushnumber(L, r.acc5);
+    if (dq_given) lua_pushvalue(L, 5);
+    else if (dq_box) lua_pushvalue(L, logits_box ? -5 : -4);
+    else lua_pushnil(L);
+    return 4;
 }
 
-/* g:get_state() -> table of RNG_STATE_WORDS integers (64-bit words) */
-static int g_get_state(lua_State *L) {
-    LGenerator *g = check_generator(L, 1);
-    uint64_t words[RNG_STATE_WORDS];
-    rng_get_state(&g->rng, words);
-    lua_createtable(L, RNG_STATE_WORDS, 0);
-    for (int i = 0; i < RNG_STATE_WORDS; i++) {
-        lua_pushinteger(L, (lua_Integer)words[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    return 1;
+static int l_momentum_update(lua_State *L) {
+    Tensor *tk = lmoco_checktensor(L, 1), *tq = lmoco_checktensor(L, 2);
+    double m = luaL_checknumber(L, 3);
+    char a[128], b[128];
+    if (tk->numel != tq->numel)
+        return luaL_error(L, "momentum_update: key parameters %s and query parameters %s differ in size",
+                          tensor_shape_str(tk, a, sizeof a), tensor_shape_str(tq, b, sizeof b));
+    if (!(m >= 0 && m <= 1)) return luaL_error(L, "momentum_update: m = %f is not in [0, 1]", m);
+    moco_momentum_update(tk->data, tq->data, tk->numel, m);
+    return 0;
 }
 
-static int g_set_state(lua_State *L) {
-    LGenerator *g = check_generator(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (luaL_len(L, 2) != RNG_STATE_WORDS)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "expected a table of %d integers", RNG_STATE_WORDS));
-    uint64_t words[RNG_STATE_WORDS];
-    for (int i = 0; i < RNG_STATE_WORDS; i++) {
-        lua_geti(L, 2, i + 1);
-        int isnum;
-        words[i] = (uint64_t)lua_tointegerx(L, -1, &isnum);
-        if (!isnum) return luaL_argerror(L, 2, "state entries must be integers");
-        lua_pop(L, 1);
-    }
-    if (rng_set_state(&g->rng, words)) return lmoco_error(L);
-    lua_settop(L, 1);
-    return 1;
-}
-
-static int g_tostring(lua_State *L) {
-    LGenerator *g = check_generator(L, 1);
-    lua_pushfstring(L, "moco.Generator (%p)", (void *)g);
-    return 1;
-}
-
-static const luaL_Reg generator_methods[] = {
-    {"seed", g_seed},           {"uniform", g_uniform},     {"normal", g_normal},
-    {"random", g_random},       {"permutation", g_permutation}, {"get_state", g_get_state},
-    {"set_state", g_set_state}, {NULL, NULL}};
-
-void lmoco_open_generator(lua_State *L) {
-    luaL_newmetatable(L, MOCO_GENERATOR_MT);
-    luaL_newlib(L, generator_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, g_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-
-    LGenerator *g = lua_newuserdatauv(L, sizeof *g, 0);
-    rng_seed(&g->rng, 0, 0);
-    luaL_setmetatable(L, MOCO_GENERATOR_MT);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &default_generator_key);
-
-    lua_pushcfunction(L, l_generator);
-    lua_setfield(L, -2, "Generator");
-    lua_pushcfunction(L, l_manual_seed);
-    lua_setfield(L, -2, "manual_seed");
-}
-
-static int l_default_generator(lua_State *L) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &default_generator_key);
-    return 1;
-}
-
-/* ------------------------------------------------------------ threads */
-
-/* moco.set_num_threads(n): one count for both libmoco's compute pool (the layers; they run
- * BLAS single-threaded inside their tasks) and OpenBLAS for the products outside the layers
- * (contrastive logits, kNN), through moco_set_num_threads (core/gemm.c). */
-static int l_set_num_threads(lua_State *L) {
+static int l_shuffle_indices(lua_State *L) {
     lua_Integer n = luaL_checkinteger(L, 1);
-    luaL_argcheck(L, n >= 1 && n <= THREADPOOL_MAX, 1, "must be between 1 and 64");
-    if (moco_set_num_threads((int)n)) return lmoco_error(L);
+    luaL_argcheck(L, n > 0 && n <= (1 << 24), 1, "batch size must be in [1, 2^24]");
+    Rng *rng = lmoco_optgenerator(L, 2);
+    int64_t shape[1] = {n};
+    LTensor *pbox = lmoco_newbox(L), *ibox = lmoco_newbox(L);
+    lmoco_settensor(L, pbox, tensor_empty(1, shape));
+    lmoco_settensor(L, ibox, tensor_empty(1, shape));
+    int64_t *perm = lmoco_newarray(L, 2 * (size_t)n, sizeof *perm);
+    moco_shuffle_indices(perm, perm + n, n, rng);
+    for (lua_Integer i = 0; i < n; i++) {
+        pbox->t->data[i] = (float)perm[i];
+        ibox->t->data[i] = (float)perm[n + i];
+    }
+    lua_pop(L, 1);
+    return 2;
+}
+
+/* gather_rows(x (n, ...), index (m) [, out (m, ...)]) -> out: out[i] = x[index[i]], 0-based
+ * row numbers held exactly in the float index; m may differ from n (a rank's slice of a
+ * shuffled batch). */
+static int l_gather_rows(lua_State *L) {
+    Tensor *x = lmoco_checktensor(L, 1), *index = lmoco_checktensor(L, 2);
+    Tensor *out = lua_isnoneornil(L, 3) ? NULL : lmoco_checktensor(L, 3);
+    char a[128], b[128];
+    if (x->ndim < 1 || index->ndim != 1)
+        return luaL_error(L, "gather_rows: index %s should be 1-d, and x %s at least 1-d",
+                          tensor_shape_str(index, a, sizeof a), tensor_shape_str(x, b, sizeof b));
+    int64_t n = x->shape[0], m = index->shape[0];
+    int64_t *idx = lmoco_newarray(L, (size_t)m, sizeof *idx);
+    for (int64_t i = 0; i < m; i++) {
+        float v = index->data[i];
+        if (!(v >= 0 && v < (float)n) || v != (float)(int64_t)v)
+            return luaL_error(L, "gather_rows: index entry %d is %f, not a row in [0, %d)", (int)i + 1, v, (int)n);
+        idx[i] = (int64_t)v;
+    }
+    /* The index copy stays on the stack until we return: popped, the allocation below could
+     * run a GC step that frees it before tensor_gather_rows_ reads it. */
+    if (!out) {
+        int64_t shape[TENSOR_MAX_DIMS];
+        memcpy(shape, x->shape, sizeof shape);
+        shape[0] = m;
+        LTensor *box = lmoco_newbox(L);
+        lmoco_settensor(L, box, tensor_empty(x->ndim, shape));
+        out = box->t;
+    } else {
+        lua_pushvalue(L, 3);
+    }
+    if (tensor_gather_rows_(out, x, idx, m)) return lmoco_error(L);
+    return 1;
+}
+
+/* Float indices are exact integers up to 2^24: the largest memory bank they can address. */
+#define MAX_FLOAT_INDEX (1 << 24)
+
+/* The entries of t as int64 indices in [0, M), in a userdata left on the stack; an entry that
+ * is not such an integer is an error naming its position. */
+static int64_t *push_indices(lua_State *L, const char *fn, const Tensor *t, int64_t M) {
+    int64_t n = t->numel;
+    int64_t *idx = lmoco_newarray(L, (size_t)n, sizeof *idx);
+    for (int64_t i = 0; i < n; i++) {
+        float v = t->data[i];
+        if (!(v >= 0 && v < (float)M) || v != (float)(int64_t)v)
+            luaL_error(L, "%s: index entry %d is %f, not a row in [0, %d)", fn, (int)i + 1, v, (int)M);
+        idx[i] = (int64_t)v;
+    }
+    return idx;
+}
+
+static int want_gradient(lua_State *L, int idx) { return !(lua_isboolean(L, idx) && !lua_toboolean(L, idx)); }
+
+/* A (rows, cols) buffer: the tensor at idx when given (checked), else a new one pushed. */
+static Tensor *logits_buffer(lua_State *L, const char *fn, int idx, int64_t rows, int64_t cols) {
+    char a[128];
+    if (!lua_isnoneornil(L, idx)) {
+        Tensor *t = lmoco_checktensor(L, idx);
+        if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+            luaL_error(L, "%s: logits buffer %s should be [%d, %d]", fn, tensor_shape_str(t, a, sizeof a), (int)rows,
+                       (int)cols);
+        return t;
+    }
+    int64_t shape[2] = {rows, cols};
+    LTensor *box = lmoco_newbox(L);
+    lmoco_settensor(L, box, tensor_empty(2, shape));
+    return box->t;
+}
+
+static Tensor *new_like(lua_State *L, const Tensor *t) {
+    LTensor *box = lmoco_newbox(L);
+    lmoco_settensor(L, box, tensor_empty(t->ndim, t->shape));
+    return box->t;
+}
+
+static int l_infonce_batch(lua_State *L) {
+    Tensor *q = lmoco_checktensor(L, 1), *k = lmoco_checktensor(L, 2);
+    float T = (float)luaL_checknumber(L, 3);
+    int grad = want_gradient(L, 4);
+    char a[128], b[128];
+    check_2d(L, "infonce_batch", "q", q);
+    if (!tensor_same_shape(q, k))
+        return luaL_error(L, "infonce_batch: q %s and k %s must have the same shape (N, dim)",
+                          tensor_shape_str(q, a, sizeof a), tensor_shape_str(k, b, sizeof b));
+    int N = (int)q->shape[0], dim = (int)q->shape[1];
+    Tensor *logits = logits_buffer(L, "infonce_batch", 5, N, N);
+    int top = lua_gettop(L);
+    Tensor *dq = grad ? new_like(L, q) : NULL, *dk = grad ? new_like(L, k) : NULL;
+    InfoNceResult r;
+    if (moco_infonce_batch(&r, logits->data, dq ? dq->data : NULL, dk ? dk->data : NULL, q->data, k->data, N, dim, T))
+        return lmoco_error(L);
+    lua_pushnumber(L, r.loss);
+    lua_pushnumber(L, r.acc1);
+    lua_pushnumber(L, r.acc5);
+    if (grad) {
+        lua_pushvalue(L, top + 1);
+        lua_pushvalue(L, top + 2);
+    } else {
+        lua_pushnil(L);
+        lua_pushnil(L);
+    }
+    return 5;
+}
+
+static int l_bank_sample(lua_State *L) {
+    Tensor *pos = lmoco_checktensor(L, 1);
+    lua_Integer K = luaL_checkinteger(L, 2), M = luaL_checkinteger(L, 3);
+    Rng *rng = lmoco_optgenerator(L, 4);
+    char a[128];
+    if (pos->ndim != 1 || pos->shape[0] < 1)
+        return luaL_error(L, "bank_sample: positives %s should be 1-d with one bank row per sample",
+                          tensor_shape_str(pos, a, sizeof a));
+    luaL_argcheck(L, K >= 1 && K <= (1 << 24), 2, "the number of negatives K must be in [1, 2^24]");
+    luaL_argcheck(L, M >= 1 && M <= MAX_FLOAT_INDEX, 3, "the bank must have 1 to 2^24 rows");
+    int N = (int)pos->shape[0];
+    int64_t shape[2] = {N, K + 1};
+    LTensor *box = lmoco_newbox(L);
+    lmoco_settensor(L, box, tensor_empty(2, shape));
+    int64_t *positives = push_indices(L, "bank_sample", pos, M);
+    int64_t *index = lmoco_newarray(L, (size_t)N * (size_t)(K + 1), sizeof *index);
+    if (moco_bank_sample(index, positives, N, (int)K, M, rng)) return lmoco_error(L);
+    for (int64_t i = 0; i < (int64_t)N * (K + 1); i++) box->t->data[i] = (float)index[i];
+    lua_pop(L, 2);
+    return 1;
+}
+
+static int l_infonce_bank(lua_State *L) {
+    Tensor *q = lmoco_checktensor(L, 1), *bank = lmoco_checktensor(L, 2), *index = lmoco_checktensor(L, 3);
+    float T = (float)luaL_checknumber(L, 4);
+    int grad = want_gradient(L, 5);
+    char a[128], b[128], c[128];
+    check_2d(L, "infonce_bank", "q", q);
+    check_2d(L, "infonce_bank", "bank", bank);
+    check_2d(L, "infonce_bank", "index", index);
+    if (bank->shape[1] != q->shape[1] || index->shape[0] != q->shape[0] || index->shape[1] < 2)
+        return luaL_error(L, "infonce_bank: q %s, bank %s and index %s should be (N, dim), (M, dim) and (N, 1 + K) "
+                          "with K >= 1", tensor_shape_str(q, a, sizeof a), tensor_shape_str(bank, b, sizeof b),
+                          tensor_shape_str(index, c, sizeof c));
+    if (bank->shape[0] > MAX_FLOAT_INDEX) return luaL_error(L, "infonce_bank: the bank has more than 2^24 rows");
+    int N = (int)q->shape[0], dim = (int)q->shape[1], K = (int)index->shape[1] - 1;
+    Tensor *logits = logits_buffer(L, "infonce_bank", 6, N, K + 1);
+    int top = lua_gettop(L);
+    Tensor *dq = grad ? new_like(L, q) : NULL;
+    int64_t *idx = push_indices(L, "infonce_bank", index, bank->shape[0]);
+    InfoNceResult r;
+    if (moco_infonce_bank(&r, logits->data, dq ? dq->data : NULL, q->data, bank->data, idx, N, dim, K,
+                          bank->shape[0], T))
+        return lmoco_error(L);
+    lua_pushnumber(L, r.loss);
+    lua_pushnumber(L, r.acc1);
+    lua_pushnumber(L, r.acc5);
+    if (grad) lua_pushvalue(L, top + 1);
+    else lua_pushnil(L);
+    return 4;
+}
+
+static int l_bank_update(lua_State *L) {
+    Tensor *bank = lmoco_checktensor(L, 1), *q = lmoco_checktensor(L, 2), *index = lmoco_checktensor(L, 3);
+    double m = luaL_checknumber(L, 4);
+    char a[128], b[128], c[128];
+    check_2d(L, "bank_update", "bank", bank);
+    check_2d(L, "bank_update", "q", q);
+    if (q->shape[1] != bank->shape[1] || index->ndim != 1 || index->shape[0] != q->shape[0])
+        return luaL_error(L, "bank_update: bank %s, q %s and index %s should be (M, dim), (N, dim) and (N)",
+                          tensor_shape_str(bank, a, sizeof a), tensor_shape_str(q, b, sizeof b),
+                          tensor_shape_str(index, c, sizeof c));
+    if (bank->shape[0] > MAX_FLOAT_INDEX) return luaL_error(L, "bank_update: the bank has more than 2^24 rows");
+    int64_t *idx = push_indices(L, "bank_update", index, bank->shape[0]);
+    if (moco_bank_update(bank->data, q->data, idx, (int)q->shape[0], (int)q->shape[1], bank->shape[0], m))
+        return lmoco_error(L);
     return 0;
 }
 
-static int l_get_num_threads(lua_State *L) {
-    lua_pushinteger(L, threadpool_size());
-    return 1;
-}
-
-/* ------------------------------------------------------------ files */
-
-/* moco.load_idx(path) -> tensor of the raw byte values (0..255) with the file's shape. */
-static int l_load_idx(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    LTensor *box = lmoco_newbox(L);
-    IdxArray a;
-    if (idx_load(path, &a)) return lmoco_error(L);
-    Tensor *t = tensor_empty(a.ndim, a.shape);
-    if (t)
-        for (int64_t i = 0; i < a.count; i++) t->data[i] = (float)a.data[i];
-    idx_free(&a);
-    lmoco_settensor(L, box, t);
-    return 1;
-}
-
-/* moco.time() -> seconds from a monotonic clock (wall time, unlike os.clock's CPU time,
- * which adds up every thread's time). */
-static int l_time(lua_State *L) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
-    return 1;
-}
-
-/* moco.isatty("stdout" | "stderr" | "stdin") -> boolean (for progress bars). */
-static int l_isatty(lua_State *L) {
-    static const char *const names[] = {"stdin", "stdout", "stderr", NULL};
-    int fd = luaL_checkoption(L, 1, "stdout", names);
-    lua_pushboolean(L, isatty(fd));
-    return 1;
-}
-
-static const luaL_Reg core_functions[] = {
-    {"time", l_time},
-    {"isatty", l_isatty},
-    {"load_idx", l_load_idx},
-    {"default_generator", l_default_generator},
-    {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads},
+static const luaL_Reg contrast_functions[] = {
+    {"queue_init", l_queue_init},         {"queue_enqueue", l_queue_enqueue},
+    {"infonce", l_infonce},               {"momentum_update", l_momentum_update},
+    {"shuffle_indices", l_shuffle_indices}, {"gather_rows", l_gather_rows},
+    {"infonce_batch", l_infonce_batch},   {"bank_sample", l_bank_sample},
+    {"infonce_bank", l_infonce_bank},     {"bank_update", l_bank_update},
     {NULL, NULL}};
 
-int luaopen_moco_core(lua_State *L) {
-    luaL_newlib(L, core_functions);
-    lmoco_open_tensor(L);
-    lmoco_open_generator(L);
-    lmoco_open_optim(L);
-    lmoco_open_contrast(L);
-    lmoco_open_eval(L);
-    lmoco_open_nn(L);
-    lmoco_open_image(L);
-    lmoco_open_data(L);
-    lmoco_open_io(L);
-    lmoco_open_plot(L);
-    lmoco_open_torch(L);
-    lmoco_open_dist(L);
-    lua_pushliteral(L, MOCO_LUA_VERSION);
-    lua_setfield(L, -2, "version");
-    return 1;
+void lmoco_open_moco(lua_State *L) {
+    luaL_newlib(L, contrast_functions);
+    lua_setfield(L, -2, "_moco");
 }

@@ -201,7 +201,7 @@ static void *scratch(lua_State *L, size_t bytes) {
     if (p && have >= bytes) return p; /* still referenced from the registry */
     lua_pushnil(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key); /* let the old one go first */
-    p = lua_newuserdatauv(L, bytes ? bytes : 1, 0);
+    p = lmoco_newarray(L, bytes, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key);
     return p;
 }

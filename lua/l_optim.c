@@ -12,10 +12,7 @@
 #include "optim.h"
 
 static float field_number(lua_State *L, int idx, const char *name, float dflt) {
-    lua_getfield(L, idx, name);
-    float v = lua_isnil(L, -1) ? dflt : (float)luaL_checknumber(L, -1);
-    lua_pop(L, 1);
-    return v;
+    return (float)lmoco_optnumber(L, idx, name, dflt, "sgd_step");
 }
 
 static int l_sgd_step(lua_State *L) {

@@ -42,33 +42,9 @@ static const char *opt_string(lua_State *L, int t, const char *key, int anchor, 
 
 static lua_Integer opt_integer(lua_State *L, int t, const char *key, lua_Integer dflt, lua_Integer lo, lua_Integer hi,
                                const char *where) {
-    int type = lua_getfield(L, t, key);
-    lua_Integer v = dflt;
-    if (type != LUA_TNIL) {
-        int ok;
-        v = lua_tointegerx(L, -1, &ok);
-        if (!ok) luaL_error(L, "%s: %s must be an integer, got %s", where, key, luaL_typename(L, -1));
-        if (v < lo || v > hi) luaL_error(L, "%s: %s = %d is outside [%d, %d]", where, key, (int)v, (int)lo, (int)hi);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static double opt_number(lua_State *L, int t, const char *key, const char *where) {
-    int type = lua_getfield(L, t, key);
-    double v = NAN;
-    if (type == LUA_TNUMBER)
-        v = lua_tonumber(L, -1);
-    else if (type != LUA_TNIL)
-        luaL_error(L, "%s: %s must be a number, got %s", where, key, lua_typename(L, type));
-    lua_pop(L, 1);
-    return v;
-}
-
-static int opt_boolean(lua_State *L, int t, const char *key) {
-    lua_getfield(L, t, key);
-    int v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    lua_Integer v = lmoco_optinteger(L, t, key, dflt, where);
+    if (v < lo || v > hi)
+        luaL_error(L, "%s: %s = %d is outside [%d, %d]", where, key, (int)v, (int)lo, (int)hi);
     return v;
 }
 
@@ -79,7 +55,7 @@ static uint32_t opt_color(lua_State *L, int t, const char *key, uint32_t dflt, c
 
 /* Userdata of `bytes` bytes kept alive by the anchor table at index `anchor`. */
 static void *anchored(lua_State *L, int anchor, size_t bytes) {
-    void *p = lua_newuserdatauv(L, bytes ? bytes : 1, 0);
+    void *p = lmoco_newarray(L, bytes, 1);
     anchor_value(L, anchor);
     return p;
 }
@@ -119,7 +95,7 @@ static void read_series(lua_State *L, int t, PlotSeries *s, int anchor, const ch
     if (nx != ny) luaL_error(L, "%s: x has %d entries but y has %d", where, nx, ny);
     s->n = nx;
     s->color = opt_color(L, t, "color", PLOT_COLOR_AUTO, where);
-    s->markers = opt_boolean(L, t, "markers");
+    s->markers = lmoco_optboolean(L, t, "markers");
 }
 
 static void read_panel(lua_State *L, int t, PlotPanel *p, int anchor, int index) {
@@ -129,9 +105,9 @@ static void read_panel(lua_State *L, int t, PlotPanel *p, int anchor, int index)
     p->xlabel = opt_string(L, t, "xlabel", anchor, where);
     p->ylabel = opt_string(L, t, "ylabel", anchor, where);
     p->empty_text = opt_string(L, t, "empty_text", anchor, where);
-    p->x_integer = opt_boolean(L, t, "x_integer");
-    p->x_min = opt_number(L, t, "x_min", where);
-    p->x_max = opt_number(L, t, "x_max", where);
+    p->x_integer = lmoco_optboolean(L, t, "x_integer");
+    p->x_min = lmoco_optnumber(L, t, "x_min", NAN, where);
+    p->x_max = lmoco_optnumber(L, t, "x_max", NAN, where);
     lua_Integer n = push_list(L, t, "series", where, 0);
     if (n < 0) n = 0; /* no series: the nil stays on the stack until the pop below */
     if (n > PLOT_MAX_SERIES) luaL_error(L, "%s: %d series (at most %d)", where, (int)n, PLOT_MAX_SERIES);
@@ -155,11 +131,6 @@ static Image *push_empty_image(lua_State *L) {
     return lmoco_pushimage(L, &empty);
 }
 
-/* After a fill: tell the collector about the C memory. */
-static void account(lua_State *L, const Image *img) {
-    size_t kib = (size_t)img->width * (size_t)img->height * (size_t)img->channels >> 10;
-    if (kib > 0) lua_gc(L, LUA_GCSTEP, (int)(kib < (1u << 30) ? kib : (1u << 30)));
-}
 
 static int l_figure(lua_State *L) {
     const char *where = "plot.figure";
@@ -181,7 +152,7 @@ static int l_figure(lua_State *L) {
     }
     Image *out = push_empty_image(L);
     if (plot_figure(out, width, height, rows, cols, title, panels, (int)n)) return lmoco_error(L);
-    account(L, out);
+    lmoco_accountimage(L, out);
     return 1;
 }
 
@@ -233,7 +204,7 @@ static int l_tile_grid(lua_State *L) {
     lua_pop(L, 1);
     Image *out = push_empty_image(L);
     if (plot_tile_grid(out, &g)) return lmoco_error(L);
-    account(L, out);
+    lmoco_accountimage(L, out);
     return 1;
 }
 

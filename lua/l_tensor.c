@@ -1,4 +1,5 @@
-/* lua/l_tensor.c: the moco.Tensor userdata.
+/* lua/l_tensor.c: the moco.Tensor class (its box and the helpers every binding file uses
+ * are in lua/lmoco.c).
  *
  * Lua sees positions 1-based (dimensions, indices, narrow starts, argmax results), as in
  * Lua and Torch7; libmoco is 0-based and this file converts.  Every function checks all
@@ -11,85 +12,6 @@
 
 #include "error.h"
 #include "lmoco.h"
-
-/* ------------------------------------------------------------ boxes */
-
-int lmoco_error(lua_State *L) { return luaL_error(L, "%s", moco_last_error()); }
-
-Tensor *lmoco_totensor(lua_State *L, int idx) {
-    LTensor *box = luaL_testudata(L, idx, MOCO_TENSOR_MT);
-    return box ? box->t : NULL;
-}
-
-Tensor *lmoco_checktensor(lua_State *L, int idx) {
-    LTensor *box = luaL_checkudata(L, idx, MOCO_TENSOR_MT);
-    if (!box->t) luaL_argerror(L, idx, "tensor was closed");
-    return box->t;
-}
-
-LTensor *lmoco_newbox(lua_State *L) {
-    LTensor *box = lua_newuserdatauv(L, sizeof *box, 0);
-    box->t = NULL;
-    luaL_setmetatable(L, MOCO_TENSOR_MT);
-    return box;
-}
-
-void lmoco_settensor(lua_State *L, LTensor *box, Tensor *t) {
-    if (!t) {
-        lmoco_error(L);
-        return;
-    }
-    box->t = t;
-    /* Lua cannot see C allocations: tell the collector about new storage so a REPL
-     * session that makes many large temporaries collects them promptly. */
-    if (!tensor_is_view(t) && tensor_nbytes(t) >= 4096)
-        lua_gc(L, LUA_GCSTEP, (int)(tensor_nbytes(t) >> 10 < 1 << 30 ? tensor_nbytes(t) >> 10 : 1 << 30));
-}
-
-/* ------------------------------------------------------------ arguments */
-
-void lmoco_checklabels(lua_State *L, const char *fn, const Tensor *labels, int64_t *out) {
-    for (int64_t i = 0; i < labels->numel; i++) {
-        float v = labels->data[i];
-        /* 2^63 is a float; NaN fails both comparisons */
-        if (!(v >= -9223372036854775808.0f && v < 9223372036854775808.0f) || v != floorf(v))
-            luaL_error(L, "%s: labels[%I] is %f, not a class number (labels are 0-based integers)", fn,
-                       (lua_Integer)i + 1, (lua_Number)v);
-        out[i] = (int64_t)v;
-    }
-}
-
-int lmoco_checkshape(lua_State *L, int idx, int64_t *shape) {
-    int ndim = 0;
-    if (lua_istable(L, idx)) {
-        lua_Integer n = luaL_len(L, idx);
-        if (n > TENSOR_MAX_DIMS)
-            luaL_argerror(L, idx, lua_pushfstring(L, "shape has %d dimensions, at most %d are supported",
-                                                  (int)n, TENSOR_MAX_DIMS));
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_geti(L, idx, i);
-            int isnum;
-            lua_Integer v = lua_tointegerx(L, -1, &isnum);
-            if (!isnum || v < 0)
-                luaL_argerror(L, idx, lua_pushfstring(L, "shape entry %d must be a non-negative integer, got %s",
-                                                      (int)i, luaL_tolstring(L, -1, NULL)));
-            lua_pop(L, 1);
-            shape[ndim++] = v;
-        }
-        return ndim;
-    }
-    int top = lua_gettop(L);
-    for (int i = idx; i <= top && lua_type(L, i) == LUA_TNUMBER; i++) {
-        if (ndim == TENSOR_MAX_DIMS)
-            luaL_argerror(L, i, lua_pushfstring(L, "at most %d dimensions are supported", TENSOR_MAX_DIMS));
-        lua_Integer v = luaL_checkinteger(L, i);
-        if (v < 0) luaL_argerror(L, i, "sizes must be non-negative");
-        shape[ndim++] = v;
-    }
-    if (ndim == 0 && !lua_isnoneornil(L, idx) && lua_type(L, idx) != LUA_TUSERDATA)
-        luaL_typeerror(L, idx, "shape table or sizes");
-    return ndim;
-}
 
 /* A 1-based dimension argument (negative counts from the end) as a 0-based index. */
 static int check_dim(lua_State *L, int idx, const Tensor *t) {
@@ -765,10 +687,6 @@ static const luaL_Reg tensor_functions[] = {
     {"load_npy", l_load_npy}, {"matmul", m_matmul}, {NULL, NULL}};
 
 void lmoco_open_tensor(lua_State *L) {
-    luaL_newmetatable(L, MOCO_TENSOR_MT);
-    luaL_setfuncs(L, tensor_meta, 0);
-    luaL_newlib(L, tensor_methods);
-    lua_setfield(L, -2, "methods");
-    lua_pop(L, 1);
+    lmoco_newclass(L, MOCO_TENSOR_MT, tensor_methods, tensor_meta);
     luaL_setfuncs(L, tensor_functions, 0);
 }

@@ -165,9 +165,7 @@ static void push_value(lua_State *L, Walk *w, PickleValue *v, size_t path_len, i
 /* obj, dtypes = _torch.load(path)   (upvalue 1: the None sentinel) */
 static int l_load(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    LTorchFile *box = lua_newuserdatauv(L, sizeof *box, 0);
-    memset(box, 0, sizeof *box);
-    luaL_setmetatable(L, TORCHFILE_MT);
+    LTorchFile *box = lmoco_newudata(L, sizeof *box, 0, TORCHFILE_MT);
     if (torch_file_open(&box->tf, path)) return lmoco_error(L);
     box->open = 1;
     Walk w = {.box = box};
@@ -198,7 +196,7 @@ static TorchSaveItem *check_items(lua_State *L, size_t *count, const char *fn) {
     luaL_checktype(L, 4, LUA_TTABLE);
     lua_Integer n = luaL_len(L, 2);
     if (luaL_len(L, 3) != n) luaL_error(L, "%s: %d names but %d tensors", fn, (int)n, (int)luaL_len(L, 3));
-    TorchSaveItem *items = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *items, 0);
+    TorchSaveItem *items = lmoco_newarray(L, (size_t)n, sizeof *items);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 2, i);
         items[i - 1].name = lua_tostring(L, -1);
@@ -243,13 +241,13 @@ static int none_tostring(lua_State *L) {
     return 1;
 }
 
+static const luaL_Reg torchfile_meta[] = {{"__gc", torchfile_gc}, {"__close", torchfile_gc}, {NULL, NULL}};
+
+static const luaL_Reg torch_functions[] = {
+    {"format", l_format}, {"save_pth", l_save_pth}, {"save_detectron2", l_save_detectron2}, {NULL, NULL}};
+
 void lmoco_open_torch(lua_State *L) {
-    luaL_newmetatable(L, TORCHFILE_MT);
-    lua_pushcfunction(L, torchfile_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, torchfile_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pop(L, 1);
+    lmoco_newclass(L, TORCHFILE_MT, NULL, torchfile_meta);
 
     lua_newtable(L);
     /* None: one table, shared by every load, printed as "None" */
@@ -270,11 +268,6 @@ void lmoco_open_torch(lua_State *L) {
     lua_setfield(L, -3, "None");
     lua_pushcclosure(L, l_load, 1);
     lua_setfield(L, -2, "load");
-    lua_pushcfunction(L, l_format);
-    lua_setfield(L, -2, "format");
-    lua_pushcfunction(L, l_save_pth);
-    lua_setfield(L, -2, "save_pth");
-    lua_pushcfunction(L, l_save_detectron2);
-    lua_setfield(L, -2, "save_detectron2");
+    luaL_setfuncs(L, torch_functions, 0);
     lua_setfield(L, -2, "_torch");
 }

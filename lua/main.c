@@ -68,7 +68,10 @@ static lua_State *global_L;
  * and SIGTERM only record the signal (deferred_signal); the loop polls it between
  * steps (moco.interrupt_pending), saves a checkpoint and calls moco.finish_interrupt,
  * which ends a script with status 128 + signal (130, 143) and returns a REPL line to
- * the prompt.  A second signal in that mode ends the process at once with that status
+ * the prompt.  A script does not exit() from inside Lua: finish_interrupt records the
+ * status (exit_status) and raises "interrupted!"; every docall re-raises it, so it unwinds
+ * to main, which closes the Lua state (to-be-closed variables and finalizers run: loaders
+ * join their threads, files close) and then returns the status.  A second signal in that mode ends the process at once with that status
  * (_exit): checkpoints are written atomically, so the last one stays whole.  The mode
  * ends with the call that turned it on (docall resets it). */
 static volatile sig_atomic_t lua_is_running = 0;
@@ -86,6 +89,8 @@ static pthread_t lua_thread;
 /* In the REPL the handler stays installed between lines; a script run gets the
  * default action back after each call. */
 static int keep_sigint_handler = 0;
+/* 128 + signal once finish_interrupt has ended a script (see deferred mode), else 0. */
+static int exit_status = 0;
 
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
@@ -180,11 +185,7 @@ static int l_finish_interrupt(lua_State *L) {
     deferred_signal = 0;
     if (defer_mode) signal(SIGTERM, SIG_DFL);
     defer_mode = 0;
-    if (!keep_sigint_handler) {
-        fflush(stdout);
-        fflush(stderr);
-        exit(128 + sig);
-    }
+    if (!keep_sigint_handler) exit_status = 128 + sig; /* main exits, after lua_close */
     return luaL_error(L, "interrupted!");
 }
 
@@ -332,6 +333,10 @@ static int docall(lua_State *L, int nargs, int nresults) {
     deferred_signal = 0;
     if (!keep_sigint_handler) signal(SIGINT, SIG_DFL);
     lua_remove(L, base);
+    if (exit_status) { /* the script is over even if a pcall caught the error: on to main */
+        lua_pushliteral(L, "interrupted!");
+        lua_error(L);
+    }
     return status;
 }
 
@@ -1269,6 +1274,10 @@ int main(int argc, char **argv) {
     lua_pushinteger(L, script);
     lua_pushinteger(L, flags);
     int status = lua_pcall(L, 4, 1, 0);
+    if (exit_status) { /* moco.finish_interrupt: the signal's status, nothing to report */
+        lua_close(L);
+        return exit_status;
+    }
     int ok = status == LUA_OK && lua_toboolean(L, -1);
     report(L, status);
     lua_close(L);

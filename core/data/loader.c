@@ -29,7 +29,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +39,7 @@
 #include "error.h"
 #include "image/functional.h"
 #include "rng.h"
+#include "threads.h"
 
 #define LOADER_ERROR_SIZE 1024
 
@@ -634,12 +634,7 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int loader_cpu_count(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
+int loader_cpu_count(void) { return threadpool_cpu_count(); }
 
 int loader_thread_advice(int workers) {
     int n = loader_cpu_count() - workers;

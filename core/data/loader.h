@@ -150,7 +150,7 @@ void loader_reset_stats(Loader *l);
  * Tensors handed out earlier stay valid. */
 void loader_close(Loader *l);
 
-/* The number of online cores, and a suggestion of how many threads BLAS should use next to
+/* The cores this process may run on (threadpool_cpu_count, core/threads.h), and a suggestion of how many threads BLAS should use next to
  * `workers` loader threads: max(1, cores - workers). */
 int loader_cpu_count(void);
 int loader_thread_advice(int workers);

@@ -54,7 +54,7 @@ MoCo.MECHANISMS = { "moco", "end_to_end", "memory_bank" }
 
 local function default(v, d) if v == nil then return d end return v end
 
--- Float tensors index the bank (lua/l_contrast.c): exact up to 2^24 rows.
+-- Float tensors index the bank (lua/l_moco.c): exact up to 2^24 rows.
 local MAX_BANK_ROWS = 1 << 24
 
 -- Bytes of memory the system can still give (Linux's MemAvailable), or nil when unknown.

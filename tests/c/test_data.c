@@ -83,7 +83,7 @@ static int64_t synth_label(const Dataset *ds, int64_t index) {
     return index % 3;
 }
 
-static const DatasetOps synth_ops = {synth_get, synth_label, NULL, NULL};
+static const DatasetOps synth_ops = {.get = synth_get, .label = synth_label};
 
 static Dataset *synth_new(int64_t n, int sleep_ms, int64_t fail_index) {
     SynthDataset *s = (SynthDataset *)dataset_alloc(sizeof *s, &synth_ops, "Synthetic");

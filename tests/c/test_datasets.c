@@ -157,7 +157,7 @@ static void test_image_files_loader(void) {
                            transform_to_tensor()};
     Transform *t = transform_compose(items, 3);
     for (int i = 0; i < 3; i++) transform_free(items[i]);
-    LoaderOptions o = {3, 2, 2, 0, 0, 7, LOADER_RAISE};
+    LoaderOptions o = {.batch_size = 3, .workers = 2, .prefetch = 2, .seed = 7, .on_error = LOADER_RAISE};
     Loader *l = loader_create(ds, &o, t, 1, LOADER_TENSORS);
     LoaderBatch b;
     int batches = 0, labels = 1, pixels = 1, rc;
@@ -327,7 +327,7 @@ static void test_file_list_loader(void) {
     Transform *items[2] = {transform_random_resized_crop(4, 4, scale, ratio), transform_to_tensor()};
     Transform *t = transform_compose(items, 2);
     for (int i = 0; i < 2; i++) transform_free(items[i]);
-    LoaderOptions o = {2, 2, 2, 1, 0, 11, LOADER_RAISE};
+    LoaderOptions o = {.batch_size = 2, .workers = 2, .prefetch = 2, .shuffle = 1, .seed = 11, .on_error = LOADER_RAISE};
     Loader *l = loader_create(ds, &o, t, 0, LOADER_TENSORS);
     LoaderBatch b;
     int seen = 0, match = 1;

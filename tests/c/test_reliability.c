@@ -638,7 +638,7 @@ static int64_t slow_label(const Dataset *ds, int64_t index) {
     return index % 2;
 }
 
-static const DatasetOps slow_ops = {slow_get, slow_label, NULL, NULL};
+static const DatasetOps slow_ops = {.get = slow_get, .label = slow_label};
 
 static void test_close_during_slow_decode(void) {
     /* A 4000x4000 progressive gray JPEG: decoding it takes a good fraction of a second. */

@@ -42,7 +42,7 @@ static int64_t grid_label(const Dataset *ds, int64_t index) {
     return index % 4;
 }
 
-static const DatasetOps grid_ops = {grid_get, grid_label, NULL, NULL};
+static const DatasetOps grid_ops = {.get = grid_get, .label = grid_label};
 
 static Dataset *grid_new(int64_t n, int fail_mod) {
     GridDataset *g = (GridDataset *)dataset_alloc(sizeof *g, &grid_ops, "Grid");

@@ -1,6 +1,6 @@
 -- tests/lua/test_mechanisms.lua: the MoCo paper's two baselines in moco.MoCo
 -- (lua/moco/builder.lua: mechanism = "end_to_end" | "memory_bank") and their primitives
--- (lua/l_contrast.c, core/moco.c), against PyTorch references written by
+-- (lua/l_moco.c, core/moco.c), against PyTorch references written by
 -- tests/make_fixtures_moco.py (E2E_CASE, BANK_CASE: the options below must match).
 --
 -- The reference runs two SGD steps of main_moco.py; here the same model loads the same

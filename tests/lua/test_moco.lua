@@ -1,5 +1,5 @@
 -- tests/lua/test_moco.lua: moco.MoCo (lua/moco/builder.lua) against the official MoCo, and
--- the primitives of moco._moco (lua/l_contrast.c, core/moco.c).
+-- the primitives of moco._moco (lua/l_moco.c, core/moco.c).
 --
 -- The reference: tests/make_fixtures_moco.py runs the official moco/builder.py MoCo (re-typed,
 -- one process, the CIFAR-10 demo's single-GPU shuffle with moco-lua's own permutations, the

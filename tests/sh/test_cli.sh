@@ -183,4 +183,31 @@ if [ "$rc" -eq 0 ] && out_has '^the local file$'; then
   pass "a file in the current directory wins over a recipe of that name"
 else fail "a file in the current directory wins over a recipe of that name" "$(shown)"; fi
 
+# moco.finish_interrupt ends a script with 128 + signal by unwinding to main, which closes
+# the Lua state: to-be-closed variables and finalizers run (loaders join their threads,
+# files close); nothing after the call runs and no error is printed.
+cat >"$tmp/finish.lua" <<'EOF'
+moco.defer_interrupts(true)
+kept = setmetatable({}, { __gc = function() io.stderr:write("finalized\n") end })
+local pid = io.open("/proc/self/stat"):read("n")
+os.execute("kill -TERM " .. pid)
+print("pending", moco.interrupt_pending())
+do
+  local guard <close> = setmetatable({}, { __close = function() io.stderr:write("closed\n") end })
+  moco.finish_interrupt()
+end
+print("not reached")
+EOF
+run "$exe" "$tmp/finish.lua"
+if [ "$rc" -eq 143 ] && out_has '^pending	SIGTERM$' && ! out_has 'not reached' && err_has '^closed$' \
+   && err_has '^finalized$' && ! err_has 'interrupted'; then
+  pass "finish_interrupt exits 143 after closing the Lua state"
+else fail "finish_interrupt exits 143 after closing the Lua state" "$(shown)"; fi
+# A pcall that catches the error does not keep the script alive past its end.
+sed 's/^  moco.finish_interrupt()$/  print("caught", pcall(moco.finish_interrupt))/' "$tmp/finish.lua" >"$tmp/caught.lua"
+run "$exe" "$tmp/caught.lua"
+if [ "$rc" -eq 143 ] && out_has 'caught	false' && err_has '^finalized$' && ! err_has 'interrupted'; then
+  pass "finish_interrupt caught by a pcall still ends the script with 143"
+else fail "finish_interrupt caught by a pcall still ends the script with 143" "$(shown)"; fi
+
 finish
