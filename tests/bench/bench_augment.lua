@@ -29,17 +29,10 @@ local tmp = os.tmpname()
 os.remove(tmp)
 assert(os.execute("mkdir -p '" .. tmp .. "/cifar' '" .. tmp .. "/jpeg/photos'"))
 
-local function moco_v2(size, mean, std)
-  return T.TwoCrops(T.Compose {
-    T.RandomResizedCrop(size, { scale = { 0.2, 1.0 } }),
-    T.RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8),
-    T.RandomGrayscale(0.2),
-    T.RandomApply(T.GaussianBlur { 0.1, 2.0 }, 0.5),
-    T.RandomHorizontalFlip(),
-    T.ToTensor(),
-    T.Normalize(mean, std),
-  })
-end
+-- The MoCo v2 augmentation, the same pipeline the loader tests run (tests/lua/check.lua).
+package.path = "tests/lua/?.lua;" .. package.path
+local check = require "check"
+local function moco_v2(size, mean, std) return T.TwoCrops(check.moco_v2_aug(size, mean, std)) end
 
 -- A CIFAR-10 test_batch.bin of n records of random pixels.
 local function write_cifar(path, n)
