@@ -128,10 +128,10 @@ local function spec_with(defaults)
   return spec
 end
 
--- extra (optional): more options of this recipe's own, in recipe.parse's form.
-function pretrain.parse(argv, defaults, description, extra)
-  local spec = spec_with(defaults or {})
-  for _, o in ipairs(extra or {}) do spec[#spec + 1] = o end
+-- recipe.parse with the dataset as the bare argument; keeps the command line as given in
+-- opts._argv, for the "to resume" hint and the run's name (argv[0] is the script, negative
+-- indices the interpreter and its options, as moco-lua sets `arg`).  nil after --help.
+local function parse_recipe(argv, spec, description)
   local opts = recipe.parse(argv, spec, {
     description = description,
     positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
@@ -140,11 +140,16 @@ function pretrain.parse(argv, defaults, description, extra)
   if #opts._positional > 0 then
     error("unexpected argument '" .. opts._positional[1] .. "' (options start with --; --help lists them)", 0)
   end
-  -- The command line as given, for the "to resume" hint and the run's name (argv[0] is the
-  -- script, negative indices the interpreter and its options, as moco-lua sets `arg`).
   opts._argv = {}
-  for i, v in pairs(argv) do if math.type(i) == "integer" then opts._argv[i] = v end end
+  for i, v in pairs(argv or {}) do if math.type(i) == "integer" then opts._argv[i] = v end end
   return opts
+end
+
+-- extra (optional): more options of this recipe's own, in recipe.parse's form.
+function pretrain.parse(argv, defaults, description, extra)
+  local spec = spec_with(defaults or {})
+  for _, o in ipairs(extra or {}) do spec[#spec + 1] = o end
+  return parse_recipe(argv, spec, description)
 end
 
 -- The recipe's name, for run directories: "quickstart" for recipes/quickstart.lua.
@@ -467,16 +472,8 @@ end
 -- The start of an evaluation recipe: the options (nil after --help), the command line in
 -- opts._argv, --quiet, and MPI under mpirun (rank, size in opts._rank, opts._size).
 function pretrain.probe_start(argv, spec, description)
-  local opts = recipe.parse(argv, spec, {
-    description = description,
-    positional = { name = "data", metavar = "DIR", help = "the dataset (the same as --data)" },
-  })
+  local opts = parse_recipe(argv, spec, description)
   if not opts then return nil end
-  if #opts._positional > 0 then
-    error("unexpected argument '" .. opts._positional[1] .. "' (--help lists the options)", 0)
-  end
-  opts._argv = {}
-  for i, v in pairs(argv or {}) do if math.type(i) == "integer" then opts._argv[i] = v end end
   progress.set_quiet(opts.quiet)
   opts._rank, opts._size = dist.start(opts, pretrain.recipe_name(opts))
   return opts
