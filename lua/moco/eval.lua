@@ -30,8 +30,6 @@ local progress = require "moco.progress"
 local dist = require "moco.dist"
 
 local eval = {}
-local extract_sharded
-local sharding = false -- inside extract_sharded: this rank's share runs as one process would
 
 -- The feature cache (see the header).  moco.save/moco.load come with checkpoints; without
 -- them the cache is an error rather than silently ignored.
@@ -74,62 +72,12 @@ local function write_cache(path, feats, labels, n, opts)
   save(path, { features = feats, labels = labels }, { moco_eval = cache_key(n, opts) })
 end
 
--- Over MPI ranks (moco.dist): each rank runs the network over its contiguous share of the
--- dataset, and the rows are gathered, so that every rank holds all the features, in the
--- dataset's order (eval mode: a row depends on its image alone).  Only rank 0 writes the
--- cache.
-extract_sharded = function(net, source, opts)
-  local n = #source
-  local first, count, per = dist.share(n)
-  local local_opts = {}
-  for k, v in pairs(opts) do local_opts[k] = v end
-  local_opts.cache, local_opts.normalize = nil, false
-  local positions = {}
-  for i = 1, count do positions[i] = first + i - 1 end
-  local feats, labels
-  if count > 0 then
-    sharding = true
-    local ok, f, l = pcall(eval.extract_features, net, data.Subset(source, positions), local_opts)
-    sharding = false
-    if not ok then error(f, 0) end
-    feats, labels = f, l
-  end
-  -- every rank sends per rows (the last shares are padded) and learns the feature width
-  local width = dist.max_of(feats and feats:size(2) or 0)
-  local fblock, lblock = moco.zeros{ per, width }, moco.zeros{ per }
-  if count > 0 then
-    fblock:narrow(1, 1, count):copy(feats)
-    lblock:narrow(1, 1, count):copy(labels)
-  end
-  feats = dist.all_gather(fblock):narrow(1, 1, n):clone()
-  labels = dist.all_gather(lblock):narrow(1, 1, n):clone()
-  if opts.normalize ~= false then feats:normalize_() end
-  if opts.cache and dist.is_main() then write_cache(opts.cache, feats, labels, n, opts) end
-  return feats, labels
-end
-
--- Runs net in eval mode (running BN statistics, no parameter-gradient work) over a dataset
--- or a loader of (images, labels) batches.  Returns features (N, D), L2-normalised unless
--- normalize == false, and labels (N).  `features = "pooled"` takes the backbone's pooled
--- features (before fc) instead of the network's output.
-function eval.extract_features(net, source, opts)
-  opts = nn.check_options("eval.extract_features", opts, {
-    batch_size = true, transform = true, normalize = true, workers = true, features = true, label = true,
-    cache = true,
-  })
-  if opts.features ~= nil and opts.features ~= "output" and opts.features ~= "pooled" then
-    error("eval.extract_features: features must be 'output' or 'pooled', got " .. tostring(opts.features), 2)
-  end
-  if opts.cache then
-    local n = getmetatable(source) ~= nil and source.next ~= nil and #source.dataset or #source
-    local feats, labels = read_cache(opts.cache, n, opts)
-    if feats then return feats, labels end
-  end
-  local is_dataset = getmetatable(source) == nil or source.next == nil
-  if is_dataset and dist.active() and not sharding then return extract_sharded(net, source, opts) end
+-- The network over every sample of a dataset or loader, in eval mode: features (N, D), not
+-- normalised, labels (N) and N.
+local function run_network(net, source, opts)
   local loader = source
   local own_loader = false
-  if is_dataset then
+  if getmetatable(source) == nil or source.next == nil then
     loader = data.Loader(source, {
       batch_size = opts.batch_size or 256, transform = opts.transform, workers = opts.workers or 2,
       shuffle = false, drop_last = false,
@@ -164,8 +112,57 @@ function eval.extract_features(net, source, opts)
   if own_loader then loader:close() end
   if not ok then error(err, 0) end
   if row - 1 ~= n then
-    error(string.format("eval.extract_features: got %d rows for a dataset of %d (the loader drops the last batch?)", row - 1, n), 2)
+    error(string.format("eval.extract_features: got %d rows for a dataset of %d (the loader drops the last batch?)", row - 1, n), 3)
   end
+  return feats, labels, n
+end
+
+-- Over MPI ranks (moco.dist): each rank runs the network over its contiguous share of the
+-- dataset, and the rows are gathered, so that every rank holds all the features, in the
+-- dataset's order (eval mode: a row depends on its image alone).  Only rank 0 writes the
+-- cache.
+local function extract_sharded(net, source, opts)
+  local n = #source
+  local first, count, per = dist.share(n)
+  local positions = {}
+  for i = 1, count do positions[i] = first + i - 1 end
+  local feats, labels
+  if count > 0 then feats, labels = run_network(net, data.Subset(source, positions), opts) end
+  -- every rank sends per rows (the last shares are padded) and learns the feature width
+  local width = dist.max_of(feats and feats:size(2) or 0)
+  local fblock, lblock = moco.zeros{ per, width }, moco.zeros{ per }
+  if count > 0 then
+    fblock:narrow(1, 1, count):copy(feats)
+    lblock:narrow(1, 1, count):copy(labels)
+  end
+  feats = dist.all_gather(fblock):narrow(1, 1, n):clone()
+  labels = dist.all_gather(lblock):narrow(1, 1, n):clone()
+  if opts.normalize ~= false then feats:normalize_() end
+  if opts.cache and dist.is_main() then write_cache(opts.cache, feats, labels, n, opts) end
+  return feats, labels
+end
+
+-- Runs net in eval mode (running BN statistics, no parameter-gradient work) over a dataset
+-- or a loader of (images, labels) batches.  Returns features (N, D), L2-normalised unless
+-- normalize == false, and labels (N).  `features = "pooled"` takes the backbone's pooled
+-- features (before fc) instead of the network's output.
+function eval.extract_features(net, source, opts)
+  opts = nn.check_options("eval.extract_features", opts, {
+    batch_size = true, transform = true, normalize = true, workers = true, features = true, label = true,
+    cache = true,
+  })
+  if opts.features ~= nil and opts.features ~= "output" and opts.features ~= "pooled" then
+    error("eval.extract_features: features must be 'output' or 'pooled', got " .. tostring(opts.features), 2)
+  end
+  if opts.cache then
+    local n = getmetatable(source) ~= nil and source.next ~= nil and #source.dataset or #source
+    local feats, labels = read_cache(opts.cache, n, opts)
+    if feats then return feats, labels end
+  end
+  if (getmetatable(source) == nil or source.next == nil) and dist.active() then
+    return extract_sharded(net, source, opts)
+  end
+  local feats, labels, n = run_network(net, source, opts)
   if opts.normalize ~= false then feats:normalize_() end
   if opts.cache then write_cache(opts.cache, feats, labels, n, opts) end
   return feats, labels
