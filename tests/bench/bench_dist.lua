@@ -2,7 +2,7 @@
 -- docs/distributed.md: images/s of the global batch.
 --   moco-lua tests/bench/bench_dist.lua [ARCH [GLOBAL_BATCH [STEPS]]]
 --   mpirun -np 2 moco-lua tests/bench/bench_dist.lua ...
--- resnet20 on 1x28x28 (the quickstart's encoder) by default, K 4096, split BN 8 per rank on
+-- resnet20 on 1x28x28 (the quickstart's first encoder) by default, K 4096, split BN 8 per rank on
 -- one process... bn_splits = 8 / N per rank, so that every run is the same 1-process run.
 local dist = moco.dist
 local rank, size = dist.init()

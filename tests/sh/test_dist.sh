@@ -99,10 +99,16 @@ local qa, qr = load("two." .. mode .. ".rank0.queue"), load("one." .. mode .. ".
 check(string.format("queue within 1e-4 of the 1-process run (%.1e)", maxdiff(qa, qr)), maxdiff(qa, qr) <= 1e-4,
       tostring(maxdiff(qa, qr)))
 EOF
+# Every process runs on one thread, the 1-process reference as well as each rank: the
+# thread count changes the rounding of some reductions (about 1e-7), and this network is so
+# small (4 channels, BN groups of 16 values on 2x2 maps) that 3 steps amplify that to 1e-4
+# (measured on an AMD Zen 5 with libmoco's own matrix kernel: the plain loss 2.5e-3 apart
+# after 10 steps with 2 threads against 1, 2e-7 with 1 and 1).  What this checks is the
+# distributed arithmetic, not the thread count's rounding.
 for mode in plain symmetric loader; do
-  ./moco-lua tests/lua/dist_moco_case.lua "$tmp/one.$mode" "$mode" > "$tmp/one.log" 2>&1 ||
+  MOCO_NUM_THREADS=1 ./moco-lua tests/lua/dist_moco_case.lua "$tmp/one.$mode" "$mode" > "$tmp/one.log" 2>&1 ||
     { echo "FAIL $mode: the 1-process run failed: $(tail -3 "$tmp/one.log")"; continue; }
-  timeout 300 $MPIRUN ./moco-lua tests/lua/dist_moco_case.lua "$tmp/two.$mode" "$mode" > "$tmp/two.log" 2>&1 ||
+  timeout 300 $MPIRUN -x MOCO_NUM_THREADS=1 ./moco-lua tests/lua/dist_moco_case.lua "$tmp/two.$mode" "$mode" > "$tmp/two.log" 2>&1 ||
     { echo "FAIL $mode: the 2-rank run failed: $(tail -3 "$tmp/two.log")"; continue; }
   ./moco-lua "$tmp/check.lua" "$tmp" "$mode"
 done
