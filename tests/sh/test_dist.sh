@@ -99,8 +99,10 @@ local qa, qr = load("two." .. mode .. ".rank0.queue"), load("one." .. mode .. ".
 check(string.format("queue within 1e-4 of the 1-process run (%.1e)", maxdiff(qa, qr)), maxdiff(qa, qr) <= 1e-4,
       tostring(maxdiff(qa, qr)))
 EOF
-# Every process runs on one thread, the 1-process reference as well as each rank: the
-# thread count changes the rounding of some reductions (about 1e-7), and this network is so
+# Every process runs on one thread, the 1-process reference as well as each rank: a
+# convolution's weight gradient sums one partial gradient per thread (core/nn/conv2d.c
+# backward_params, split over the batch), so the thread count changes its rounding (about
+# 1e-8 after one step, measured), and this network is so
 # small (4 channels, BN groups of 16 values on 2x2 maps) that 3 steps amplify that to 1e-4
 # (measured on an AMD Zen 5 with libmoco's own matrix kernel: the plain loss 2.5e-3 apart
 # after 10 steps with 2 threads against 1, 2e-7 with 1 and 1).  What this checks is the
