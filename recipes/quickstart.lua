@@ -2,7 +2,7 @@
 --
 -- `make demo` runs it: MoCo v2 on Fashion-MNIST from the Debian package
 -- (dataset-fashion-mnist), with a small ResNet (resnet8: 16/32/64 channels, one block a
--- stage, one input channel, a stride-2 stem: see below), sized to finish in about eight
+-- stage, one input channel, a stride-2 stem: see below), sized to finish in five to seven
 -- minutes on two cores.
 -- At the end it reports the kNN accuracy (the official demo's monitor: k 200, T 0.1,
 -- cosine) of the learned features on the test set, next to the same classifier on
