@@ -121,8 +121,9 @@ static lua_Integer grid_option(lua_State *L, const char *name, lua_Integer dflt)
 
 /* moco.image.grid({img, ...} [, {nrow = 8, padding = 2, pad_value = 0}]) -> Image */
 static int l_grid(lua_State *L) {
+    static const char *const options[] = {"nrow", "padding", "pad_value", NULL};
     luaL_checktype(L, 1, LUA_TTABLE);
-    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    lmoco_checkoptions(L, 2, "image.grid", options);
     lua_Integer n = luaL_len(L, 1);
     if (n < 1 || n > 100000) return luaL_argerror(L, 1, "expected a list of 1 to 100000 images");
     lua_Integer nrow = grid_option(L, "nrow", 8), padding = grid_option(L, "padding", 2);
@@ -160,34 +161,35 @@ static int l_limits(lua_State *L) {
     return 1;
 }
 
+/* Field `key` of set_limits's table into *v: an integer, or `fallback` for "default".
+ * Returns whether the field is there. */
+static int limit_option(lua_State *L, const char *key, lua_Integer fallback, lua_Integer *v) {
+    int type = lua_getfield(L, 1, key);
+    if (type == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "default")) {
+        *v = fallback;
+    } else if (type != LUA_TNIL) {
+        int isnum;
+        *v = lua_tointegerx(L, -1, &isnum);
+        if (!isnum) luaL_error(L, "image.set_limits: %s must be an integer or \"default\", got %s", key,
+                               luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return type != LUA_TNIL;
+}
+
 /* moco.image.set_limits{max_pixels =, max_scans =} -> the previous limits; a field left
  * out keeps its value, and "default" restores the default. */
 static int l_set_limits(lua_State *L) {
+    static const char *const options[] = {"max_pixels", "max_scans", NULL};
     luaL_checktype(L, 1, LUA_TTABLE);
+    lmoco_checkoptions(L, 1, "image.set_limits", options);
     lua_settop(L, 1);
     l_limits(L); /* 2: the previous limits, returned */
     ImageLimits lim;
     image_get_limits(&lim);
-    lua_pushnil(L);
-    while (lua_next(L, 1)) {
-        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-        int is_pixels = key && !strcmp(key, "max_pixels"), is_scans = key && !strcmp(key, "max_scans");
-        if (!is_pixels && !is_scans)
-            return luaL_error(L, "image.set_limits: unknown option '%s' (known: max_pixels, max_scans)",
-                              luaL_tolstring(L, -2, NULL));
-        lua_Integer v;
-        if (lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "default")) {
-            v = is_pixels ? IMAGE_DEFAULT_MAX_PIXELS : IMAGE_DEFAULT_MAX_SCANS;
-        } else {
-            int isnum;
-            v = lua_tointegerx(L, -1, &isnum);
-            if (!isnum) return luaL_error(L, "image.set_limits: %s must be an integer or \"default\", got %s", key,
-                                          luaL_typename(L, -1));
-        }
-        if (is_pixels) lim.max_pixels = (long long)v;
-        else lim.max_scans = v < 0 || v > 1000000 ? -1 : (int)v;
-        lua_pop(L, 1);
-    }
+    lua_Integer v;
+    if (limit_option(L, "max_pixels", IMAGE_DEFAULT_MAX_PIXELS, &v)) lim.max_pixels = (long long)v;
+    if (limit_option(L, "max_scans", IMAGE_DEFAULT_MAX_SCANS, &v)) lim.max_scans = v < 0 || v > 1000000 ? -1 : (int)v;
     if (image_set_limits(&lim)) return lmoco_error(L);
     lua_settop(L, 2);
     return 1;

@@ -162,19 +162,14 @@ static int l_load(lua_State *L) {
 
 /* moco.save(path, tensors [, metadata [, {dtypes = {name = "I64", ...}}]]) */
 static int l_save(lua_State *L) {
+    static const char *const options[] = {"dtypes", NULL};
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-    if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+    lmoco_checkoptions(L, 4, "moco.save", options);
     lua_settop(L, 4);
     int dtypes = 0;
     if (lua_istable(L, 4)) {
-        lua_pushnil(L);
-        while (lua_next(L, 4)) {
-            if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "dtypes"))
-                return luaL_error(L, "moco.save: unknown option '%s' (known: dtypes)", luaL_tolstring(L, -2, NULL));
-            lua_pop(L, 1);
-        }
         if (lua_getfield(L, 4, "dtypes") == LUA_TTABLE) dtypes = lua_gettop(L);
         else if (!lua_isnil(L, -1)) return luaL_error(L, "moco.save: dtypes must be a table of name = \"F32\"|\"F64\"|\"I64\"|\"U8\"");
     }

@@ -7,7 +7,8 @@
  *              the moco.Tensor box (lmoco_newbox, lmoco_settensor, lmoco_checktensor)
  *   GC         lmoco_gcaccount tells the collector about memory C allocated for a box
  *   classes    lmoco_newclass builds a metatable, the one way (after liolib's createmeta)
- *   arguments  lmoco_checkshape, lmoco_checklabels, option fields (lmoco_optinteger ...) */
+ *   arguments  lmoco_checkshape, lmoco_checklabels, option tables (lmoco_checkoptions refuses
+ *              unknown keys) and their fields (lmoco_optinteger ...) */
 #include <lauxlib.h>
 #include <lua.h>
 #include <math.h>
@@ -87,6 +88,35 @@ void lmoco_newclass(lua_State *L, const char *name, const luaL_Reg *methods, con
 }
 
 /* ------------------------------------------------------------ arguments */
+
+/* Whether the string key on top of the stack is one of the NULL-terminated names. */
+static int is_known_option(lua_State *L, const char *const known[]) {
+    if (lua_type(L, -1) != LUA_TSTRING) return 0;
+    const char *key = lua_tostring(L, -1);
+    for (int i = 0; known[i]; i++)
+        if (!strcmp(key, known[i])) return 1;
+    return 0;
+}
+
+void lmoco_checkoptions(lua_State *L, int t, const char *where, const char *const known[]) {
+    if (lua_isnoneornil(L, t)) return;
+    luaL_checktype(L, t, LUA_TTABLE);
+    t = lua_absindex(L, t);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1); /* the value: only the key is checked, and lua_next needs it on top */
+        if (is_known_option(L, known)) continue;
+        const char *key = luaL_tolstring(L, -1, NULL); /* a copy: never convert lua_next's key */
+        luaL_Buffer names;
+        luaL_buffinit(L, &names);
+        for (int i = 0; known[i]; i++) {
+            if (i) luaL_addstring(&names, ", ");
+            luaL_addstring(&names, known[i]);
+        }
+        luaL_pushresult(&names);
+        luaL_error(L, "%s: unknown option '%s' (known: %s)", where, key, lua_tostring(L, -1));
+    }
+}
 
 lua_Integer lmoco_optinteger(lua_State *L, int t, const char *key, lua_Integer dflt, const char *where) {
     lua_Integer v = dflt;

@@ -3,7 +3,7 @@
  * One file per thing bound; each name says what it binds:
  *
  *   lua/lmoco.c        the binding kit: errors, boxes, GC accounting, lmoco_newclass,
- *                      argument checks (shapes, labels); no Lua-visible function
+ *                      argument checks (shapes, labels, options); no Lua-visible function
  *   lua/l_root.c       the module root luaopen_moco_core ("moco.core"): time, isatty,
  *                      load_idx, set/get_num_threads, and the calls of every lmoco_open_*
  *   lua/l_generator.c  moco.Generator, manual_seed, the default generator
@@ -89,6 +89,11 @@ Rng *lmoco_optgenerator(lua_State *L, int idx);
  * number ..." for a value that is not an integer (NaN, 2.5, beyond int64); the range
  * [0, classes) is checked by the C function the labels go to. */
 void lmoco_checklabels(lua_State *L, const char *fn, const Tensor *labels, int64_t *out);
+/* Checks the options table at t: nothing when t is none or nil, the argument error "table
+ * expected" when it is not a table, and "where: unknown option 'KEY' (known: a, b, c)" for a
+ * key (of any type) that is not one of the NULL-terminated names in `known`, so that a typo
+ * is an error rather than a silently ignored setting.  Leaves the stack as it was. */
+void lmoco_checkoptions(lua_State *L, int t, const char *where, const char *const known[]);
 /* Field `key` of the options table at t: dflt when nil, else an integer (a number) or the
  * error "where: key must be an integer (a number), got T"; lmoco_optboolean: its truth. */
 lua_Integer lmoco_optinteger(lua_State *L, int t, const char *key, lua_Integer dflt, const char *where);

@@ -364,7 +364,7 @@ F{ "moco.image.decode", "image.decode(bytes [, mode [, name]]) -> Image", "Decod
 F{ "moco.image.limits", "image.limits() -> {max_pixels =, max_scans =}", "The decoders' bounds: images above max_pixels (width x height) and JPEGs above max_scans progressive scans are refused before the work." }
 F{ "moco.image.set_limits", "image.set_limits{max_pixels =, max_scans =} -> previous", "Changes the bounds (a field left out keeps its value; \"default\" restores it)." }
 F{ "moco.image.from_tensor", "image.from_tensor(t) -> Image", "A (C, H, W) or (H, W) tensor in [0, 1] as an image." }
-F{ "moco.image.grid", "image.grid({images} [, {nrow = 8, padding = 2, pad_value = 0}]) -> Image", "Images in a grid (as torchvision.utils.make_grid)." }
+F{ "moco.image.grid", "image.grid({images} [, {nrow = 8, padding = 2, pad_value = 0}]) -> Image", "Images in a grid (as torchvision.utils.make_grid); an unknown option is an error." }
 C{ "moco.Image", "an image (image.load, ds:get)", "img.width, img.height, img.channels, img.mode." }
 M{ "moco.Image:save", "img:save(path [, jpeg_quality])", "Writes PNG or JPEG (by the extension)." }
 M{ "moco.Image:to_tensor", "img:to_tensor() -> Tensor", "(C, H, W) in [0, 1], as ToTensor." }

@@ -92,6 +92,11 @@ function tests.save_load_errors()
   check.raises("fraction as I64", "cannot hold", moco.save, path("b"), { x = moco.tensor{ 0.5 } }, nil,
                { dtypes = { x = "I64" } })
   check.raises("unknown option", "unknown option 'dtype'", moco.save, path("b"), {}, nil, { dtype = {} })
+  check.raises("an unknown option is named with the known ones", "moco.save: unknown option 'dtypez' (known: dtypes)",
+               moco.save, path("c"), { x = moco.zeros{ 1 } }, nil, { dtypez = { x = "I64" } })
+  check.raises("a non-string option key is unknown too", "moco.save: unknown option '1'", moco.save, path("c"),
+               { x = moco.zeros{ 1 } }, nil, { "I64" })
+  check.ok("a refused save writes nothing", io.open(path("c")) == nil)
   check.raises("missing file", path("nothing") .. ": cannot open", moco.load, path("nothing"))
   -- a truncated file and a corrupt header name the file and the problem
   moco.save(path("good.safetensors"), { w = moco.randn{ 8 } })

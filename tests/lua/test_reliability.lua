@@ -6,7 +6,7 @@
 --     with collections in between (use-after-free before);
 --   * loader options beyond 2^31 are refused, not truncated;
 --   * an empty sub-directory in a class folder (qsort(NULL, 0) before);
---   * moco.image.set_limits.
+--   * moco.image.set_limits, and image.grid's options: a typo is an error, not ignored.
 package.path = "tests/lua/?.lua;" .. package.path
 local check = require "check"
 local moco = require "moco"
@@ -106,6 +106,18 @@ function tests.grid_of_temporaries()
   check.ok("image.grid over an __index that makes temporaries keeps each one alive", ok, "wrong pixels")
 end
 
+function tests.grid_options()
+  local img = moco.image.from_tensor(moco.zeros{ 3, 4, 4 })
+  check.raises("a typo in image.grid's options is an error that names the known ones",
+               "image.grid: unknown option 'nrows' (known: nrow, padding, pad_value)", moco.image.grid, { img, img },
+               { nrows = 4 })
+  check.raises("a non-string key is an unknown option too", "image.grid: unknown option '1'", moco.image.grid, { img },
+               { 4 })
+  local grid = moco.image.grid({ img, img }, { nrow = 1, padding = 0, pad_value = 9 })
+  check.eq("the known options still apply", string.format("%dx%d", grid:size()), "4x8")
+  check.eq("no options table is the defaults", string.format("%dx%d", moco.image.grid({ img, img }):size()), "14x8")
+end
+
 function tests.tile_grid_of_temporaries()
   local tiles = {}
   for i = 1, 12 do
@@ -150,6 +162,18 @@ function tests.image_limits()
   check.eq("\"default\" restores it", moco.image.limits().max_pixels, 89478485)
   check.raises("unknown limit names are errors", "unknown option 'max_pixel'", moco.image.set_limits, { max_pixel = 5 })
   check.raises("max_scans 0 is refused", "max_scans must be between", moco.image.set_limits, { max_scans = 0 })
+  check.raises("an unknown limit names the known ones", "image.set_limits: unknown option '1' (known: max_pixels, max_scans)",
+               moco.image.set_limits, { 5 })
+  check.raises("a limit's value must be an integer", "max_scans must be an integer or \"default\", got table",
+               moco.image.set_limits, { max_scans = {} })
+  check.eq("a refused call changes nothing", moco.image.limits().max_scans, 500)
+  moco.image.set_limits { max_pixels = 1000, max_scans = 7 }
+  local now = moco.image.limits()
+  check.eq("set_limits sets both fields in one call", now.max_pixels .. "," .. now.max_scans, "1000,7")
+  prev = moco.image.set_limits { max_pixels = "default", max_scans = "default" }
+  check.eq("and returns them as the previous limits", prev.max_pixels .. "," .. prev.max_scans, "1000,7")
+  now = moco.image.limits()
+  check.eq("\"default\" restores both", now.max_pixels .. "," .. now.max_scans, "89478485,500")
 end
 
 check.run(tests)
