@@ -160,34 +160,31 @@ static int l_load(lua_State *L) {
 
 /* ------------------------------------------------------------ saving */
 
-/* moco.save(path, tensors [, metadata [, {dtypes = {name = "I64", ...}}]]) */
-static int l_save(lua_State *L) {
-    static const char *const options[] = {"dtypes", NULL};
-    const char *path = luaL_checkstring(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-    lmoco_checkoptions(L, 4, "moco.save", options);
-    lua_settop(L, 4);
-    int dtypes = 0;
-    if (lua_istable(L, 4)) {
-        if (lua_getfield(L, 4, "dtypes") == LUA_TTABLE) dtypes = lua_gettop(L);
-        else if (!lua_isnil(L, -1)) return luaL_error(L, "moco.save: dtypes must be a table of name = \"F32\"|\"F64\"|\"I64\"|\"U8\"");
-    }
+/* The dtypes option of moco.save (arg 4) pushed, and its stack index; 0 when absent. */
+static int push_dtypes_option(lua_State *L) {
+    if (!lua_istable(L, 4)) return 0;
+    int type = lua_getfield(L, 4, "dtypes");
+    if (type == LUA_TTABLE) return lua_gettop(L);
+    if (type != LUA_TNIL) luaL_error(L, "moco.save: dtypes must be a table of name = \"F32\"|\"F64\"|\"I64\"|\"U8\"");
+    lua_pop(L, 1);
+    return 0;
+}
 
-    size_t count = 0;
+/* The tensors of the table at arg 2 as float32 items, in an array pushed on the stack; the
+ * names point into the table's keys, which live as long as arg 2 stays on the stack. */
+static SafetensorsItem *collect_items(lua_State *L, size_t *count) {
+    *count = 0;
     lua_pushnil(L);
     while (lua_next(L, 2)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            return luaL_error(L, "moco.save: tensor names must be strings, got a %s key", luaL_typename(L, -2));
+            luaL_error(L, "moco.save: tensor names must be strings, got a %s key", luaL_typename(L, -2));
         if (!lmoco_totensor(L, -1))
-            return luaL_error(L, "moco.save: '%s' is %s, expected a moco.Tensor",
-                              lua_tostring(L, -2), luaL_testudata(L, -1, MOCO_TENSOR_MT) ? "a closed tensor"
-                                                                                         : luaL_typename(L, -1));
-        count++;
+            luaL_error(L, "moco.save: '%s' is %s, expected a moco.Tensor", lua_tostring(L, -2),
+                       luaL_testudata(L, -1, MOCO_TENSOR_MT) ? "a closed tensor" : luaL_typename(L, -1));
+        (*count)++;
         lua_pop(L, 1);
     }
-    /* The names point into the keys of table 2, which stays on the stack until the end. */
-    SafetensorsItem *items = lmoco_newarray(L, count, sizeof *items);
+    SafetensorsItem *items = lmoco_newarray(L, *count, sizeof *items);
     size_t i = 0;
     lua_pushnil(L);
     while (lua_next(L, 2)) {
@@ -197,56 +194,78 @@ static int l_save(lua_State *L) {
         i++;
         lua_pop(L, 1);
     }
-    if (dtypes) {
-        lua_pushnil(L);
-        while (lua_next(L, dtypes)) {
-            const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-            size_t k = 0;
-            while (name && k < count && strcmp(items[k].name, name)) k++;
-            if (!name || k == count)
-                return luaL_error(L, "moco.save: dtypes names '%s', which is not one of the tensors",
-                                  luaL_tolstring(L, -2, NULL));
-            const char *dtype = lua_tostring(L, -1);
-            if (!dtype || safetensors_dtype_parse(dtype, &items[k].dtype))
-                return luaL_error(L, "moco.save: dtypes['%s']: %s", name,
-                                  dtype ? moco_last_error() : "expected a string such as \"I64\"");
-            lua_pop(L, 1);
-        }
-    }
+    return items;
+}
 
-    /* Metadata: strings, or numbers written as Lua prints them; copies live in a table. */
-    size_t meta_count = 0;
+/* The dtypes table at stack index dtypes (name = "I64" ...) onto the items it names. */
+static void apply_dtypes(lua_State *L, int dtypes, SafetensorsItem *items, size_t count) {
+    lua_pushnil(L);
+    while (lua_next(L, dtypes)) {
+        const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        size_t k = 0;
+        while (name && k < count && strcmp(items[k].name, name)) k++;
+        if (!name || k == count)
+            luaL_error(L, "moco.save: dtypes names '%s', which is not one of the tensors", luaL_tolstring(L, -2, NULL));
+        const char *dtype = lua_tostring(L, -1);
+        if (!dtype || safetensors_dtype_parse(dtype, &items[k].dtype))
+            luaL_error(L, "moco.save: dtypes['%s']: %s", name,
+                       dtype ? moco_last_error() : "expected a string such as \"I64\"");
+        lua_pop(L, 1);
+    }
+}
+
+/* The metadata table at arg 3 (if any) as *keys and *values, numbers written as Lua prints
+ * them; pushes a table anchoring the strings, then the two arrays.  Returns their count. */
+static size_t collect_metadata(lua_State *L, const char ***keys, const char ***values) {
+    size_t count = 0;
     if (lua_istable(L, 3)) {
         lua_pushnil(L);
         while (lua_next(L, 3)) {
-            meta_count++;
+            count++;
             lua_pop(L, 1);
         }
     }
-    lua_createtable(L, (int)meta_count * 2, 0);
+    lua_createtable(L, (int)count * 2, 0);
     int strings = lua_gettop(L);
-    const char **keys = lmoco_newarray(L, meta_count, sizeof *keys);
-    const char **values = lmoco_newarray(L, meta_count, sizeof *values);
+    *keys = lmoco_newarray(L, count, sizeof **keys);
+    *values = lmoco_newarray(L, count, sizeof **values);
     size_t m = 0;
-    if (meta_count) {
+    if (count) {
         lua_pushnil(L);
         while (lua_next(L, 3)) {
             if (lua_type(L, -2) != LUA_TSTRING)
-                return luaL_error(L, "moco.save: metadata keys must be strings, got a %s key", luaL_typename(L, -2));
+                luaL_error(L, "moco.save: metadata keys must be strings, got a %s key", luaL_typename(L, -2));
             int type = lua_type(L, -1);
             if (type != LUA_TSTRING && type != LUA_TNUMBER)
-                return luaL_error(L, "moco.save: metadata '%s' is a %s; values are strings (encode tables with "
-                                     "moco.json_encode)", lua_tostring(L, -2), luaL_typename(L, -1));
+                luaL_error(L, "moco.save: metadata '%s' is a %s; values are strings (encode tables with "
+                              "moco.json_encode)", lua_tostring(L, -2), luaL_typename(L, -1));
             lua_pushvalue(L, -2);
-            keys[m] = lua_tostring(L, -1);
+            (*keys)[m] = lua_tostring(L, -1);
             lua_rawseti(L, strings, (lua_Integer)(2 * m + 1));
-            values[m] = luaL_tolstring(L, -1, NULL);
+            (*values)[m] = luaL_tolstring(L, -1, NULL);
             lua_rawseti(L, strings, (lua_Integer)(2 * m + 2));
             m++;
             lua_pop(L, 1);
         }
     }
-    if (safetensors_save(path, items, count, keys, values, m)) return lmoco_error(L);
+    return m;
+}
+
+/* moco.save(path, tensors [, metadata [, {dtypes = {name = "I64", ...}}]]) */
+static int l_save(lua_State *L) {
+    static const char *const options[] = {"dtypes", NULL};
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    lmoco_checkoptions(L, 4, "moco.save", options);
+    lua_settop(L, 4);
+    int dtypes = push_dtypes_option(L);
+    size_t count;
+    SafetensorsItem *items = collect_items(L, &count);
+    if (dtypes) apply_dtypes(L, dtypes, items, count);
+    const char **keys, **values;
+    size_t meta_count = collect_metadata(L, &keys, &values);
+    if (safetensors_save(path, items, count, keys, values, meta_count)) return lmoco_error(L);
     return 0;
 }
 
