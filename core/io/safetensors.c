@@ -277,98 +277,85 @@ static int check_tiling(const SafetensorsFile *sf) {
     return status;
 }
 
+/* The 8-byte length and the JSON header after it, from sf->f (a file of file_size bytes),
+ * into a malloc'd *header of *len bytes; sets where the data section lies.  On error
+ * *header stays NULL and the message lacks the file name (the caller adds it). */
+static int read_header(SafetensorsFile *sf, uint64_t file_size, char **header, uint64_t *len) {
+    unsigned char len_bytes[8];
+    if (file_size < 8 || fread(len_bytes, 1, 8, sf->f) != 8)
+        return moco_error("not a safetensors file: %llu bytes, too short for the 8-byte header length",
+                          (unsigned long long)file_size);
+    uint64_t n = load_le64(len_bytes);
+    if (n > SAFETENSORS_MAX_HEADER)
+        return moco_error("header length %llu is over the format's limit of %d bytes (not a safetensors file, "
+                          "or a corrupt one)", (unsigned long long)n, SAFETENSORS_MAX_HEADER);
+    if (n > file_size - 8)
+        return moco_error("header length %llu is larger than the rest of the file (%llu bytes): the file is "
+                          "truncated or not a safetensors file", (unsigned long long)n,
+                          (unsigned long long)(file_size - 8));
+    if (n < 2) return moco_error("header of %llu bytes cannot hold a JSON object", (unsigned long long)n);
+    char *text = malloc(n);
+    if (!text) return moco_error("out of memory for a %llu-byte header", (unsigned long long)n);
+    if (fread(text, 1, n, sf->f) != n) {
+        free(text);
+        return moco_error("cannot read the %llu-byte header (truncated?)", (unsigned long long)n);
+    }
+    *header = text;
+    *len = n;
+    sf->data_start = 8 + n;
+    sf->data_size = file_size - sf->data_start;
+    return 0;
+}
+
+/* The header object's tensors (every key but "__metadata__") and metadata into sf, the
+ * entries sorted by name and checked to tile the data section. */
+static int parse_entries(SafetensorsFile *sf, json_t *root) {
+    json_t *meta = json_object_get(root, "__metadata__");
+    size_t n = json_object_size(root) - (meta ? 1 : 0);
+    sf->entries = calloc(n ? n : 1, sizeof *sf->entries);
+    if (!sf->entries) return moco_error("out of memory");
+    const char *key;
+    json_t *value;
+    json_object_foreach(root, key, value) {
+        if (!strcmp(key, "__metadata__")) continue;
+        SafetensorsEntry *e = &sf->entries[sf->count];
+        e->name = strdup(key);
+        if (!e->name) return moco_error("out of memory");
+        sf->count++; /* counted before parsing, so that close frees the name */
+        if (parse_entry(e, value, sf->data_size)) return -1;
+    }
+    if (meta && parse_metadata(sf, meta)) return -1;
+    qsort(sf->entries, sf->count, sizeof *sf->entries, compare_entry_names);
+    return check_tiling(sf);
+}
+
+/* The JSON header of len bytes into sf's entries and metadata.  The message lacks the file
+ * name (the caller adds it). */
+static int parse_header(SafetensorsFile *sf, const char *header, uint64_t len) {
+    if (header[0] != '{') return moco_error("the header does not start with '{' (not a safetensors file)");
+    json_error_t jerr;
+    json_t *root = json_loadb(header, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) return moco_error("malformed JSON header: %s (byte %d of the header)", jerr.text, jerr.position);
+    int status = json_is_object(root) ? parse_entries(sf, root) : moco_error("the header is not a JSON object");
+    json_decref(root);
+    return status;
+}
+
 int safetensors_open(SafetensorsFile *sf, const char *path) {
     memset(sf, 0, sizeof *sf);
     sf->path = strdup(path);
     if (!sf->path) return moco_error("%s: out of memory", path);
     int64_t length = 0;
-    sf->f = file_fopen_regular(path, &length); /* never blocks on a FIFO */
+    sf->f = file_fopen_regular(path, &length); /* never blocks on a FIFO; its message names the file */
     if (!sf->f) {
         safetensors_close(sf);
         return -1;
     }
-    uint64_t file_size = (uint64_t)length;
-    unsigned char len_bytes[8];
-    if (file_size < 8 || fread(len_bytes, 1, 8, sf->f) != 8) {
-        moco_error("%s: not a safetensors file: %llu bytes, too short for the 8-byte header length", path,
-                   (unsigned long long)file_size);
-        safetensors_close(sf);
-        return -1;
-    }
-    uint64_t header_len = load_le64(len_bytes);
-    if (header_len > SAFETENSORS_MAX_HEADER) {
-        moco_error("%s: header length %llu is over the format's limit of %d bytes (not a safetensors file, "
-                   "or a corrupt one)", path, (unsigned long long)header_len, SAFETENSORS_MAX_HEADER);
-        safetensors_close(sf);
-        return -1;
-    }
-    if (header_len > file_size - 8) {
-        moco_error("%s: header length %llu is larger than the rest of the file (%llu bytes): the file is "
-                   "truncated or not a safetensors file", path, (unsigned long long)header_len,
-                   (unsigned long long)(file_size - 8));
-        safetensors_close(sf);
-        return -1;
-    }
-    if (header_len < 2) {
-        moco_error("%s: header of %llu bytes cannot hold a JSON object", path, (unsigned long long)header_len);
-        safetensors_close(sf);
-        return -1;
-    }
-    char *header = malloc(header_len);
-    if (!header) {
-        moco_error("%s: out of memory for a %llu-byte header", path, (unsigned long long)header_len);
-        safetensors_close(sf);
-        return -1;
-    }
-    if (fread(header, 1, header_len, sf->f) != header_len) {
-        free(header);
-        moco_error("%s: cannot read the %llu-byte header (truncated?)", path, (unsigned long long)header_len);
-        safetensors_close(sf);
-        return -1;
-    }
-    sf->data_start = 8 + header_len;
-    sf->data_size = file_size - sf->data_start;
-
-    int status = 0;
-    json_t *root = NULL;
-    if (header[0] != '{') {
-        status = moco_error("the header does not start with '{' (not a safetensors file)");
-    } else {
-        json_error_t jerr;
-        root = json_loadb(header, header_len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!root)
-            status = moco_error("malformed JSON header: %s (byte %d of the header)", jerr.text, jerr.position);
-        else if (!json_is_object(root))
-            status = moco_error("the header is not a JSON object");
-    }
+    char *header = NULL;
+    uint64_t header_len = 0;
+    int status = read_header(sf, (uint64_t)length, &header, &header_len);
+    if (!status) status = parse_header(sf, header, header_len);
     free(header);
-    if (!status) {
-        size_t n = json_object_size(root);
-        json_t *meta = json_object_get(root, "__metadata__");
-        if (meta) n--;
-        sf->entries = calloc(n ? n : 1, sizeof *sf->entries);
-        if (!sf->entries) status = moco_error("out of memory");
-        const char *key;
-        json_t *value;
-        json_object_foreach(root, key, value) {
-            if (status) break;
-            if (!strcmp(key, "__metadata__")) continue;
-            SafetensorsEntry *e = &sf->entries[sf->count];
-            e->name = strdup(key);
-            if (!e->name) {
-                status = moco_error("out of memory");
-                break;
-            }
-            sf->count++;
-            status = parse_entry(e, value, sf->data_size);
-        }
-        if (!status && meta) status = parse_metadata(sf, meta);
-        if (!status) {
-            qsort(sf->entries, sf->count, sizeof *sf->entries, compare_entry_names);
-            status = check_tiling(sf);
-        }
-    }
-    json_decref(root);
     if (status) {
         moco_error_prefix("%s: ", path);
         safetensors_close(sf);
