@@ -174,32 +174,46 @@ static void draw_legend(cairo_t *cr, const PlotPanel *p, const Frame *f) {
     }
 }
 
-static void draw_panel(cairo_t *cr, const PlotPanel *p, double x0, double y0, double w, double h) {
-    /* data ranges over points with both coordinates finite */
-    double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+typedef struct DataRange {
+    double xmin, xmax, ymin, ymax;
+} DataRange;
+
+/* The range of the points with both coordinates finite, x widened to the panel's finite
+ * x_min and x_max.  Returns 1, with [0, 1] x [0, 1], when there is no such point. */
+static int data_range(const PlotPanel *p, DataRange *r) {
+    *r = (DataRange){INFINITY, -INFINITY, INFINITY, -INFINITY};
     for (int s = 0; s < p->nseries; s++) {
         const PlotSeries *ser = &p->series[s];
         for (int i = 0; i < ser->n; i++) {
             if (!point_ok(ser, i)) continue;
-            xmin = fmin(xmin, ser->x[i]), xmax = fmax(xmax, ser->x[i]);
-            ymin = fmin(ymin, ser->y[i]), ymax = fmax(ymax, ser->y[i]);
+            r->xmin = fmin(r->xmin, ser->x[i]), r->xmax = fmax(r->xmax, ser->x[i]);
+            r->ymin = fmin(r->ymin, ser->y[i]), r->ymax = fmax(r->ymax, ser->y[i]);
         }
     }
-    int empty = !(xmin <= xmax);
-    if (empty) xmin = 0, xmax = 1, ymin = 0, ymax = 1;
-    if (!empty && isfinite(p->x_min)) xmin = fmin(xmin, p->x_min);
-    if (!empty && isfinite(p->x_max)) xmax = fmax(xmax, p->x_max);
+    if (!(r->xmin <= r->xmax)) {
+        *r = (DataRange){0, 1, 0, 1};
+        return 1;
+    }
+    if (isfinite(p->x_min)) r->xmin = fmin(r->xmin, p->x_min);
+    if (isfinite(p->x_max)) r->xmax = fmax(r->xmax, p->x_max);
+    return 0;
+}
 
+/* The number of steps between an axis's first and last tick. */
+static int tick_steps(const Axis *a) { return (int)floor((a->hi - a->lo) / a->step + 0.5); }
+
+/* The axes over r of a panel drawn at (x0, y0) in w x h, and the plot area they leave:
+ * margins for the title and the axis labels, and on the left for the widest y tick label
+ * (an empty panel measures them too, though it draws none). */
+static Frame layout_frame(cairo_t *cr, const PlotPanel *p, const DataRange *r, double x0, double y0, double w,
+                          double h) {
     Frame f;
-    f.x = make_axis(xmin, xmax, w > 420 ? 7 : 5, p->x_integer);
-    f.y = make_axis(ymin, ymax, h > 320 ? 6 : 4, 0);
-
-    /* tick labels decide the left margin */
+    f.x = make_axis(r->xmin, r->xmax, w > 420 ? 7 : 5, p->x_integer);
+    f.y = make_axis(r->ymin, r->ymax, h > 320 ? 6 : 4, 0);
     char buf[64];
     set_font(cr, TICK_SIZE, 0);
     double tick_w = 0;
-    int ny = (int)floor((f.y.hi - f.y.lo) / f.y.step + 0.5);
-    for (int i = 0; i <= ny; i++) {
+    for (int i = 0; i <= tick_steps(&f.y); i++) {
         format_tick(buf, sizeof buf, f.y.lo + i * f.y.step, f.y.step);
         tick_w = fmax(tick_w, text_width(cr, buf));
     }
@@ -207,91 +221,112 @@ static void draw_panel(cairo_t *cr, const PlotPanel *p, double x0, double y0, do
     f.bottom = y0 + h - (has_text(p->xlabel) ? 44 : 24);
     f.left = x0 + (has_text(p->ylabel) ? 26 : 6) + tick_w + 8;
     f.right = x0 + w - 18;
+    return f;
+}
 
+/* A grid line across the frame at each tick of one axis (x_axis: vertical lines) and the
+ * tick's label: under the frame for x, left of it for y.  Line width and font are set. */
+static void draw_ticks(cairo_t *cr, const Frame *f, int x_axis) {
+    const Axis *a = x_axis ? &f->x : &f->y;
+    char buf[64];
+    for (int i = 0; i <= tick_steps(a); i++) {
+        double v = a->lo + i * a->step, at = floor(x_axis ? to_px(f, v) : to_py(f, v)) + 0.5;
+        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+        cairo_move_to(cr, x_axis ? at : f->left, x_axis ? f->top : at);
+        cairo_line_to(cr, x_axis ? at : f->right, x_axis ? f->bottom : at);
+        cairo_stroke(cr);
+        format_tick(buf, sizeof buf, v, a->step);
+        cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
+        if (x_axis) draw_text(cr, buf, at, f->bottom + 5, 0.5, 0);
+        else draw_text(cr, buf, f->left - 6, at, 1, 0.5);
+    }
+}
+
+/* The title, the grid lines with their tick labels (an empty panel has no scale to show)
+ * and the axis labels of a panel drawn at (x0, y0), h high. */
+static void draw_guides(cairo_t *cr, const PlotPanel *p, const Frame *f, int empty, double x0, double y0, double h) {
     if (has_text(p->title)) {
         set_font(cr, TITLE_SIZE - 1, 1);
         cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-        draw_text(cr, p->title, (f.left + f.right) / 2, y0 + 8, 0.5, 0);
+        draw_text(cr, p->title, (f->left + f->right) / 2, y0 + 8, 0.5, 0);
     }
-    /* grid lines and ticks (an empty panel has no scale to show) */
-    if (empty) ny = -1;
     cairo_set_line_width(cr, 1);
     set_font(cr, TICK_SIZE, 0);
-    for (int i = 0; i <= ny; i++) {
-        double v = f.y.lo + i * f.y.step, py = floor(to_py(&f, v)) + 0.5;
-        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
-        cairo_move_to(cr, f.left, py);
-        cairo_line_to(cr, f.right, py);
-        cairo_stroke(cr);
-        format_tick(buf, sizeof buf, v, f.y.step);
-        cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
-        draw_text(cr, buf, f.left - 6, py, 1, 0.5);
+    if (!empty) {
+        draw_ticks(cr, f, 0);
+        draw_ticks(cr, f, 1);
     }
-    int nx = empty ? -1 : (int)floor((f.x.hi - f.x.lo) / f.x.step + 0.5);
-    for (int i = 0; i <= nx; i++) {
-        double v = f.x.lo + i * f.x.step, px = floor(to_px(&f, v)) + 0.5;
-        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
-        cairo_move_to(cr, px, f.top);
-        cairo_line_to(cr, px, f.bottom);
-        cairo_stroke(cr);
-        format_tick(buf, sizeof buf, v, f.x.step);
-        cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
-        draw_text(cr, buf, px, f.bottom + 5, 0.5, 0);
-    }
-    /* axis labels */
     set_font(cr, LABEL_SIZE, 0);
     cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-    if (has_text(p->xlabel)) draw_text(cr, p->xlabel, (f.left + f.right) / 2, y0 + h - 6, 0.5, 1);
+    if (has_text(p->xlabel)) draw_text(cr, p->xlabel, (f->left + f->right) / 2, y0 + h - 6, 0.5, 1);
     if (has_text(p->ylabel)) {
         cairo_save(cr);
-        cairo_translate(cr, x0 + 4, (f.top + f.bottom) / 2);
+        cairo_translate(cr, x0 + 4, (f->top + f->bottom) / 2);
         cairo_rotate(cr, -M_PI / 2);
         draw_text(cr, p->ylabel, 0, 0, 0.5, 0);
         cairo_restore(cr);
     }
-    /* the series, clipped to the frame */
+}
+
+/* One series in its colour: a line through its finite points, lifted at each other one,
+ * and a dot on each point when it asks for markers or has a single point. */
+static void draw_one_series(cairo_t *cr, const Frame *f, const PlotSeries *ser, uint32_t color) {
+    set_color(cr, color);
+    cairo_set_line_width(cr, 2);
+    int pen_down = 0;
+    for (int i = 0; i < ser->n; i++) {
+        if (!point_ok(ser, i)) {
+            pen_down = 0;
+            continue;
+        }
+        double px = to_px(f, ser->x[i]), py = to_py(f, ser->y[i]);
+        if (pen_down) cairo_line_to(cr, px, py);
+        else cairo_move_to(cr, px, py);
+        pen_down = 1;
+    }
+    cairo_stroke(cr);
+    for (int i = 0; i < ser->n; i++) {
+        if (!point_ok(ser, i) || !(ser->markers || ser->n == 1)) continue;
+        cairo_arc(cr, to_px(f, ser->x[i]), to_py(f, ser->y[i]), 3.5, 0, 2 * M_PI);
+        cairo_fill(cr);
+    }
+}
+
+/* Every series of the panel, clipped to the frame. */
+static void draw_series(cairo_t *cr, const PlotPanel *p, const Frame *f) {
     cairo_save(cr);
-    cairo_rectangle(cr, f.left, f.top, f.right - f.left, f.bottom - f.top);
+    cairo_rectangle(cr, f->left, f->top, f->right - f->left, f->bottom - f->top);
     cairo_clip(cr);
     cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
     cairo_set_line_cap(cr, CAIRO_LINE_CAP_ROUND);
-    for (int s = 0; s < p->nseries; s++) {
-        const PlotSeries *ser = &p->series[s];
-        set_color(cr, series_color(ser, s));
-        cairo_set_line_width(cr, 2);
-        int pen_down = 0;
-        for (int i = 0; i < ser->n; i++) {
-            if (!point_ok(ser, i)) {
-                pen_down = 0;
-                continue;
-            }
-            double px = to_px(&f, ser->x[i]), py = to_py(&f, ser->y[i]);
-            if (pen_down) cairo_line_to(cr, px, py);
-            else cairo_move_to(cr, px, py);
-            pen_down = 1;
-        }
-        cairo_stroke(cr);
-        for (int i = 0; i < ser->n; i++) {
-            if (!point_ok(ser, i) || !(ser->markers || ser->n == 1)) continue;
-            cairo_arc(cr, to_px(&f, ser->x[i]), to_py(&f, ser->y[i]), 3.5, 0, 2 * M_PI);
-            cairo_fill(cr);
-        }
-    }
+    for (int s = 0; s < p->nseries; s++) draw_one_series(cr, f, &p->series[s], series_color(&p->series[s], s));
     cairo_restore(cr);
-    /* frame on top of the lines' ends */
+}
+
+/* The frame, on top of the lines' ends, then the legend, or an empty panel's text. */
+static void draw_frame(cairo_t *cr, const PlotPanel *p, const Frame *f, int empty) {
     cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
     cairo_set_line_width(cr, 1);
-    cairo_rectangle(cr, floor(f.left) + 0.5, floor(f.top) + 0.5, floor(f.right - f.left), floor(f.bottom - f.top));
+    cairo_rectangle(cr, floor(f->left) + 0.5, floor(f->top) + 0.5, floor(f->right - f->left),
+                    floor(f->bottom - f->top));
     cairo_stroke(cr);
-    if (empty) {
-        if (has_text(p->empty_text)) {
-            set_font(cr, LABEL_SIZE, 0);
-            cairo_set_source_rgb(cr, 0.45, 0.45, 0.45);
-            draw_text(cr, p->empty_text, (f.left + f.right) / 2, (f.top + f.bottom) / 2, 0.5, 0.5);
-        }
-    } else {
-        draw_legend(cr, p, &f);
+    if (!empty) {
+        draw_legend(cr, p, f);
+    } else if (has_text(p->empty_text)) {
+        set_font(cr, LABEL_SIZE, 0);
+        cairo_set_source_rgb(cr, 0.45, 0.45, 0.45);
+        draw_text(cr, p->empty_text, (f->left + f->right) / 2, (f->top + f->bottom) / 2, 0.5, 0.5);
     }
+}
+
+/* One line-chart panel in the w x h box at (x0, y0). */
+static void draw_panel(cairo_t *cr, const PlotPanel *p, double x0, double y0, double w, double h) {
+    DataRange range;
+    int empty = data_range(p, &range);
+    Frame f = layout_frame(cr, p, &range, x0, y0, w, h);
+    draw_guides(cr, p, &f, empty, x0, y0, h);
+    draw_series(cr, p, &f);
+    draw_frame(cr, p, &f, empty);
 }
 
 /* ------------------------------------------------------------------ surfaces */
