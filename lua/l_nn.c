@@ -28,11 +28,12 @@
  *                 stride, padding)                                            accumulates
  *  batchnorm_forward(input (N,C[,H,W]), weight (C)|nil, bias (C)|nil, running_mean (C)|nil,
  *                 running_var (C)|nil, training [, momentum=0.1 [, eps=1e-5 [, splits=1
- *                 [, out [, relu]]]]])            -> out, save_mean (S,C), save_invstd (S,C)
+ *                 [, out [, relu [, residual]]]]]])  -> out, save_mean (S,C), save_invstd (S,C)
  *      training: running stats updated in place (skipped when nil); statistics per split,
  *      S = splits (sample n is in split n mod S, as the MoCo demo's SplitBatchNorm).
  *      eval: running stats required, S = 1.  out may be input (in place).  relu: a fused
- *      ReLU, out = max(0, bn(input)).
+ *      ReLU, out = max(0, bn(input)).  residual (the input's shape): a ResNet block's join
+ *      fused, out = max(0, bn(input) + residual) (relu is then ignored; out may be it).
  *  batchnorm_forward_saved(input, save_mean, save_invstd, weight|nil, bias|nil, out [, relu])
  *                 -> out: the output of the forward that saved these statistics, recomputed
  *                    (bit for bit) from its input; out may be input
@@ -354,6 +355,11 @@ static int l_batchnorm_forward(lua_State *L) {
     Tensor *out = push_out(L, 10, fn, "out", &is);
     check_no_overlap(L, fn, "out", out, "input", inp, 1);
     bs.relu = lua_toboolean(L, 11);
+    Tensor *res = opt_tensor(L, 12);
+    if (res && !tensor_same_shape(res, inp))
+        luaL_error(L, "%s: residual %s should have the shape of input %s", fn, tshape(L, res), tshape(L, inp));
+    if (res) check_no_overlap(L, fn, "out", out, "residual", res, 1);
+    const float *r = res ? res->data : NULL;
     LTensor *mbox = lmoco_newbox(L);
     lmoco_settensor(L, mbox, tensor_empty(2, ss.d));
     LTensor *vbox = lmoco_newbox(L);
@@ -361,10 +367,10 @@ static int l_batchnorm_forward(lua_State *L) {
     const float *w = weight ? weight->data : NULL, *b = bias ? bias->data : NULL;
     if (training) {
         if (batchnorm_forward_train(out->data, mbox->t->data, vbox->t->data, rm ? rm->data : NULL,
-                                    rv ? rv->data : NULL, inp->data, w, b, &bs, momentum, eps))
+                                    rv ? rv->data : NULL, inp->data, r, w, b, &bs, momentum, eps))
             return lmoco_error(L);
     } else {
-        batchnorm_forward_eval(out->data, mbox->t->data, vbox->t->data, inp->data, rm->data, rv->data, w, b,
+        batchnorm_forward_eval(out->data, mbox->t->data, vbox->t->data, inp->data, r, rm->data, rv->data, w, b,
                                &bs, eps);
     }
     return 3;

@@ -178,12 +178,39 @@ static void split_stats(double *mean, double *ssd, float *m, const float *inp, c
     }
 }
 
-/* y = x * scale + shift (then max(0, y) with s->relu) for split sp (every S-th sample from
- * sp; S = 1 and sp = 0 for all) and channels c0 .. c0+cb-1. */
-static void split_affine(float *out, const float *inp, const float *scale, const float *shift,
-                         const BatchNormSize *s, int S, int sp, int c0, int cb) {
+/* The ResNet blocks' join fused into the affine pass: y = max(0, x * scale + shift + r),
+ * the same float operations in the same order as the affine pass followed by
+ * add_relu_forward, so the same bits. */
+static void joined_affine(float *y, const float *x, const float *r, float a, float b, int len) {
+    const vecf zero = {0};
+    int i = 0;
+    for (; i + VEC_WIDTH <= len; i += VEC_WIDTH) {
+        vecf v = vec_load(x + i) * a + b;
+        v = v + vec_load(r + i);
+        vec_store(y + i, vec_select(v > zero, v));
+    }
+    for (; i < len; i++) {
+        float v = x[i] * a + b;
+        v = v + r[i];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+/* y = x * scale + shift (then max(0, y) with s->relu, or max(0, y + residual) when residual
+ * is not NULL) for split sp (every S-th sample from sp; S = 1 and sp = 0 for all) and
+ * channels c0 .. c0+cb-1. */
+static void split_affine(float *out, const float *inp, const float *residual, const float *scale,
+                         const float *shift, const BatchNormSize *s, int S, int sp, int c0, int cb) {
     const int HW = s->HW, relu = s->relu;
     const vecf zero = {0};
+    if (residual) {
+        for (int n = sp; n < s->N; n += S)
+            for (int j = 0; j < cb; j++) {
+                const size_t o = at(s, n, c0 + j);
+                joined_affine(out + o, inp + o, residual + o, scale[j], shift[j], HW);
+            }
+        return;
+    }
     if (HW >= PLANE_MIN) {
         for (int n = sp; n < s->N; n += S)
             for (int j = 0; j < cb; j++) {
@@ -239,7 +266,7 @@ static void mask_block(float *dst, const float *dout, const float *relu_out, con
 
 typedef struct BnJob {
     float *out, *save_mean, *save_invstd, *running_mean, *running_var, *dweight, *dbias;
-    const float *inp, *dout, *relu_out, *weight, *bias, *mean_in, *invstd_in, *rmean_in, *rvar_in;
+    const float *inp, *residual, *dout, *relu_out, *weight, *bias, *mean_in, *invstd_in, *rmean_in, *rvar_in;
     const BatchNormSize *s;
     float momentum, eps;
     int training;
@@ -267,7 +294,7 @@ static void forward_train_block(void *ctx, int task, int thread) {
             mean_over_splits[j] += mean[j] / S;
             var_over_splits[j] += ssd[j] / (count - 1) / S; /* unbiased, for the running estimate */
         }
-        split_affine(jb->out, jb->inp, scale, shift, s, S, sp, c0, cb);
+        split_affine(jb->out, jb->inp, jb->residual, scale, shift, s, S, sp, c0, cb);
     }
     if (jb->running_mean) {
         const double momentum = jb->momentum;
@@ -280,14 +307,14 @@ static void forward_train_block(void *ctx, int task, int thread) {
 }
 
 int batchnorm_forward_train(float *out, float *save_mean, float *save_invstd, float *running_mean,
-                            float *running_var, const float *inp, const float *weight,
+                            float *running_var, const float *inp, const float *residual, const float *weight,
                             const float *bias, const BatchNormSize *s, float momentum, float eps) {
     const double count = (double)(s->N / s->splits) * s->HW;
     if (count < 2)
         return moco_error("batchnorm: expected more than 1 value per channel when training, got %d "
                           "(batch %d, splits %d, H*W %d)", (int)count, s->N, s->splits, s->HW);
     BnJob jb = {.out = out, .save_mean = save_mean, .save_invstd = save_invstd, .running_mean = running_mean,
-                .running_var = running_var, .inp = inp, .weight = weight, .bias = bias, .s = s,
+                .running_var = running_var, .inp = inp, .residual = residual, .weight = weight, .bias = bias, .s = s,
                 .momentum = momentum, .eps = eps};
     threadpool_run(block_count(s), threadpool_size(), forward_train_block, &jb);
     return 0;
@@ -306,14 +333,14 @@ static void forward_eval_block(void *ctx, int task, int thread) {
         scale[j] = (jb->weight ? jb->weight[c] : 1.0f) * jb->save_invstd[c];
         shift[j] = (jb->bias ? jb->bias[c] : 0.0f) - jb->rmean_in[c] * scale[j];
     }
-    split_affine(jb->out, jb->inp, scale, shift, s, 1, 0, c0, cb);
+    split_affine(jb->out, jb->inp, jb->residual, scale, shift, s, 1, 0, c0, cb);
 }
 
 void batchnorm_forward_eval(float *out, float *save_mean, float *save_invstd, const float *inp,
-                            const float *running_mean, const float *running_var,
+                            const float *residual, const float *running_mean, const float *running_var,
                             const float *weight, const float *bias, const BatchNormSize *s,
                             float eps) {
-    BnJob jb = {.out = out, .save_mean = save_mean, .save_invstd = save_invstd, .inp = inp,
+    BnJob jb = {.out = out, .save_mean = save_mean, .save_invstd = save_invstd, .inp = inp, .residual = residual,
                 .rmean_in = running_mean, .rvar_in = running_var, .weight = weight, .bias = bias,
                 .s = s, .eps = eps};
     threadpool_run(block_count(s), threadpool_size(), forward_eval_block, &jb);
@@ -336,7 +363,7 @@ static void forward_saved_block(void *ctx, int task, int thread) {
             scale[j] = (jb->weight ? jb->weight[c] : 1.0f) * jb->invstd_in[sp * C + c];
             shift[j] = (jb->bias ? jb->bias[c] : 0.0f) - m * scale[j];
         }
-        split_affine(jb->out, jb->inp, scale, shift, s, S, sp, c0, cb);
+        split_affine(jb->out, jb->inp, NULL, scale, shift, s, S, sp, c0, cb);
     }
 }
 

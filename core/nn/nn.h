@@ -124,13 +124,17 @@ typedef struct BatchNormSize {
 int batchnorm_size_init(BatchNormSize *s, int N, int C, int HW, int splits);
 /* Train mode.  running_mean / running_var (C) are updated in place, or skipped when NULL
  * (track_running_stats=False); weight / bias (C) may be NULL (affine=False).  Returns -1 when
- * a group has a single value (PyTorch: "Expected more than 1 value per channel"). */
+ * a group has a single value (PyTorch: "Expected more than 1 value per channel").
+ * residual (N,C,HW), when not NULL, fuses a ResNet block's join into the pass:
+ * out = max(0, bn(inp) + residual), bit for bit what add_relu_forward would give after it
+ * (s->relu is then ignored; the backward takes the gradient of bn(inp) itself, the caller
+ * having taken it through the join).  out may alias residual as well as inp. */
 int batchnorm_forward_train(float *out, float *save_mean, float *save_invstd, float *running_mean,
-                            float *running_var, const float *inp, const float *weight,
+                            float *running_var, const float *inp, const float *residual, const float *weight,
                             const float *bias, const BatchNormSize *s, float momentum, float eps);
-/* Eval mode with the running statistics; save_mean / save_invstd (C) as above. */
+/* Eval mode with the running statistics; save_mean / save_invstd (C) and residual as above. */
 void batchnorm_forward_eval(float *out, float *save_mean, float *save_invstd, const float *inp,
-                            const float *running_mean, const float *running_var,
+                            const float *residual, const float *running_mean, const float *running_var,
                             const float *weight, const float *bias, const BatchNormSize *s,
                             float eps);
 /* The output of the last forward again (with s->relu: its ReLU too), from its input and the

@@ -98,8 +98,9 @@ function BasicBlock:__init(inplanes, planes, stride, downsample, bn)
   self.keep_activations = true
 end
 
--- out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), BN1 + ReLU and the residual
--- join + ReLU each one pass.  x_slot: the arena slot holding x when activations are not kept.
+-- out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)): BN1 with its ReLU, and BN2
+-- with the residual join and its ReLU, each one pass over the data.  x_slot: the arena slot
+-- holding x when activations are not kept.
 function BasicBlock:forward(x, x_slot)
   local A = self._arena
   if not self.keep_activations then
@@ -110,15 +111,14 @@ function BasicBlock:forward(x, x_slot)
     local u_slot = free_slot(x_slot, t1)
     local u = A:get(u_slot, self.conv2:output_shape(t))
     self.conv2:forward(t, u)
-    self.bn2:forward(u, u)
     local sc = shortcut_forward(self, x, t1) -- t is dead: its slot takes the shortcut
-    self.output = L.add_relu_forward(u, sc, u)
+    self.output = self.bn2:forward_add_relu(u, sc, u)
     return self.output, u_slot
   end
   local c1 = self.conv1:forward(x)
   local a1 = self.bn1:forward(c1, A:get("a", c1:shape()), true)
-  local out = self.bn2:forward(self.conv2:forward(a1))
-  self.output = L.add_relu_forward(out, shortcut_forward(self, x, "a"), out) -- a1 is dead
+  local c2 = self.conv2:forward(a1)
+  self.output = self.bn2:forward_add_relu(c2, shortcut_forward(self, x, "a")) -- a1 is dead
   return self.output
 end
 
@@ -169,17 +169,16 @@ function Bottleneck:forward(x, x_slot)
     self.bn2:forward(t2, t2, true)
     local t3 = A:get(s1, self.conv3:output_shape(t2)) -- t1 is dead
     self.conv3:forward(t2, t3)
-    self.bn3:forward(t3, t3)
     local sc = shortcut_forward(self, x, s2)         -- t2 is dead
-    self.output = L.add_relu_forward(t3, sc, t3)
+    self.output = self.bn3:forward_add_relu(t3, sc, t3)
     return self.output, s1
   end
   local c1 = self.conv1:forward(x)
   local a1 = self.bn1:forward(c1, A:get("a", c1:shape()), true)
   local c2 = self.conv2:forward(a1)
   local a2 = self.bn2:forward(c2, A:get("a", c2:shape()), true) -- a1 is dead
-  local out = self.bn3:forward(self.conv3:forward(a2))
-  self.output = L.add_relu_forward(out, shortcut_forward(self, x, "a"), out)
+  local c3 = self.conv3:forward(a2)
+  self.output = self.bn3:forward_add_relu(c3, shortcut_forward(self, x, "a")) -- a2 is dead
   return self.output
 end
 

@@ -427,19 +427,27 @@ end
 -- out (optional): where to write the output (x itself: in place).  relu: a ReLU follows,
 -- fused into this pass (the ResNet blocks' bn1; the backward then takes the gradient
 -- through it, its mask being this output, which must stay untouched until then).
-function BatchNorm:forward(x, out, relu)
+local function batchnorm_forward(self, x, out, relu, residual)
   local use_batch_stats = self.training or not self.track_running_stats
   if self.training and self.track_running_stats then
     self.num_batches_tracked:add_(1)
   end
   self._batch_stats = use_batch_stats
-  self._relu = relu and true or false
+  self._relu = relu
   self.output, self.save_mean, self.save_invstd = C.batchnorm_forward(
     x, self.weight, self.bias, self.running_mean, self.running_var, use_batch_stats,
     self.momentum, self.eps, use_batch_stats and self.splits or 1, out or reuse(self, "output", x:shape()),
-    self._relu)
+    relu, residual)
   return self.output
 end
+
+function BatchNorm:forward(x, out, relu) return batchnorm_forward(self, x, out, relu and true or false) end
+
+-- out = max(0, bn(x) + residual): a ResNet block's join (the residual add and its ReLU)
+-- fused into this pass, bit for bit the separate join.  The backward then takes gy as the
+-- gradient of bn(x) itself: the block takes the gradient through the join, which the
+-- shortcut needs as well.  out (optional) may be x or residual.
+function BatchNorm:forward_add_relu(x, residual, out) return batchnorm_forward(self, x, out, false, residual) end
 
 -- The last forward's output again, into out (default: that forward's output tensor), from
 -- its input x and the statistics it saved: bit for bit the same values.  Lets a network

@@ -54,19 +54,23 @@ local function conv_flops(m)
   end
   return 0
 end
--- Wraps every leaf module of net: forward into `prefix fwd`, the two backward halves.
+-- Wraps every leaf module of net: forward (and batch norm's forward_add_relu, the blocks'
+-- fused join) into `prefix fwd`, the two backward halves.
 local function instrument(net, prefix)
   net:apply(function(m)
     if #m._children > 0 then return end
-    for fname, label in pairs{ forward = "fwd", backward_input = "bwd-input", backward_params = "bwd-params" } do
+    for fname, label in pairs{ forward = "fwd", forward_add_relu = "fwd", backward_input = "bwd-input",
+                               backward_params = "bwd-params" } do
       local f = m[fname]
-      local p = phase(prefix .. " " .. label)
-      m[fname] = function(self, ...)
-        local t0 = moco.time()
-        local r = f(self, ...)
-        p.time = p.time + (moco.time() - t0)
-        p.flops = p.flops + conv_flops(self)
-        return r
+      if f then
+        local p = phase(prefix .. " " .. label)
+        m[fname] = function(self, ...)
+          local t0 = moco.time()
+          local r = f(self, ...)
+          p.time = p.time + (moco.time() - t0)
+          p.flops = p.flops + conv_flops(self)
+          return r
+        end
       end
     end
   end)

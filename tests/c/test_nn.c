@@ -286,10 +286,10 @@ typedef struct BnCase {
 static void bn_fwd(void *p) {
     BnCase *c = p;
     if (c->training)
-        batchnorm_forward_train(c->out, c->mean, c->invstd, NULL, NULL, c->inp, c->weight, c->bias,
+        batchnorm_forward_train(c->out, c->mean, c->invstd, NULL, NULL, c->inp, NULL, c->weight, c->bias,
                                 &c->s, 0.1f, 1e-5f);
     else
-        batchnorm_forward_eval(c->out, c->mean, c->invstd, c->inp, c->rm, c->rv, c->weight, c->bias,
+        batchnorm_forward_eval(c->out, c->mean, c->invstd, c->inp, NULL, c->rm, c->rv, c->weight, c->bias,
                                &c->s, 1e-5f);
 }
 
@@ -420,7 +420,7 @@ static void test_batchnorm_running(int N, int C, int HW, int splits) {
           *invstd = zeros_buf((long)splits * C), *rm = randn_buf(C, 1), *rv = randn_buf(C, 1);
     for (int i = 0; i < C; i++) rv[i] = 1 + fabsf(rv[i]);
     float *rm0 = copy_buf(rm, C), *rv0 = copy_buf(rv, C);
-    int rc = batchnorm_forward_train(out, mean, invstd, rm, rv, x, NULL, NULL, &s, 0.1f, 1e-5f);
+    int rc = batchnorm_forward_train(out, mean, invstd, rm, rv, x, NULL, NULL, NULL, &s, 0.1f, 1e-5f);
     double maxd = 0;
     for (int ch = 0; ch < C; ch++) {
         double msum = 0, vsum = 0;
@@ -474,7 +474,7 @@ static void test_batchnorm_all(void) {
     batchnorm_size_init(&s, 2, 1, 1, 2);
     float x[2] = {1, 2}, y[2], m[2], v[2];
     CHECK("batchnorm one value per group is an error",
-          batchnorm_forward_train(y, m, v, NULL, NULL, x, NULL, NULL, &s, 0.1f, 1e-5f) == -1 &&
+          batchnorm_forward_train(y, m, v, NULL, NULL, x, NULL, NULL, NULL, &s, 0.1f, 1e-5f) == -1 &&
               strstr(moco_last_error(), "more than 1 value"),
           "message: %s", moco_last_error());
 }

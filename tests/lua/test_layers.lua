@@ -211,4 +211,40 @@ function tests.in_place_and_workspace()
   check.ok("split batchnorm normalises within a split", math.abs(yb:get(1, 1) + 1) < 1e-4 and math.abs(yb:get(4, 1) - 1) < 1e-4)
 end
 
+-- The ResNet join fused into batch norm (residual argument): bit for bit BN followed by
+-- add_relu_forward, in train mode (split statistics) and eval mode, on large planes (the
+-- vector path) and small ones (1x1, 3x3), in place on the input or on the residual.
+function tests.batchnorm_joined()
+  for _, case in ipairs{ { 8, 6, 9, 9, 2 }, { 8, 5, 3, 3, 4 }, { 6, 7, 1, 1, 1 }, { 4, 3, 20, 17, 2 } } do
+    local n, c, h, w, splits = table.unpack(case)
+    local x, r = moco.randn{ n, c, h, w }, moco.randn{ n, c, h, w }
+    local wt, b = moco.randn{ c }, moco.randn{ c }
+    for _, training in ipairs{ true, false } do
+      local rm1, rv1 = moco.randn{ c }, moco.rand{ c } + 0.5
+      local rm2, rv2 = rm1:clone(), rv1:clone()
+      local y = F.batchnorm_forward(x, wt, b, rm1, rv1, training, 0.1, 1e-5, splits)
+      local want = F.add_relu_forward(y, r)
+      local got, mean = F.batchnorm_forward(x, wt, b, rm2, rv2, training, 0.1, 1e-5, splits, nil, false, r)
+      local label = string.format("batchnorm joined %s %s", check.shape_of(x), training and "train" or "eval")
+      check.eq(label .. ": max difference to BN then add_relu", check.maxabs(got - want), 0)
+      check.eq(label .. ": same running mean", check.maxabs(rm1 - rm2), 0)
+      check.eq(label .. ": statistics per split", mean:size(1), training and splits or 1)
+      local into_x = x:clone()
+      F.batchnorm_forward(into_x, wt, b, rm2:clone(), rv2:clone(), training, 0.1, 1e-5, splits, into_x, false, r)
+      local into_r = r:clone()
+      F.batchnorm_forward(x, wt, b, rm2:clone(), rv2:clone(), training, 0.1, 1e-5, splits, into_r, false, into_r)
+      check.eq(label .. ": in place on the input", check.maxabs(into_x - want), 0)
+      check.eq(label .. ": in place on the residual", check.maxabs(into_r - want), 0)
+    end
+  end
+  check.raises("batchnorm residual shape", "residual [2, 3, 4, 4] should have the shape of input [2, 3, 4, 5]",
+               F.batchnorm_forward, moco.randn{ 2, 3, 4, 5 }, nil, nil, nil, nil, true, 0.1, 1e-5, 1, nil, false,
+               moco.randn{ 2, 3, 4, 4 })
+  local bn, twin = moco.nn.BatchNorm2d(3, { splits = 2 }), moco.nn.BatchNorm2d(3, { splits = 2 })
+  local x, r = moco.randn{ 4, 3, 5, 5 }, moco.randn{ 4, 3, 5, 5 }
+  local want = F.add_relu_forward(twin:forward(x), r)
+  check.eq("BatchNorm2d:forward_add_relu is bn then the join", check.maxabs(bn:forward_add_relu(x, r) - want), 0)
+  check.eq("forward_add_relu updates the running statistics", check.maxabs(bn.running_var - twin.running_var), 0)
+end
+
 check.run(tests)
