@@ -2,7 +2,7 @@
 # tests/bench/run.sh: `make bench`.  Training compute of moco-lua against PyTorch at its
 # best on the same machine, in the same run, then the data pipeline.
 #
-#   make bench [BENCH_ARGS="--rounds N --threads N --only NAME --quick --no-augment"]
+#   make bench [BENCH_ARGS="--rounds N --threads N --only NAME --quick --no-augment --no-loop"]
 #
 # Each configuration (see bench_moco.lua / bench_moco.py) runs in its own process, once per
 # round, alternating moco-lua, PyTorch with tcmalloc preloaded (its best: glibc's malloc
@@ -13,14 +13,15 @@
 # use the same thread count: --threads N, else the cores this process may use.
 cd "$(dirname "$0")/../.." || exit 1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-threads=$(nproc); rounds=2; only=""; iters=""; augment=1
+threads=$(nproc); rounds=2; only=""; iters=""; augment=1; loop=1; loop_args=""
 while [ $# -gt 0 ]; do
   case $1 in
     --threads) threads=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --only) only=$2; shift ;;
-    --quick) rounds=1; iters="--iters 2" ;;
+    --quick) rounds=1; iters="--iters 2"; loop_args="--rounds 2" ;;
     --no-augment) augment=0 ;;
+    --no-loop) loop=0 ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -63,6 +64,13 @@ done
 
 echo "== summary ($rounds rounds; ranges are min-max over the rounds; ratio = moco-lua / PyTorch+tcmalloc images/s)"
 ./moco-lua tests/bench/summary.lua "$tmp" "$rounds" $configs || exit 1
+
+if [ "$loop" = 1 ]; then
+  echo "== the training loop against the compute-only step (tests/bench/bench_loop.lua)"
+  for recipe in quickstart cifar10; do
+    ./moco-lua tests/bench/bench_loop.lua "$recipe" $loop_args || exit 1
+  done
+fi
 
 if [ "$augment" = 1 ]; then
   echo "== data pipeline (augmentation throughput)"
