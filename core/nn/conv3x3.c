@@ -470,6 +470,7 @@ static void pad_image(float *xin, const float *img, const Pass *p) {
     }
     const int W = p->Win, Wp = p->Wp, pad = p->pad;
     const size_t plane = (size_t)p->Hp * Wp;
+    const float *img_end = img + (size_t)p->Cin * p->Hin * W;
     memset(xin, 0, (XIN_FRONT + (size_t)pad * Wp) * sizeof *xin);
     float *d = xin + XIN_FRONT + (size_t)pad * Wp;
     for (int c = 0; c < p->Cin; c++, d += plane) {
@@ -478,9 +479,17 @@ static void pad_image(float *xin, const float *img, const Pass *p) {
             float *dst = d + (size_t)h * Wp;
             int i = 0;
             for (; i + CV <= W; i += CV) cv_store(dst + i, cv_load(src + i));
-            if (i < W && W >= CV) cv_store(dst + W - CV, cv_load(src + W - CV)); /* overlapping tail */
-            else
+            if (i < W && W >= CV) {
+                cv_store(dst + W - CV, cv_load(src + W - CV)); /* overlapping tail */
+            } else if (i < W && src + CV <= img_end) {
+                /* A row shorter than a vector (14, 7, 4 px) as one whole vector while the
+                 * image has that many floats left.  What it writes past the row is the
+                 * row's zero columns (set next), later rows (copied after it), or the
+                 * borders and slack (zeroed after the rows). */
+                cv_store(dst, cv_load(src));
+            } else {
                 for (; i < W; i++) dst[i] = src[i];
+            }
             for (int k = W; k < Wp; k++) dst[k] = 0;
         }
         /* the bottom border of this plane, and the top border of the next one */

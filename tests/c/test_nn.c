@@ -217,7 +217,8 @@ static void test_conv_all(void) {
 }
 
 /* The vectorised 3x3 kernels (conv3x3.c): stride 1 and 2, paddings 0-2, channel counts that
- * are not multiples of the vector width, a map smaller than the kernel, and 17 input
+ * are not multiples of the vector width, maps narrower than a vector (whose rows the padding
+ * copies as whole vectors), a map smaller than the kernel, and 17 input
  * channels (two blocks of the 16-channel sums); stride 2 takes its input gradient from
  * im2col.  Run last, on a stream of its own, so the other tests keep their data. */
 static void test_conv_3x3(void) {
@@ -230,6 +231,9 @@ static void test_conv_3x3(void) {
     test_conv(2, 3, 7, 7, 4, 3, 2, 1, 1, 0);
     test_conv(2, 16, 8, 9, 16, 3, 2, 1, 0, 0);
     test_conv(2, 2, 2, 2, 3, 3, 1, 1, 1, 0);
+    test_conv(2, 5, 14, 14, 7, 3, 1, 1, 1, 0); /* rows shorter than a vector: copied whole */
+    test_conv(3, 4, 4, 4, 6, 3, 1, 1, 0, 0);
+    test_conv(2, 3, 4, 7, 5, 3, 1, 0, 1, 0);
     force_3x3 = 0;
     test_conv(2, 16, 8, 8, 32, 3, 1, 1, 1, 0); /* a shape the kernels take by default, without them */
     force_3x3 = -1;
