@@ -55,12 +55,18 @@ local function conv_flops(m)
   return 0
 end
 -- Wraps every leaf module of net: forward (and batch norm's forward_add_relu, the blocks'
--- fused join) into `prefix fwd`, the two backward halves.
+-- fused join) into `prefix fwd`, the two backward halves; batch norm's backward (input and
+-- parameter gradients in one pass, not through backward_input) into `prefix bwd-input`, and
+-- its recompute (a fused BN + ReLU output rebuilt for the backward) into `prefix recompute`.
 local function instrument(net, prefix)
   net:apply(function(m)
     if #m._children > 0 then return end
-    for fname, label in pairs{ forward = "fwd", forward_add_relu = "fwd", backward_input = "bwd-input",
-                               backward_params = "bwd-params" } do
+    local names = { forward = "fwd", forward_add_relu = "fwd", backward_input = "bwd-input",
+                    backward_params = "bwd-params" }
+    if m._class_name == "BatchNorm2d" or m._class_name == "BatchNorm1d" then
+      names.backward, names.recompute = "bwd-input", "recompute"
+    end
+    for fname, label in pairs(names) do
       local f = m[fname]
       if f then
         local p = phase(prefix .. " " .. label)
