@@ -192,6 +192,8 @@ static void test_conv_all(void) {
     test_conv(2, 3, 7, 7, 4, 3, 2, 1, 1, 1);
     test_conv(2, 4, 5, 5, 3, 1, 1, 0, 1, 1);
     test_conv(2, 4, 6, 6, 3, 1, 2, 0, 1, 1);
+    test_conv(2, 37, 6, 6, 5, 1, 1, 0, 0, 1); /* direct 1x1, C > OC: dweight^T in the workspace */
+    test_conv(2, 3, 5, 5, 7, 1, 1, 0, 1, 1);  /* direct 1x1, C < OC: split over OC */
     /* a partial last chunk: 3 images, 2 per sgemm */
     test_conv(3, 2, 5, 5, 3, 3, 1, 1, 1, 2);
     test_conv(3, 4, 4, 4, 3, 1, 1, 0, 0, 2);
