@@ -476,9 +476,9 @@ static void backward_params_task(void *ctx, int task, int thread) {
  * larger of OC and C is the rows (split between the tasks, read in place) and the smaller
  * is packed: with C > OC the tasks compute dweight^T (C, OC) = sum inp_n @ dout_n^T into the
  * workspace, zeroed first, and add it back transposed (256 -> 64 channels on 56x56 maps:
- * 1.6x faster per thread than splitting OC).  Each element is one task's, summed over images in order,
- * and every product is the same sum over HW in either orientation, so the result is the
- * same for any number of threads. */
+ * 1.6x faster per thread than splitting OC).  Each element is one task's, summed over
+ * images in order, and every product is the same sum over HW in either orientation, so the
+ * result is the same for any number of threads. */
 static int direct_params_transposed(const Conv2dSize *s) { return s->C > s->OC; }
 
 static void backward_params_direct_task(void *ctx, int task, int thread) {
