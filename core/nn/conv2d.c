@@ -61,6 +61,22 @@ static int winograd_preferred(const Conv2dSize *s) {
     return winograd_applies(s) && s->C >= 64 && s->OC >= 64 && (s->H >= 8 || s->C >= 128);
 }
 
+/* Images per chunk: the fewest that give CONV_TARGET_COLUMNS columns, raised while that
+ * shortens the busiest thread's share (chunks go one per task): 32 images of 7x7 in chunks
+ * of 11 leave one of two threads 22 images and the other 10; in chunks of 16, 16 each. */
+static int balanced_chunk(int N, int per_image, int threads) {
+    int b = per_image >= CONV_TARGET_COLUMNS ? 1 : (CONV_TARGET_COLUMNS + per_image - 1) / per_image;
+    if (b >= N) return N;
+    if (b == 1) return 1;
+    int best = b;
+    long best_load = (long)((N + b - 1) / b + threads - 1) / threads * b;
+    for (int c = b + 1; c <= 2 * b && c <= N; c++) {
+        long load = (long)((N + c - 1) / c + threads - 1) / threads * c;
+        if (load < best_load) best = c, best_load = load;
+    }
+    return best;
+}
+
 int conv2d_size_init(Conv2dSize *s, int N, int C, int H, int W, int OC, int KH, int KW, int stride,
                      int padding) {
     if (N < 1 || C < 1 || H < 1 || W < 1 || OC < 1 || KH < 1 || KW < 1)
@@ -76,11 +92,9 @@ int conv2d_size_init(Conv2dSize *s, int N, int C, int H, int W, int OC, int KH, 
     s->stride = stride, s->padding = padding;
     s->OH = (H + 2 * padding - KH) / stride + 1;
     s->OW = (W + 2 * padding - KW) / stride + 1;
-    int per_image = s->OH * s->OW;
-    int b = per_image >= CONV_TARGET_COLUMNS ? 1 : (CONV_TARGET_COLUMNS + per_image - 1) / per_image;
-    s->images_per_gemm = b < N ? b : N;
     int t = threadpool_size();
     s->threads = t < N ? t : N;
+    s->images_per_gemm = balanced_chunk(N, s->OH * s->OW, s->threads);
     s->use_3x3_kernel = conv3x3_preferred(s);
     s->use_winograd = 0;
     s->use_winograd = atomic_load(&winograd_enabled) && winograd_preferred(s) && conv2d_winograd_status(NULL);

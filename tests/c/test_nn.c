@@ -21,6 +21,7 @@
 #include "error.h"
 #include "nn/nn.h"
 #include "rng.h"
+#include "threads.h"
 
 #define FD_H 1e-2f
 #define FD_TOL 2e-3
@@ -209,6 +210,17 @@ static void test_conv_all(void) {
         CHECK("conv2d 4x4 map batches images",
               conv2d_size_init(&s, 256, 512, 4, 4, 512, 3, 3, 1, 1) == 0 && s.images_per_gemm == 32,
               "images_per_gemm %d", s.images_per_gemm);
+        /* 32 images of 7x7: chunks of 11 (the fewest for 512 columns) would leave one of
+         * two threads 22 images and the other 10; chunks of 16 give each 16. */
+        int threads = threadpool_size();
+        moco_set_num_threads(2);
+        CHECK("conv2d small maps: chunks balanced over 2 threads",
+              conv2d_size_init(&s, 32, 512, 7, 7, 2048, 1, 1, 1, 0) == 0 && s.images_per_gemm == 16,
+              "images_per_gemm %d", s.images_per_gemm);
+        CHECK("conv2d 14x14 maps: 4 images per chunk on 2 threads, not 3",
+              conv2d_size_init(&s, 32, 256, 14, 14, 1024, 1, 1, 1, 0) == 0 && s.images_per_gemm == 4,
+              "images_per_gemm %d", s.images_per_gemm);
+        moco_set_num_threads(threads);
     }
     Conv2dSize s;
     CHECK("conv2d bad stride is an error", conv2d_size_init(&s, 1, 1, 4, 4, 1, 3, 3, 0, 0) == -1,
