@@ -39,7 +39,11 @@
  * gradient goes block by block: the tile rows of a block transform in parallel into shared
  * V and Z, then the 36 products are split by position, each dU_p added to by one task in
  * block order, so the result depends neither on timing nor on the thread count. */
+#include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "gemm.h"
 #include "nn/vec.h"
@@ -382,33 +386,79 @@ typedef struct Job {
     int block, block_tiles; /* the weight gradient's current block and its tiles */
 } Job;
 
+/* The 9 taps of 16 kernels, tap q of kernel l at g[q][l]: each kernel's 9 contiguous floats
+ * are loaded as a row of a 16x16 block and the block transposed (inserting the 144 floats
+ * one by one into zeroed vectors cost a memset call and a trip through memory per kernel
+ * row: with it, the transform and that memset were 30% of a 512-channel 4x4 layer's
+ * profile, 26.5% without).  A row's last 7 floats are the next
+ * kernel's taps, which land in rows 9..15 and are not used; a kernel too close to the
+ * tensor's end for that is copied alone.  kern[l] is NULL for the lanes past the layer. */
+static void load_taps(vecf *g, const float *const *kern, const float *end) {
+    for (int l = 0; l < VW; l++) {
+        if (!kern[l]) {
+            g[l] = (vecf){0};
+        } else if (kern[l] + VW <= end) {
+            g[l] = vec_load(kern[l]);
+        } else {
+            float t[VW] = {0};
+            memcpy(t, kern[l], 9 * sizeof *t);
+            g[l] = vec_load(t);
+        }
+    }
+    vec_transpose16(g);
+}
+
+/* U beyond this size is written with non-temporal stores (AVX-512 builds).  U is 4x the
+ * weights (36 positions for 9 taps) and is read once or twice by the products that follow:
+ * written through the caches, every line is first read from memory and then evicts what
+ * the products need.  Streamed, on Zen 5 at batch 64 (interleaved runs, median GFLOP/s-
+ * equivalent of forward and input gradient): 512 channels at 4x4 (U 36 MiB) 330-430 ->
+ * 520-570, 256 at 8x8 (9 MiB) +5-10%, 128 at 16x16 (2.3 MiB) within the noise, 64 at
+ * 32x32 (0.6 MiB, which the products find in L2 otherwise) 3-7% slower. */
+#define STREAM_U_BYTES (4u << 20)
+
 /* U_p (packed) for the task's range of 16-column blocks of the product, every row k: 16
- * kernels per vector (the columns of a block are contiguous in the packed panels). */
+ * kernels per vector (the columns of a block are contiguous in the packed panels).  The
+ * packed index of a 16-column block is a multiple of 16 floats, so with the workspace
+ * 64-byte aligned every vector store is aligned, as streaming stores require. */
 static void kernel_transform_task(void *ctx, int task, int thread) {
     (void)thread;
     const Job *j = ctx;
     const Plan *p = j->p;
     const int flip = j->pass == PASS_INPUT_GRAD;
+    const float *end = j->weight + (size_t)j->OC * j->C * 9;
     long lo, hi;
     threadpool_split((p->cout + VW - 1) / VW, j->parts, task, &lo, &hi);
     size_t ub = moco_gemm_packed_b_floats(p->cinp, p->coutp, p->nr);
+    const int stream = (size_t)NPOS * ub * sizeof(float) > STREAM_U_BYTES && (uintptr_t)j->shared % 64 == 0;
     for (long blk = lo; blk < hi; blk++) {
         int col0 = (int)blk * VW, lanes = p->cout - col0 < VW ? p->cout - col0 : VW;
         for (int k = 0; k < p->cin; k++) {
             /* forward: column = output channel, k = input channel; input gradient: column =
              * the layer's input channel, k = its output channel, the kernel flipped */
-            vecf g[9] = {{0}}, t[18], u[36];
-            for (int l = 0; l < lanes; l++) {
-                const float *w = flip ? j->weight + ((size_t)k * j->C + col0 + l) * 9
-                                      : j->weight + ((size_t)(col0 + l) * j->C + k) * 9;
-                for (int q = 0; q < 9; q++) g[q][l] = w[flip ? 8 - q : q];
-            }
+            const float *kern[VW];
+            for (int l = 0; l < VW; l++)
+                kern[l] = l >= lanes ? NULL
+                          : flip     ? j->weight + ((size_t)k * j->C + col0 + l) * 9
+                                     : j->weight + ((size_t)(col0 + l) * j->C + k) * 9;
+            vecf taps[VW], g[9], t[18], u[36];
+            load_taps(taps, kern, end);
+            for (int q = 0; q < 9; q++) g[q] = taps[flip ? 8 - q : q];
             for (int c = 0; c < 3; c++) g3(g + c, 3, t + c, 3);     /* t (6, 3) = G g */
             for (int r = 0; r < 6; r++) g3(t + 3 * r, 1, u + 6 * r, 1); /* u (6, 6) = t G^T */
             size_t at = moco_gemm_packed_b_index(p->cinp, p->coutp, p->nr, k, col0);
+#if defined(__AVX512F__)
+            if (stream) {
+                for (int q = 0; q < NPOS; q++) _mm512_stream_ps(j->shared + q * ub + at, (__m512)u[q]);
+                continue;
+            }
+#endif
             for (int q = 0; q < NPOS; q++) vec_store(j->shared + q * ub + at, u[q]);
         }
     }
+#if defined(__AVX512F__)
+    if (stream) _mm_sfence();
+#endif
 }
 
 static void run_kernel_transform(Job *j) {
