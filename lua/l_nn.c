@@ -83,6 +83,7 @@
 #include "gemm.h"
 #include <lua.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "error.h"
@@ -191,20 +192,27 @@ static Tensor *push_out(lua_State *L, int idx, const char *fn, const char *arg, 
     return box->t;
 }
 
-/* The per-state scratch buffer (conv workspace, int32 indices and int64 labels). */
+/* The per-state scratch buffer (conv workspace, int32 indices and int64 labels), returned
+ * 64-byte aligned.  Lua aligns userdata to 16 bytes only; the convolutions' workspace rows
+ * (im2col columns, Winograd's tiles and transformed kernels) are sized in whole vectors,
+ * so a buffer off by 16 made every other vector load straddle two cache lines, and the
+ * Winograd kernel transform's streaming stores need the alignment. */
 static const char scratch_key = 's';
+#define SCRATCH_ALIGN 64
 
 static void *scratch(lua_State *L, size_t bytes) {
+    if (bytes > SIZE_MAX - SCRATCH_ALIGN) luaL_error(L, "a scratch buffer of %I bytes does not fit in memory", (lua_Integer)bytes);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &scratch_key);
     void *p = lua_touserdata(L, -1);
     size_t have = p ? lua_rawlen(L, -1) : 0;
     lua_pop(L, 1);
-    if (p && have >= bytes) return p; /* still referenced from the registry */
-    lua_pushnil(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key); /* let the old one go first */
-    p = lmoco_newarray(L, bytes, 1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key);
-    return p;
+    if (!p || have < bytes + SCRATCH_ALIGN) {
+        lua_pushnil(L);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key); /* let the old one go first */
+        p = lmoco_newarray(L, bytes + SCRATCH_ALIGN, 1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key); /* still referenced from the registry */
+    }
+    return (void *)(((uintptr_t)p + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN);
 }
 
 static int l_workspace_bytes(lua_State *L) {
