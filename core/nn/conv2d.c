@@ -16,15 +16,16 @@
  * single-threaded inside the tasks (moco_gemm_blas_begin).  backward_params gives each of
  * s->threads tasks a contiguous slice of the images and a private dweight (task 0 adds
  * straight into the caller's), summed in task order afterwards, so the result does not
- * depend on timing.  The 1x1 stride-1 path splits the larger of its output and input
- * channels instead (see backward_params_direct_task).
+ * depend on timing.  A pointwise conv (1x1, stride 1, no padding) splits the larger of its
+ * output and input channels instead, whatever its chunking (see backward_params_direct_task).
  *
  * Workspace, per thread t < s->threads (nothing in it survives a call, so every conv of a
  * network can share one):
  *     col  (CKK, B*OHOW), or (CKK, band) for banded images   absent on the direct 1x1 path
  *     gemm (OC,  B*OHOW)   only when B > 1    (gemm output, or the gathered dout)
  * followed by s->threads - 1 private dweights (OC, CKK) for backward_params.  The direct
- * 1x1 path has none of these; its backward_params uses (C, OC) for dweight^T when C > OC. */
+ * 1x1 path has none of these; a pointwise conv's backward_params uses (C, OC) for
+ * dweight^T when C > OC (the workspace is at least that). */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -101,9 +102,17 @@ int conv2d_size_init(Conv2dSize *s, int N, int C, int H, int W, int OC, int KH, 
     return 0;
 }
 
-static int is_direct(const Conv2dSize *s) {
-    return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->padding == 0 && s->images_per_gemm <= 1;
-}
+/* 1x1, stride 1, no padding: the input is its own im2col matrix. */
+static int is_pointwise(const Conv2dSize *s) { return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->padding == 0; }
+
+/* Pointwise with one image per product: forward and input gradient multiply the images in
+ * place.  The weight gradient takes the direct path for every pointwise conv (see
+ * backward_params_direct_task): on 14x14 and 7x7 maps the chunked path's copies (im2col
+ * and the gathered dout) and its private dweights cost more than the narrow per-image
+ * products; ResNet-50's layers at batch 32, 2 threads, median of 15 interleaved calls,
+ * two alternations: 1024->256 at 14x14 253-265 -> 306-320 GFLOP/s, 1024->512 277 -> 335,
+ * 512->2048 at 7x7 266-291 -> 289-317, 2048->512 218-226 -> 287-289. */
+static int is_direct(const Conv2dSize *s) { return is_pointwise(s) && s->images_per_gemm <= 1; }
 
 static int chunk_images(const Conv2dSize *s) { return s->images_per_gemm < 1 ? 1 : s->images_per_gemm; }
 static int thread_count(const Conv2dSize *s) { return s->threads < 1 ? 1 : s->threads; }
@@ -144,9 +153,11 @@ size_t conv2d_workspace_size(const Conv2dSize *s) {
 static int direct_params_transposed(const Conv2dSize *s);
 
 static size_t im2col_workspace_size(const Conv2dSize *s) {
-    if (is_direct(s)) return direct_params_transposed(s) ? (size_t)s->C * s->OC : 0; /* dweight^T */
+    size_t direct = is_pointwise(s) && direct_params_transposed(s) ? (size_t)s->C * s->OC : 0; /* dweight^T */
+    if (is_direct(s)) return direct;
     size_t T = (size_t)thread_count(s);
-    return T * thread_floats(s) + (T - 1) * (size_t)s->OC * ckk_of(s);
+    size_t cols = T * thread_floats(s) + (T - 1) * (size_t)s->OC * ckk_of(s);
+    return cols > direct ? cols : direct;
 }
 
 /* The range [lo, hi) of output columns ow whose input column ow*stride - padding + k lies
@@ -561,7 +572,7 @@ void conv2d_backward_params(float *dweight, float *dbias, float *workspace, cons
     }
     ConvJob j = {.dweight = dweight, .workspace = workspace, .dout = dout, .inp = inp, .s = s};
     int blas = thread_count(s) > 1 ? moco_gemm_blas_begin() : 1;
-    if (is_direct(s)) {
+    if (is_pointwise(s)) {
         int rows = direct_params_transposed(s) ? s->C : OC;
         j.tasks = thread_count(s) < rows ? thread_count(s) : rows;
         threadpool_run(j.tasks, thread_count(s), backward_params_direct_task, &j);
