@@ -104,6 +104,9 @@ if c.kind == "moco" then
   model.encoder_q.zero_grad = timed("zero_grad", zg)
 else
   local net = moco.models[c.arch]{ num_classes = 1000 }
+  -- PyTorch's side backpropagates from a fixed gradient to an input that does not require
+  -- one, so autograd skips the stem's input gradient; so does this side.
+  net.need_input_grad = false
   local x = moco.randn{ c.batch, c.channels, c.size, c.size }
   local gy = moco.randn{ c.batch, 1000 }
   step = function()
