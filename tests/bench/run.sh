@@ -8,7 +8,8 @@
 # round, alternating moco-lua, PyTorch with tcmalloc preloaded (its best: glibc's malloc
 # makes it page-fault on fresh buffers every step) and PyTorch with glibc's malloc
 # (reported, labelled, for reference); the summary gives the range over the rounds (the
-# machine is noisy: default 2 rounds), the ratio range, both peak RSS and the GFLOP/s
+# machine is noisy: default 2 rounds), the ratio range, the ratio of each round (moco-lua
+# against the PyTorch run right after it), both peak RSS and the GFLOP/s
 # moco-lua reaches against the FMA peak measured here (tests/bench/peak.c).  Both sides
 # use the same thread count: --threads N, else the cores this process may use.
 cd "$(dirname "$0")/../.." || exit 1
@@ -62,7 +63,7 @@ for r in $(seq "$rounds"); do
   done
 done
 
-echo "== summary ($rounds rounds; ranges are min-max over the rounds; ratio = moco-lua / PyTorch+tcmalloc images/s)"
+echo "== summary ($rounds rounds; ranges are min-max over the rounds; ratio = moco-lua / PyTorch+tcmalloc images/s, the range pairing the rounds' extremes, per round each round's own pair)"
 ./moco-lua tests/bench/summary.lua "$tmp" "$rounds" $configs || exit 1
 
 if [ "$loop" = 1 ]; then

@@ -38,9 +38,24 @@ local function fmt(lo, hi, f)
   return string.format(f .. "-" .. f, lo, hi)
 end
 
-print("| config | moco-lua img/s | PyTorch+tcmalloc img/s | ratio | PyTorch+glibc img/s | peak RSS moco-lua / PyTorch (MiB) | moco-lua GFLOP/s (peak " ..
+-- The ratio of each round, moco-lua against the PyTorch run right after it: the two sides
+-- of a round are minutes apart, so a slow minute of this machine lands on one round, where
+-- the range above pairs the slowest round of one side with the fastest of the other.
+local function round_ratios(config)
+  local parts = {}
+  for r = 1, rounds do
+    local m = read(string.format("%s/moco.%s.%d.json", dir, config, r))
+    local t = read(string.format("%s/tcmalloc.%s.%d.json", dir, config, r))
+    if m and t and m.images_per_s and t.images_per_s then
+      parts[#parts + 1] = string.format("%.2fx", m.images_per_s / t.images_per_s)
+    end
+  end
+  return #parts > 0 and table.concat(parts, "; ") or "-"
+end
+
+print("| config | moco-lua img/s | PyTorch+tcmalloc img/s | ratio | ratio per round | PyTorch+glibc img/s | peak RSS moco-lua / PyTorch (MiB) | moco-lua GFLOP/s (peak " ..
       string.format("%.0f", peak.avx512_gflops or peak.avx2_gflops or 0) .. ") |")
-print("|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|")
 for _, c in ipairs(configs) do
   local mlo, mhi = range("moco", c, "images_per_s")
   local tlo, thi = range("tcmalloc", c, "images_per_s")
@@ -60,6 +75,6 @@ for _, c in ipairs(configs) do
       flo, fhi = flo and math.min(flo, g) or g, fhi and math.max(fhi, g) or g
     end
   end
-  print(string.format("| %s | %s | %s | %s | %s | %s | %s |", c, fmt(mlo, mhi), fmt(tlo, thi), ratio, fmt(glo, ghi),
-                      rss, fmt(flo, fhi, "%.0f")))
+  print(string.format("| %s | %s | %s | %s | %s | %s | %s | %s |", c, fmt(mlo, mhi), fmt(tlo, thi), ratio,
+                      round_ratios(c), fmt(glo, ghi), rss, fmt(flo, fhi, "%.0f")))
 end
