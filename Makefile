@@ -6,6 +6,7 @@
 #   make demo       the run-time packages + build + run the default demo (recipes/quickstart.lua)
 #   make test       deps + build + run every test; ends with "N passed, N failed"
 #   make test SANITIZE=1   the same suite built with ASan + UBSan, in build-asan/ (and build-ubsan/)
+#   make test-portable     the ARCH=-march=x86-64 build and its kernel-fallback tests, in build-portable/
 #   make fuzz [FUZZ_SECONDS=60]   every tests/fuzz/fuzz_*.c under libFuzzer (clang), in build-fuzz/
 #   make bench      benchmarks (not part of make test)
 #   make docs       regenerate docs/api.md from lua/moco/doc.lua
@@ -61,7 +62,7 @@ TEST_BIN := $(TEST_SRC:tests/c/%.c=build/tests/%) $(FUZZ_NAMES:%=build/tests/tes
 # The binding without main(), for the fuzz targets that embed Lua.
 BIND_LIB_OBJ := $(filter-out build/lua/main.o,$(BIND_OBJ))
 
-.PHONY: all deps deps-run install-packages demo test fuzz bench install uninstall clean fixtures docs
+.PHONY: all deps deps-run install-packages demo test test-portable fuzz bench install uninstall clean fixtures docs
 all: moco-lua
 
 build/libmoco.a: $(CORE_OBJ)
@@ -157,6 +158,17 @@ SAN_SLOW  = test_learning test_dist_recipes
 UBSAN_DIR = build-ubsan
 UBSAN_MK  = 'OPT = -O2 -g' 'SANFLAGS = -fsanitize=undefined -fno-sanitize-recover=undefined'
 
+# The portable build (`make ARCH=-march=x86-64`: no AVX2 or AVX-512, so neither libmoco's
+# own matrix kernel nor Winograd) in build-portable/: it must build, and the tests of the
+# paths it swaps (OpenBLAS as the GEMM, the exact convolutions) must pass.  CI runs it.
+PORT_DIR   = build-portable
+PORT_MK    = 'ARCH = -march=x86-64'
+PORT_TESTS = test_gemm test_nn test_layers test_models test_moco test_jacobian
+test-portable: deps
+	$(call mirror_tree,$(PORT_DIR),$(PORT_MK))
+	@$(MAKE) --no-print-directory -C $(PORT_DIR) moco-lua build/tests/test_gemm build/tests/test_nn
+	@cd $(PORT_DIR) && MOCO_TEST_ONLY="$(PORT_TESTS)" sh tests/run.sh
+
 ifeq ($(SANITIZE),1)
 test: deps
 	$(call mirror_tree,$(SAN_DIR),$(SAN_MK))
@@ -225,4 +237,4 @@ uninstall:
 	       $(DESTDIR)$(PREFIX)/share/man/man1/moco-lua.1 $(DESTDIR)$(PREFIX)/share/doc/moco-lua
 
 clean:
-	rm -rf build moco-lua build-asan build-ubsan build-fuzz
+	rm -rf build moco-lua build-asan build-ubsan build-fuzz build-portable

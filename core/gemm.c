@@ -58,6 +58,19 @@
 #define GEMM_KERNEL_NAME "moco avx2 6x16"
 #endif
 
+/* One product's arguments (every build: the OpenBLAS fallback takes them too). */
+typedef struct Gemm {
+    int trans_a, trans_b;
+    long M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} Gemm;
+
+enum { BACKEND_UNKNOWN, BACKEND_OWN, BACKEND_OPENBLAS };
+static void openblas_gemm(const Gemm *g);
+static int current_backend(void);
+
 #ifdef GEMM_MR
 #define GEMM_KC 256
 #define GEMM_MC 144  /* a multiple of GEMM_MR */
@@ -358,14 +371,6 @@ static float *thread_buffer(void) {
 
 /* ------------------------------------------------------------------ the product */
 
-typedef struct Gemm {
-    int trans_a, trans_b;
-    long M, N, K, lda, ldb, ldc;
-    float alpha, beta;
-    const float *A, *B;
-    float *C;
-} Gemm;
-
 /* C rows [m0, m1), columns [n0, n1) on this thread.  Returns -1 when the buffers cannot be
  * allocated (the caller then falls back to OpenBLAS). */
 static int gemm_block(const Gemm *g, long m0, long m1, long n0, long n1) {
@@ -421,9 +426,6 @@ typedef struct GemmSplit {
     int parts, by_columns;
 } GemmSplit;
 
-enum { BACKEND_UNKNOWN, BACKEND_OWN, BACKEND_OPENBLAS };
-static void openblas_gemm(const Gemm *g);
-static int current_backend(void);
 
 static void gemm_part(void *ctx, int task, int thread) {
     (void)thread;

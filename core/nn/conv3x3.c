@@ -378,16 +378,11 @@ static size_t yt_floats(const Pass *p) {
     return (size_t)(p->Q + PB1) * p->Coutp;
 }
 
-/* Whether a pass runs on the positions tile: few output channels (the channel tiles hold
- * one vector of them and broadcast an input per FMA). */
-static int use_positions(const Pass *p) {
 #if CV == 16
-    return p->Coutp <= CV;
-#else
-    (void)p;
-    return 0;
+/* Whether a pass runs on the positions tile: few output channels (the channel tiles hold
+ * one vector of them and broadcast an input per FMA).  AVX-512 builds only. */
+static int use_positions(const Pass *p) { return p->Coutp <= CV; }
 #endif
-}
 
 int conv3x3_applies(const Conv2dSize *s) {
     return s->KH == 3 && s->KW == 3 && (s->stride == 1 || s->stride == 2) && s->padding <= 2;

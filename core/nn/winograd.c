@@ -430,7 +430,9 @@ static void kernel_transform_task(void *ctx, int task, int thread) {
     long lo, hi;
     threadpool_split((p->cout + VW - 1) / VW, j->parts, task, &lo, &hi);
     size_t ub = moco_gemm_packed_b_floats(p->cinp, p->coutp, p->nr);
+#if defined(__AVX512F__)
     const int stream = (size_t)NPOS * ub * sizeof(float) > STREAM_U_BYTES && (uintptr_t)j->shared % 64 == 0;
+#endif
     for (long blk = lo; blk < hi; blk++) {
         int col0 = (int)blk * VW, lanes = p->cout - col0 < VW ? p->cout - col0 : VW;
         for (int k = 0; k < p->cin; k++) {
